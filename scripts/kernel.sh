@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Fetch, configure and build the nsvm test kernel from Debian's
+# linux-source-7.3 package.
+#
+#   scripts/kernel.sh build [FRAGMENT]   build (or reuse) and print KDIR
+#   scripts/kernel.sh kdir  [FRAGMENT]   print KDIR of an existing build
+#   scripts/kernel.sh version            print the Debian package version
+#
+# The build directory is $NSVM_CACHE/build/<version>-<key>, where key hashes
+# the config fragment and the toolchain versions: a warm run finds it and
+# does not rebuild.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+FRAGMENT=${2:-$NSVM_TOP/scripts/kernel/test.config}
+
+# The Debian mirror this machine's apt already uses (deb822 .sources or a
+# one-line sources.list), so the private configuration goes where the host's
+# does; security mirrors carry no backports.
+host_mirror() {
+	{
+		awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }' /etc/apt/sources.list.d/*.sources 2>/dev/null
+		awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/) { print $i; break } }' \
+			/etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null
+	} | grep -v -e security -e '^$' | head -n 1
+}
+
+apt_refresh() {
+	mkdir -p "$NSVM_APT_DIR/lists/partial" "$NSVM_APT_DIR/cache/archives/partial"
+	local mirror
+	mirror=${NSVM_DEBIAN_MIRROR:-$(host_mirror)}
+	[ -n "$mirror" ] || die "no Debian mirror in the host's apt sources: set NSVM_DEBIAN_MIRROR"
+	cat >"$NSVM_APT_DIR/sources.list" <<-SRC
+	deb $mirror trixie-backports main
+	deb $mirror sid main
+	SRC
+	local stamp=$NSVM_APT_DIR/lists/.updated
+	# Refresh at most once a day: a warm run needs no network.
+	if [ -z "$(find "$stamp" -mmin -1440 2>/dev/null)" ]; then
+		mapfile -t opts < <(nsvm_apt_opts)
+		apt-get "${opts[@]}" -q update >&2 && touch "$stamp"
+	fi
+}
+
+# The newest 7.3 revision the archive carries; old ones get dropped, so the
+# exact version goes into every log and into the cache key.
+pkg_version() {
+	apt_refresh
+	mapfile -t opts < <(nsvm_apt_opts)
+	apt-cache "${opts[@]}" madison "$NSVM_KPKG" | awk '{print $3}' |
+		sort -V | tail -n 1
+}
+
+fetch_source() {
+	local ver=$1 src=$NSVM_CACHE/src/$NSVM_KPKG-$ver
+	if [ -f "$src/.nsvm-extracted" ]; then
+		echo "$src"
+		return
+	fi
+	log "fetching $NSVM_KPKG $ver"
+	local tmp
+	tmp=$(mktemp -d "$NSVM_CACHE/tmp.XXXXXX")
+	mapfile -t opts < <(nsvm_apt_opts)
+	(cd "$tmp" && apt-get "${opts[@]}" -q download "$NSVM_KPKG=$ver" >&2)
+	dpkg-deb -x "$tmp"/"$NSVM_KPKG"_*.deb "$tmp/deb"
+	rm -rf "$src" && mkdir -p "$src"
+	tar -xaf "$tmp"/deb/usr/src/"$NSVM_KPKG".tar.* -C "$src" --strip-components=1
+	rm -rf "$tmp"
+	touch "$src/.nsvm-extracted"
+	echo "$src"
+}
+
+cache_key() {
+	{
+		cat "$FRAGMENT"
+		rustc --version
+		bindgen --version
+		gcc --version | head -n 1
+	} | sha256sum | cut -c1-12
+}
+
+build_dir() {
+	echo "$NSVM_CACHE/build/$1-$(cache_key)"
+}
+
+configure() {
+	local src=$1 out=$2
+	make -s -C "$src" O="$out" tinyconfig >&2
+	"$src"/scripts/kconfig/merge_config.sh -m -O "$out" "$out/.config" "$FRAGMENT" >/dev/null
+	make -s -C "$src" O="$out" olddefconfig >&2
+	# Refuse a config that lost a requested symbol.
+	local missing=0 line
+	while read -r line; do
+		case $line in CONFIG_*=*) ;; *) continue ;; esac
+		if ! grep -qx -- "$line" "$out/.config"; then
+			log "config: $line did not survive olddefconfig"
+			missing=1
+		fi
+	done <"$FRAGMENT"
+	[ $missing = 0 ] || die "config fragment not satisfiable (see above)"
+}
+
+build() {
+	command -v rustc >/dev/null || die "rustc not found: run scripts/setup-host.sh"
+	local ver src out
+	ver=$(pkg_version)
+	[ -n "$ver" ] || die "no $NSVM_KPKG in the archive"
+	out=$(build_dir "$ver")
+	if [ -f "$out/.nsvm-built" ]; then
+		log "kernel: $NSVM_KPKG $ver, cached build $out"
+		echo "$out"
+		return
+	fi
+	src=$(fetch_source "$ver")
+	log "kernel: $NSVM_KPKG $ver, building in $out (cold, several minutes)"
+	mkdir -p "$out"
+	echo "$ver" >"$out/.nsvm-version"
+	make -s -C "$src" O="$out" rustavailable >&2
+	configure "$src" "$out"
+	local t0=$SECONDS
+	make -C "$src" O="$out" -j"$NSVM_JOBS" bzImage modules >"$out/build.log" 2>&1 ||
+		{ tail -n 40 "$out/build.log" >&2; die "kernel build failed"; }
+	make -C "$src" O="$out" -s headers >&2
+	touch "$out/.nsvm-built"
+	log "kernel: built in $((SECONDS - t0)) s"
+	echo "$out"
+}
+
+kdir() {
+	local ver out
+	ver=$(pkg_version)
+	out=$(build_dir "$ver")
+	[ -f "$out/.nsvm-built" ] || die "kernel not built: run scripts/kernel.sh build"
+	echo "$out"
+}
+
+case ${1:-build} in
+build) build ;;
+kdir) kdir ;;
+version) pkg_version ;;
+*) die "usage: $0 build|kdir|version [FRAGMENT]" ;;
+esac
