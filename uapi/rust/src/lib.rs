@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: MIT
+
+//! Userspace interface of nsvm, the shared-virtual-memory DRM driver.
+//!
+//! [`sys`] holds the uapi structs and constants, generated from
+//! `uapi/drm/nsvm_drm.h`; [`Device`] is a safe handle on an nsvm DRM node.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+/// The uapi, generated from `uapi/drm/nsvm_drm.h` by `scripts/gen-uapi.sh`.
+#[allow(non_camel_case_types, non_upper_case_globals, missing_docs)]
+pub mod sys {
+    include!("bindings.rs");
+}
+
+/// The driver name DRM reports for nsvm nodes.
+pub const DRIVER_NAME: &str = "nsvm";
+
+const DRM_IOCTL_BASE: u32 = b'd' as u32;
+/// First driver-private DRM ioctl number (`DRM_COMMAND_BASE`).
+pub const DRM_COMMAND_BASE: u32 = 0x40;
+
+/// Linux `_IOC()` for x86 and most architectures.
+pub const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u64 {
+    ((dir << 30) | ((size as u32) << 16) | (ty << 8) | nr) as u64
+}
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+
+/// `DRM_IOWR(nr, T)`.
+pub const fn drm_iowr<T>(nr: u32) -> u64 {
+    ioc(IOC_READ | IOC_WRITE, DRM_IOCTL_BASE, nr, std::mem::size_of::<T>())
+}
+
+/// `DRM_IOCTL_VERSION`.
+pub const DRM_IOCTL_VERSION: u64 = drm_iowr::<sys::drm_version>(0x00);
+/// `DRM_IOCTL_NSVM_GET_PARAM`.
+pub const DRM_IOCTL_NSVM_GET_PARAM: u64 =
+    drm_iowr::<sys::drm_nsvm_get_param>(DRM_COMMAND_BASE + sys::DRM_NSVM_GET_PARAM);
+
+/// An error from an nsvm ioctl: the errno the kernel returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Error {
+    /// The positive errno value.
+    pub errno: i32,
+}
+
+impl Error {
+    fn last() -> Self {
+        Self {
+            errno: io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (errno {})", io::Error::from_raw_os_error(self.errno), self.errno)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Self {
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+}
+
+/// Result of the nsvm API.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What `DRM_IOCTL_VERSION` tells of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// Driver major, minor and patch level.
+    pub number: (i32, i32, i32),
+    /// Driver name (`nsvm`).
+    pub name: String,
+    /// Driver description.
+    pub desc: String,
+}
+
+/// An open nsvm DRM node (card or render node).
+#[derive(Debug)]
+pub struct Device {
+    file: File,
+    path: PathBuf,
+}
+
+/// Issues `ioctl(fd, cmd, arg)`.
+///
+/// # Safety
+///
+/// `arg` must be what `cmd` expects: a valid pointer to its argument struct
+/// (or any value, for commands the kernel rejects before reading it).
+pub unsafe fn raw_ioctl(fd: &impl AsRawFd, cmd: u64, arg: *mut libc::c_void) -> Result<i32> {
+    loop {
+        // SAFETY: The caller upholds the contract of `cmd`.
+        let ret = unsafe { libc::ioctl(fd.as_raw_fd(), cmd as _, arg) };
+        if ret >= 0 {
+            return Ok(ret);
+        }
+        let err = Error::last();
+        if err.errno != libc::EINTR && err.errno != libc::EAGAIN {
+            return Err(err);
+        }
+    }
+}
+
+impl Device {
+    /// Opens a DRM node and checks that nsvm drives it (`ENODEV` if not).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let dev = Self { file, path };
+        if dev.version()?.name != DRIVER_NAME {
+            return Err(Error { errno: libc::ENODEV });
+        }
+        Ok(dev)
+    }
+
+    /// Opens the render node of the nsvm device with `DEVICE_INDEX` `index`.
+    pub fn open_render(index: u32) -> Result<Self> {
+        for path in nodes("renderD")? {
+            if let Ok(dev) = Self::open(&path) {
+                if dev.get_param(sys::DRM_NSVM_PARAM_DEVICE_INDEX)? == u64::from(index) {
+                    return Ok(dev);
+                }
+            }
+        }
+        Err(Error { errno: libc::ENOENT })
+    }
+
+    /// The node's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open file, for raw ioctls.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// `DRM_IOCTL_VERSION`.
+    pub fn version(&self) -> Result<Version> {
+        let mut name = [0u8; 64];
+        let mut desc = [0u8; 256];
+        let mut v = sys::drm_version {
+            name_len: name.len() as _,
+            name: name.as_mut_ptr().cast(),
+            desc_len: desc.len() as _,
+            desc: desc.as_mut_ptr().cast(),
+            ..Default::default()
+        };
+        // SAFETY: `v` is a `drm_version` whose buffers outlive the call and
+        // whose lengths are those of the buffers.
+        unsafe { raw_ioctl(&self.file, DRM_IOCTL_VERSION, (&raw mut v).cast())? };
+        let text = |buf: &[u8], len: usize| {
+            String::from_utf8_lossy(&buf[..len.min(buf.len())]).into_owned()
+        };
+        Ok(Version {
+            number: (v.version_major, v.version_minor, v.version_patchlevel),
+            name: text(&name, v.name_len as usize),
+            desc: text(&desc, v.desc_len as usize),
+        })
+    }
+
+    /// `DRM_IOCTL_NSVM_GET_PARAM` with the argument as given, for tests that
+    /// probe the kernel's checks; see [`Device::get_param`].
+    pub fn get_param_raw(&self, arg: &mut sys::drm_nsvm_get_param) -> Result<()> {
+        // SAFETY: `arg` is a valid `drm_nsvm_get_param`.
+        unsafe { raw_ioctl(&self.file, DRM_IOCTL_NSVM_GET_PARAM, (arg as *mut sys::drm_nsvm_get_param).cast())? };
+        Ok(())
+    }
+
+    /// The value of `param` (one of `sys::DRM_NSVM_PARAM_*`).
+    pub fn get_param(&self, param: sys::drm_nsvm_param) -> Result<u64> {
+        let mut arg = sys::drm_nsvm_get_param {
+            size: std::mem::size_of::<sys::drm_nsvm_get_param>() as u32,
+            param,
+            ..Default::default()
+        };
+        self.get_param_raw(&mut arg)?;
+        Ok(arg.value)
+    }
+
+    /// The uapi version of the running driver, as (major, minor).
+    pub fn uapi_version(&self) -> Result<(u32, u32)> {
+        let v = self.get_param(sys::DRM_NSVM_PARAM_UAPI_VERSION)?;
+        Ok(((v >> 16) as u32, (v & 0xffff) as u32))
+    }
+}
+
+/// The `/dev/dri` nodes whose name starts with `prefix` (`card`, `renderD`),
+/// in name order.
+pub fn nodes(prefix: &str) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = fs::read_dir("/dev/dri")?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect();
+    out.sort_by_key(|p| {
+        let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let digits: String = name.chars().filter(char::is_ascii_digit).collect();
+        digits.parse::<u32>().unwrap_or(u32::MAX)
+    });
+    Ok(out)
+}
+
+/// Every nsvm render node, opened, in node order.
+pub fn render_devices() -> Result<Vec<Device>> {
+    Ok(nodes("renderD")?.into_iter().filter_map(|p| Device::open(p).ok()).collect())
+}
+
+/// Name of a `DRM_NSVM_PARAM_*` value, for reports.
+pub fn param_name(param: sys::drm_nsvm_param) -> &'static str {
+    match param {
+        sys::DRM_NSVM_PARAM_UAPI_VERSION => "uapi_version",
+        sys::DRM_NSVM_PARAM_FEATURES => "features",
+        sys::DRM_NSVM_PARAM_PAGE_SIZES => "page_sizes",
+        sys::DRM_NSVM_PARAM_VA_BITS => "va_bits",
+        sys::DRM_NSVM_PARAM_VRAM_SIZE => "vram_size",
+        sys::DRM_NSVM_PARAM_DEVICE_INDEX => "device_index",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_the_c_macros() {
+        // DRM_IOWR(0x40, struct drm_nsvm_get_param): size 24, read/write.
+        assert_eq!(DRM_IOCTL_NSVM_GET_PARAM, 0xc018_6440);
+        // DRM_IOCTL_VERSION: DRM_IOWR(0x00, struct drm_version), size 64.
+        assert_eq!(DRM_IOCTL_VERSION, 0xc040_6400);
+    }
+}
