@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The DRM driver: what the DRM core knows of nsvm.
+
+use kernel::{
+    device::DeviceContext,
+    drm::{
+        self,
+        gem, //
+    },
+    faux,
+    prelude::*, //
+};
+
+use crate::{
+    file::NsvmFile,
+    gem::NsvmObject,
+    ioctl, //
+};
+
+/// The nsvm DRM driver.
+pub(crate) struct NsvmDriver;
+
+/// An nsvm DRM device.
+pub(crate) type NsvmDevice<Ctx = drm::Normal> = drm::Device<NsvmDriver, Ctx>;
+
+const INFO: drm::DriverInfo = drm::DriverInfo {
+    major: 0,
+    minor: 1,
+    patchlevel: 0,
+    name: c"nsvm",
+    desc: c"Shared virtual memory for Nouveau-style GPUs",
+};
+
+/// Per-device state, reachable from every file and ioctl of the device.
+#[pin_data]
+pub(crate) struct DeviceData {
+    /// Index among the devices of this module instance (`nsvm.<index>`).
+    pub(crate) index: u32,
+}
+
+impl DeviceData {
+    pub(crate) fn new(index: u32) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self { index })
+    }
+}
+
+#[vtable]
+impl drm::Driver for NsvmDriver {
+    type Data = DeviceData;
+    type RegistrationData<'a> = ();
+    type File = NsvmFile;
+    type Object = gem::Object<NsvmObject>;
+    type ParentDevice<Ctx: DeviceContext> = faux::Device<Ctx>;
+
+    const INFO: drm::DriverInfo = INFO;
+    const FEAT_RENDER: bool = true;
+    const IOCTLS: &'static [drm::ioctl::DrmIoctlDescriptor] = ioctl::IOCTLS;
+}

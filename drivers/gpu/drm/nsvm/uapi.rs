@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The nsvm uapi, as generated from `uapi/drm/nsvm_drm.h`.
+//!
+//! The bindings are produced by `scripts/gen-uapi.sh` and shared with the
+//! userspace crate, so the driver and its users agree on every layout; the
+//! header is the source of truth and nothing here restates a field.
+
+#[allow(
+    dead_code,
+    non_camel_case_types,
+    non_upper_case_globals,
+    unreachable_pub,
+    clippy::all,
+    reason = "generated bindgen code"
+)]
+mod generated {
+    include!("../../../../uapi/rust/src/bindings.rs");
+}
+
+pub(crate) use generated::*;
+
+use kernel::transmute::{
+    AsBytes,
+    FromBytes, //
+};
+
+// SAFETY: `drm_nsvm_get_param` is a `repr(C)` struct of integers with no
+// implicit padding (the header pads explicitly), so any bit pattern is valid
+// and every byte is initialized.
+unsafe impl FromBytes for drm_nsvm_get_param {}
+// SAFETY: See above.
+unsafe impl AsBytes for drm_nsvm_get_param {}
+
+/// An ioctl argument of the nsvm uapi: starts with the `size` userspace was
+/// compiled with (see "nsvm uapi conventions" in the header).
+pub(crate) trait SizedArg: FromBytes + AsBytes {
+    /// The `size` field as userspace set it.
+    fn user_size(&self) -> u32;
+}
+
+impl SizedArg for drm_nsvm_get_param {
+    fn user_size(&self) -> u32 {
+        self.size
+    }
+}
