@@ -1,0 +1,83 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+#
+# /init of the nsvm test guest (busybox). The mode comes from the kernel
+# command line: nsvm_mode=test|run. Everything goes to the serial console;
+# the host parses it (scripts/report.py). The last line is the marker
+# "NSVM-EXIT rc=N", then the guest powers off.
+
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tmpfs tmpfs /tmp
+mkdir -p /dev/shm && mount -t tmpfs tmpfs /dev/shm
+
+mode=test
+ndev=2
+for arg in $(cat /proc/cmdline); do
+	case $arg in
+	nsvm_mode=*) mode=${arg#nsvm_mode=} ;;
+	nsvm_devices=*) ndev=${arg#nsvm_devices=} ;;
+	esac
+done
+export NSVM_NUM_DEVICES=$ndev
+
+rc=0
+step() { echo "NSVM-STEP $*"; }
+fail() { echo "NSVM-FAIL $*"; rc=1; }
+
+echo "NSVM-GUEST kernel $(uname -r), mode $mode, $(nproc) cpus"
+cat /proc/version
+
+step "insmod nsvm.ko num_devices=$ndev (KUnit runs here)"
+insmod /lib/modules/nsvm.ko num_devices="$ndev" || fail "insmod nsvm"
+ls -l /dev/dri
+
+case $mode in
+run)
+	step "demo"
+	/bin/nsvm-info || fail "nsvm-info"
+	;;
+test)
+	for t in /igt/*; do
+		step "igt $(basename "$t")"
+		"$t"
+		st=$?
+		echo "NSVM-IGT-EXIT $(basename "$t") $st"
+		[ $st = 0 ] || [ $st = 77 ] || fail "igt $(basename "$t") exit $st"
+	done
+
+	step "hmm-tests (C peer: lib/test_hmm.c)"
+	echo 64 >/proc/sys/vm/nr_hugepages
+	if insmod /lib/modules/test_hmm.ko; then
+		(cd /tmp && /bin/hmm-tests)
+		echo "NSVM-HMM-EXIT $?"
+		rmmod test_hmm || fail "rmmod test_hmm"
+	else
+		fail "insmod test_hmm"
+	fi
+	echo 0 >/proc/sys/vm/nr_hugepages
+	;;
+esac
+
+step "rmmod nsvm"
+rmmod nsvm || fail "rmmod nsvm"
+
+# kmemleak only reports objects older than 5 s: let them age, then scan
+# twice (the second scan confirms what the first one suspected).
+step "kmemleak scan"
+if [ -w /sys/kernel/debug/kmemleak ]; then
+	sleep 6
+	echo scan >/sys/kernel/debug/kmemleak
+	echo scan >/sys/kernel/debug/kmemleak
+	cat /sys/kernel/debug/kmemleak
+	echo "NSVM-KMEMLEAK-END"
+else
+	fail "kmemleak not available"
+fi
+
+echo "NSVM-EXIT rc=$rc"
+# qemu runs with -no-reboot: a reboot ends it at once, with no ACPI delay.
+reboot -f

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Reads the serial log of an nsvm guest run and prints the summary.
+
+Counts KUnit cases (KTAP in the kernel log), IGT subtests and the C peer's
+kselftest totals; fails on any kernel splat, a kmemleak report, an IGT
+binary that failed, or a guest that did not reach its exit marker. The last
+line is 'N passed, N failed'; the exit status is non-zero on any failure.
+"""
+
+import re
+import sys
+
+KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\]\s?(.*)$")
+
+# Kernel messages that mean something went wrong, whatever the tests said.
+SPLATS = [
+    re.compile(p)
+    for p in (
+        r"\bBUG\b",
+        r"\bWARNING:",
+        r"\bOops\b",
+        r"general protection fault",
+        r"Kernel panic",
+        r"Call Trace:",
+        r"possible (recursive|circular) locking",
+        r"inconsistent lock state",
+        r"lockdep",
+        r"KFENCE",
+        r"kmemleak: \d+ new suspected memory leaks",
+        r"rcu.*detected stalls",
+        r"blocked for more than \d+ seconds",
+        r"list_(add|del) corruption",
+        r"UBSAN",
+        r"refcount_t:",
+    )
+]
+# Lines that look like splats but are benign boot chatter.
+BENIGN = [
+    re.compile(p)
+    for p in (
+        r"lockdep: .*(Lock dependency validator|tracked)",
+        r"RCU lockdep checking is enabled",
+        r"^\s*(memory used by lock dependency info|per task-struct memory footprint)",
+        r"KFENCE: initialized",
+        r"kmemleak: Kernel memory leak detector initialized",
+        r"kmemleak: Automatic memory scanning thread started",
+    )
+]
+
+KTAP_RESULT = re.compile(r"^(\s+)(not ok|ok) \d+ (\S+)(.*)$")
+KTAP_SUBTEST = re.compile(r"^\s+# Subtest: (\S+)")
+IGT_RESULT = re.compile(r"^Subtest (\S+): (SUCCESS|FAIL|SKIP|CRASH|TIMEOUT) \(")
+KSFT_TOTALS = re.compile(
+    r"# Totals: pass:(\d+) fail:(\d+) xfail:(\d+) xpass:(\d+) skip:(\d+) error:(\d+)"
+)
+
+
+def main():
+    path = sys.argv[1]
+    header = sys.argv[2] if len(sys.argv) > 2 else ""
+    with open(path, errors="replace") as f:
+        lines = [l.rstrip("\r\n") for l in f]
+
+    # KUnit cases per origin: nsvm's own suites, and the kernel's built-in
+    # ones that run at boot (a failure there is a broken test kernel).
+    kunit = {o: {"pass": 0, "fail": 0, "skip": 0} for o in ("nsvm", "kernel")}
+    kunit_failed = []
+    suites = {"nsvm": set(), "kernel": set()}
+    suite = None
+    igt = {"pass": 0, "fail": 0, "skip": 0}
+    igt_failed = []
+    hmm = None
+    splats = []
+    guest_fail = []
+    exit_rc = None
+    in_kmemleak = False
+    kmemleak = []
+
+    for raw in lines:
+        m = KERNEL_LINE.match(raw)
+        if m:
+            msg = m.group(1)
+            sub = KTAP_SUBTEST.match(msg)
+            if sub:
+                suite = sub.group(1)
+            r = KTAP_RESULT.match(msg)
+            if r and suite:
+                origin = "nsvm" if suite.startswith("nsvm") else "kernel"
+                suites[origin].add(suite)
+                if "# SKIP" in r.group(4):
+                    kunit[origin]["skip"] += 1
+                elif r.group(2) == "ok":
+                    kunit[origin]["pass"] += 1
+                else:
+                    kunit[origin]["fail"] += 1
+                    kunit_failed.append(f"{suite}.{r.group(3)}")
+            if any(p.search(msg) for p in SPLATS) and not any(
+                b.search(msg) for b in BENIGN
+            ):
+                splats.append(raw)
+            continue
+
+        if raw.startswith("NSVM-KMEMLEAK-END"):
+            in_kmemleak = False
+        elif raw.startswith("NSVM-STEP kmemleak"):
+            in_kmemleak = True
+        elif in_kmemleak and raw.strip():
+            kmemleak.append(raw)
+        if raw.startswith("NSVM-FAIL "):
+            guest_fail.append(raw[len("NSVM-FAIL "):])
+        m = re.match(r"^NSVM-EXIT rc=(\d+)", raw)
+        if m:
+            exit_rc = int(m.group(1))
+        m = IGT_RESULT.match(raw)
+        if m:
+            key = {"SUCCESS": "pass", "SKIP": "skip"}.get(m.group(2), "fail")
+            igt[key] += 1
+            if key == "fail":
+                igt_failed.append(m.group(1))
+        m = KSFT_TOTALS.search(raw)
+        if m:
+            v = [int(x) for x in m.groups()]
+            hmm = {"pass": v[0] + v[2], "fail": v[1] + v[3] + v[5], "skip": v[4]}
+
+    # kmemleak's report lines are the file's content.
+    leaks = [l for l in kmemleak if "unreferenced object" in l]
+
+    passed = sum(k["pass"] for k in kunit.values()) + igt["pass"]
+    failed = sum(k["fail"] for k in kunit.values()) + igt["fail"]
+    if hmm:
+        passed += hmm["pass"]
+        failed += hmm["fail"]
+
+    print(f"== nsvm summary {header}==")
+    for origin, k in kunit.items():
+        print(
+            f"kunit {origin:<6}: {k['pass']} passed, {k['fail']} failed, "
+            f"{k['skip']} skipped ({', '.join(sorted(suites[origin])) or 'no suite'})"
+        )
+    if kunit_failed:
+        print(f"  FAILED: {' '.join(kunit_failed)}")
+    print(
+        f"igt         : {igt['pass']} passed, {igt['fail']} failed, {igt['skip']} skipped"
+        + (f"  FAILED: {' '.join(igt_failed)}" if igt_failed else "")
+    )
+    if hmm:
+        print(
+            f"hmm-tests   : {hmm['pass']} passed, {hmm['fail']} failed, "
+            f"{hmm['skip']} skipped (C peer: lib/test_hmm.c, the baseline)"
+        )
+    print(f"splats      : {len(splats) or 'none'}")
+    for s in splats[:20]:
+        print(f"  {s}")
+    print(f"kmemleak    : {len(leaks) or 'clean'}")
+    for l in kmemleak[:20]:
+        print(f"  {l}")
+    for g in guest_fail:
+        print(f"guest       : FAIL {g}")
+    print(f"guest exit  : {'rc=%d' % exit_rc if exit_rc is not None else 'no exit marker (crash or timeout)'}")
+
+    # Anything wrong besides counted test failures counts as one failure
+    # each, so the closing line never reads '0 failed' over a broken run.
+    extra = (1 if splats else 0) + (1 if leaks else 0) + (1 if exit_rc != 0 else 0)
+    extra += sum(1 for g in guest_fail if not g.startswith("igt "))
+    print(f"{passed} passed, {failed + extra} failed")
+    return 1 if failed + extra else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Build everything, boot the test guest, and report.
+#
+#   scripts/vm.sh test   KUnit + the IGT-style suite + the C peer's hmm-tests
+#   scripts/vm.sh run    load the driver and run the demo
+#
+# Environment: NSVM_DEVICES (default 2), NSVM_ACCEL (default tcg: KVM guests
+# hang on these machines), NSVM_TIMEOUT (seconds, default 1500),
+# NSVM_CACHE_DIR (default ~/.cache/nsvm).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+mode=${1:-test}
+case $mode in test | run) ;; *) die "usage: $0 test|run" ;; esac
+ndev=${NSVM_DEVICES:-2}
+accel=${NSVM_ACCEL:-tcg,thread=multi}
+timeout_s=${NSVM_TIMEOUT:-1500}
+out=$NSVM_TOP/out
+mkdir -p "$out"
+t_start=$SECONDS
+
+"$NSVM_TOP"/scripts/setup-host.sh
+
+kdir=$("$NSVM_TOP"/scripts/kernel.sh build)
+kver=$(cat "$kdir/.nsvm-version")
+ksrc=$(readlink -f "$kdir/source")
+log "kernel: $NSVM_KPKG $kver ($(make -s -C "$kdir" kernelrelease))"
+
+log "uapi: checking the generated bindings"
+"$NSVM_TOP"/scripts/gen-uapi.sh "$kdir" --check
+
+log "module: building nsvm.ko"
+make -s -C "$kdir" M="$NSVM_TOP" modules >&2
+
+log "userspace: building the guest binaries (musl, static)"
+(cd "$NSVM_TOP" && cargo build -q --release --locked --target x86_64-unknown-linux-musl \
+	--bins --examples >&2)
+rbin=$NSVM_TOP/target/x86_64-unknown-linux-musl/release
+
+# The C peer's suite, built from the same tree as the kernel, once per build.
+hmm_tests=$kdir/nsvm-guest/hmm-tests
+if [ ! -x "$hmm_tests" ]; then
+	log "hmm-tests: building the C peer's selftest"
+	mkdir -p "$(dirname "$hmm_tests")"
+	mm=$ksrc/tools/testing/selftests/mm
+	gcc -static -O2 -Wall -U_FORTIFY_SOURCE -I"$ksrc" -isystem "$kdir/usr/include" \
+		-I"$ksrc/tools/include" -I"$ksrc/tools/testing/selftests" \
+		-o "$hmm_tests.tmp" "$mm"/hmm-tests.c "$mm"/vm_util.c "$mm"/hugepage_settings.c \
+		-lpthread 2>"$kdir/nsvm-guest/hmm-tests.log" ||
+		{ cat "$kdir/nsvm-guest/hmm-tests.log" >&2; die "hmm-tests build failed"; }
+	mv "$hmm_tests.tmp" "$hmm_tests"
+fi
+
+log "rootfs: assembling the initramfs"
+root=$out/rootfs
+rm -rf "$root"
+mkdir -p "$root"/{bin,sbin,dev,proc,sys,tmp,igt,lib/modules}
+cp /bin/busybox "$root/bin/busybox"
+for app in $("$root/bin/busybox" --list); do
+	[ -e "$root/bin/$app" ] || ln -s busybox "$root/bin/$app"
+done
+cp "$NSVM_TOP"/scripts/guest-init.sh "$root/init"
+cp "$NSVM_TOP"/drivers/gpu/drm/nsvm/nsvm.ko "$root/lib/modules/"
+cp "$kdir"/lib/test_hmm.ko "$root/lib/modules/"
+cp "$hmm_tests" "$root/bin/"
+cp "$rbin/examples/nsvm-info" "$root/bin/"
+for t in "$NSVM_TOP"/igt-tests/src/bin/*.rs; do
+	cp "$rbin/$(basename "$t" .rs)" "$root/igt/"
+done
+(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) >"$out/rootfs.cpio"
+
+log "vm: booting ($accel, mode $mode, $ndev devices); log in out/guest-$mode.log"
+t_boot=$SECONDS
+set +e
+timeout --foreground "$timeout_s" qemu-system-x86_64 \
+	-accel "$accel" -cpu max -smp 2 -m 3G \
+	-nographic -no-reboot -monitor none -serial stdio \
+	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/rootfs.cpio" \
+	-append "console=ttyS0 panic=-1 oops=panic=0 nsvm_mode=$mode nsvm_devices=$ndev" \
+	</dev/null >"$out/guest-$mode.log" 2>&1
+qemu_rc=$?
+set -e
+log "vm: guest ran $((SECONDS - t_boot)) s (qemu exit $qemu_rc); total $((SECONDS - t_start)) s"
+
+if [ "$mode" = run ]; then
+	sed -n '/NSVM-STEP demo/,/NSVM-STEP rmmod/p' "$out/guest-$mode.log" | sed '1d;$d'
+fi
+python3 "$NSVM_TOP"/scripts/report.py "$out/guest-$mode.log" "($NSVM_KPKG $kver, $mode) "
