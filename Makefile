@@ -12,7 +12,7 @@
 SHELL := /bin/bash
 KDIR_CMD = $(CURDIR)/scripts/kernel.sh
 
-.PHONY: all module kernel setup uapi run test clean help
+.PHONY: all module kernel setup uapi fmt run test clean help
 
 all: module
 
@@ -31,6 +31,10 @@ module: kernel
 # Regenerate the Rust bindings of uapi/drm/nsvm_drm.h (driver + crate).
 uapi: kernel
 	scripts/gen-uapi.sh "$$($(KDIR_CMD) kdir)"
+
+# Format the driver (kernel .rustfmt.toml) and the userspace crates.
+fmt: kernel
+	scripts/fmt.sh "$$($(KDIR_CMD) kdir)"
 
 run:
 	scripts/vm.sh run

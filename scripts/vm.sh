@@ -28,8 +28,9 @@ kver=$(cat "$kdir/.nsvm-version")
 ksrc=$(readlink -f "$kdir/source")
 log "kernel: $NSVM_KPKG $kver ($(make -s -C "$kdir" kernelrelease))"
 
-log "uapi: checking the generated bindings"
+log "checks: generated uapi bindings, rustfmt"
 "$NSVM_TOP"/scripts/gen-uapi.sh "$kdir" --check
+"$NSVM_TOP"/scripts/fmt.sh "$kdir" --check
 
 log "module: building nsvm.ko"
 make -s -C "$kdir" M="$NSVM_TOP" modules >&2

@@ -16,10 +16,7 @@
 //! from [`check!`]) to fail. Each subtest runs in a forked child, as in IGT,
 //! so a crash or a leaked mapping stays within it.
 
-use std::{
-    io::Write,
-    time::Instant,
-};
+use std::{io::Write, time::Instant};
 
 /// IGT's exit status for success.
 pub const EXIT_SUCCESS: i32 = 0;
@@ -117,7 +114,9 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
             _ => false,
         }
     }
-    pattern.split(',').any(|p| rec(p.as_bytes(), name.as_bytes()))
+    pattern
+        .split(',')
+        .any(|p| rec(p.as_bytes(), name.as_bytes()))
 }
 
 enum Status {
@@ -173,7 +172,12 @@ fn run_one(t: &Subtest) -> Status {
         Status::Skip => "SKIP",
         Status::Fail => "FAIL",
     };
-    println!("Subtest {}: {} ({:.3}s)", t.name, word, start.elapsed().as_secs_f64());
+    println!(
+        "Subtest {}: {} ({:.3}s)",
+        t.name,
+        word,
+        start.elapsed().as_secs_f64()
+    );
     let _ = std::io::stdout().flush();
     status
 }

@@ -37,7 +37,11 @@ fn open_close() -> TestResult {
                 let dev = Device::open(&path)?;
                 drop(dev);
             }
-            if prefix == "card" { cards += 1 } else { renders += 1 }
+            if prefix == "card" {
+                cards += 1
+            } else {
+                renders += 1
+            }
         }
     }
     check!(renders > 0, "no render node");
@@ -67,7 +71,10 @@ fn getparam_values() -> TestResult {
     let mut indices = Vec::new();
     for dev in &devs {
         let (major, minor) = dev.uapi_version()?;
-        check_eq!((major, minor), (sys::DRM_NSVM_UAPI_MAJOR, sys::DRM_NSVM_UAPI_MINOR));
+        check_eq!(
+            (major, minor),
+            (sys::DRM_NSVM_UAPI_MAJOR, sys::DRM_NSVM_UAPI_MINOR)
+        );
         let sizes = dev.get_param(sys::DRM_NSVM_PARAM_PAGE_SIZES)?;
         check!(sizes & (1 << 12) != 0, "no 4 KiB pages: {sizes:#x}");
         check!(sizes & (1 << 21) != 0, "no 2 MiB pages: {sizes:#x}");
@@ -98,7 +105,12 @@ fn getparam_bad_param() -> TestResult {
         for param in [sys::DRM_NSVM_PARAM_COUNT, 0x100, u32::MAX] {
             let mut arg = valid_arg(param);
             arg.value = 0xdead;
-            check_eq!(dev.get_param_raw(&mut arg), Err(nsvm::Error { errno: libc::EINVAL }));
+            check_eq!(
+                dev.get_param_raw(&mut arg),
+                Err(nsvm::Error {
+                    errno: libc::EINVAL
+                })
+            );
             check_eq!(arg.value, 0xdead);
         }
     }
@@ -111,7 +123,12 @@ fn getparam_bad_pad() -> TestResult {
         for pad in [1, 1 << 63, u64::MAX] {
             let mut arg = valid_arg(sys::DRM_NSVM_PARAM_UAPI_VERSION);
             arg.pad = pad;
-            check_eq!(dev.get_param_raw(&mut arg), Err(nsvm::Error { errno: libc::EINVAL }));
+            check_eq!(
+                dev.get_param_raw(&mut arg),
+                Err(nsvm::Error {
+                    errno: libc::EINVAL
+                })
+            );
         }
     }
     Ok(())
@@ -126,7 +143,9 @@ fn getparam_bad_size() -> TestResult {
             arg.size = size;
             check_eq!(
                 dev.get_param_raw(&mut arg),
-                Err(nsvm::Error { errno: libc::EINVAL }),
+                Err(nsvm::Error {
+                    errno: libc::EINVAL
+                }),
                 "size {size}"
             );
         }
@@ -146,7 +165,13 @@ fn getparam_arg_length() -> TestResult {
             let cmd = nsvm::ioc(3, b'd' as u32, nsvm::DRM_COMMAND_BASE, len);
             // SAFETY: `arg` is larger than `len`.
             let ret = unsafe { raw_ioctl(dev.file(), cmd, (&raw mut arg).cast()) };
-            check_eq!(ret, Err(nsvm::Error { errno: libc::EINVAL }), "len {len}");
+            check_eq!(
+                ret,
+                Err(nsvm::Error {
+                    errno: libc::EINVAL
+                }),
+                "len {len}"
+            );
         }
         // Value not copied back: it lies past the 8 bytes the command names.
         let mut arg = valid_arg(sys::DRM_NSVM_PARAM_UAPI_VERSION);
@@ -169,7 +194,10 @@ fn getparam_arg_length() -> TestResult {
 fn as_bytes(arg: &sys::drm_nsvm_get_param) -> &[u8] {
     // SAFETY: A plain integer struct without implicit padding.
     unsafe {
-        std::slice::from_raw_parts((arg as *const sys::drm_nsvm_get_param).cast(), size_of_val(arg))
+        std::slice::from_raw_parts(
+            (arg as *const sys::drm_nsvm_get_param).cast(),
+            size_of_val(arg),
+        )
     }
 }
 
@@ -180,7 +208,13 @@ fn getparam_bad_pointer() -> TestResult {
             // SAFETY: The kernel checks the pointer; no memory of ours is
             // touched.
             let ret = unsafe { raw_ioctl(dev.file(), nsvm::DRM_IOCTL_NSVM_GET_PARAM, ptr as _) };
-            check_eq!(ret, Err(nsvm::Error { errno: libc::EFAULT }), "pointer {ptr:#x}");
+            check_eq!(
+                ret,
+                Err(nsvm::Error {
+                    errno: libc::EFAULT
+                }),
+                "pointer {ptr:#x}"
+            );
         }
     }
     Ok(())
@@ -196,13 +230,24 @@ fn unknown_ioctl() -> TestResult {
                 let cmd = nsvm::ioc(3, b'd' as u32, nr, len);
                 // SAFETY: `buf` is larger than any `len` used.
                 let ret = unsafe { raw_ioctl(dev.file(), cmd, buf.as_mut_ptr().cast()) };
-                check_eq!(ret, Err(nsvm::Error { errno: libc::EINVAL }), "nr {nr:#x} len {len}");
+                check_eq!(
+                    ret,
+                    Err(nsvm::Error {
+                        errno: libc::EINVAL
+                    }),
+                    "nr {nr:#x} len {len}"
+                );
             }
         }
         let cmd = nsvm::ioc(3, b'x' as u32, nsvm::DRM_COMMAND_BASE, 24);
         // SAFETY: As above.
         let ret = unsafe { raw_ioctl(dev.file(), cmd, buf.as_mut_ptr().cast()) };
-        check_eq!(ret, Err(nsvm::Error { errno: libc::ENOTTY }));
+        check_eq!(
+            ret,
+            Err(nsvm::Error {
+                errno: libc::ENOTTY
+            })
+        );
     }
     Ok(())
 }

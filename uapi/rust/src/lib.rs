@@ -34,7 +34,12 @@ const IOC_READ: u32 = 2;
 
 /// `DRM_IOWR(nr, T)`.
 pub const fn drm_iowr<T>(nr: u32) -> u64 {
-    ioc(IOC_READ | IOC_WRITE, DRM_IOCTL_BASE, nr, std::mem::size_of::<T>())
+    ioc(
+        IOC_READ | IOC_WRITE,
+        DRM_IOCTL_BASE,
+        nr,
+        std::mem::size_of::<T>(),
+    )
 }
 
 /// `DRM_IOCTL_VERSION`.
@@ -53,14 +58,21 @@ pub struct Error {
 impl Error {
     fn last() -> Self {
         Self {
-            errno: io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO),
+            errno: io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO),
         }
     }
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (errno {})", io::Error::from_raw_os_error(self.errno), self.errno)
+        write!(
+            f,
+            "{} (errno {})",
+            io::Error::from_raw_os_error(self.errno),
+            self.errno
+        )
     }
 }
 
@@ -122,7 +134,9 @@ impl Device {
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let dev = Self { file, path };
         if dev.version()?.name != DRIVER_NAME {
-            return Err(Error { errno: libc::ENODEV });
+            return Err(Error {
+                errno: libc::ENODEV,
+            });
         }
         Ok(dev)
     }
@@ -136,7 +150,9 @@ impl Device {
                 }
             }
         }
-        Err(Error { errno: libc::ENOENT })
+        Err(Error {
+            errno: libc::ENOENT,
+        })
     }
 
     /// The node's path.
@@ -177,7 +193,13 @@ impl Device {
     /// probe the kernel's checks; see [`Device::get_param`].
     pub fn get_param_raw(&self, arg: &mut sys::drm_nsvm_get_param) -> Result<()> {
         // SAFETY: `arg` is a valid `drm_nsvm_get_param`.
-        unsafe { raw_ioctl(&self.file, DRM_IOCTL_NSVM_GET_PARAM, (arg as *mut sys::drm_nsvm_get_param).cast())? };
+        unsafe {
+            raw_ioctl(
+                &self.file,
+                DRM_IOCTL_NSVM_GET_PARAM,
+                (arg as *mut sys::drm_nsvm_get_param).cast(),
+            )?
+        };
         Ok(())
     }
 
@@ -208,7 +230,11 @@ pub fn nodes(prefix: &str) -> Result<Vec<PathBuf>> {
         .map(|e| e.path())
         .collect();
     out.sort_by_key(|p| {
-        let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let digits: String = name.chars().filter(char::is_ascii_digit).collect();
         digits.parse::<u32>().unwrap_or(u32::MAX)
     });
@@ -217,7 +243,10 @@ pub fn nodes(prefix: &str) -> Result<Vec<PathBuf>> {
 
 /// Every nsvm render node, opened, in node order.
 pub fn render_devices() -> Result<Vec<Device>> {
-    Ok(nodes("renderD")?.into_iter().filter_map(|p| Device::open(p).ok()).collect())
+    Ok(nodes("renderD")?
+        .into_iter()
+        .filter_map(|p| Device::open(p).ok())
+        .collect())
 }
 
 /// Name of a `DRM_NSVM_PARAM_*` value, for reports.

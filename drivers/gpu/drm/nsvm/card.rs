@@ -49,7 +49,8 @@ impl Card {
         // this lifetime can escape.
         let fdev: &'static faux::Device<Bound> = unsafe { &*fdev };
 
-        let unregistered = drm::UnregisteredDevice::<NsvmDriver>::new(fdev, DeviceData::new(index))?;
+        let unregistered =
+            drm::UnregisteredDevice::<NsvmDriver>::new(fdev, DeviceData::new(index))?;
         // SAFETY: The registration is stored in the returned `Card` and
         // dropped with it; it is never forgotten.
         let drm = unsafe { drm::Registration::new(fdev.as_ref(), unregistered, (), 0)? };

@@ -119,7 +119,10 @@ const fn assert_dense(table: &[DrmIoctlDescriptor]) {
     let mut i = 0;
     while i < table.len() {
         let nr = kernel::ioctl::_IOC_NR(table[i].cmd);
-        assert!(nr == DRM_COMMAND_BASE + i as u32, "nsvm ioctl table is not dense");
+        assert!(
+            nr == DRM_COMMAND_BASE + i as u32,
+            "nsvm ioctl table is not dense"
+        );
         i += 1;
     }
 }

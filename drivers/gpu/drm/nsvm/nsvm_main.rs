@@ -52,8 +52,11 @@ impl kernel::Module for NsvmModule {
         for index in 0..count {
             cards.push(Card::new(index)?, GFP_KERNEL)?;
         }
-        pr_info!("registered {count} device(s), uapi {}.{}\n",
-            uapi::DRM_NSVM_UAPI_MAJOR, uapi::DRM_NSVM_UAPI_MINOR);
+        pr_info!(
+            "registered {count} device(s), uapi {}.{}\n",
+            uapi::DRM_NSVM_UAPI_MAJOR,
+            uapi::DRM_NSVM_UAPI_MINOR
+        );
 
         Ok(Self { _cards: cards })
     }
