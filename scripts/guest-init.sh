@@ -28,7 +28,7 @@ rc=0
 step() { echo "NSVM-STEP $*"; }
 fail() { echo "NSVM-FAIL $*"; rc=1; }
 
-echo "NSVM-GUEST kernel $(uname -r), mode $mode, $(nproc) cpus"
+echo "NSVM-GUEST kernel $(uname -r) ($(cat /etc/nsvm-kernel)), mode $mode, $(nproc) cpus"
 cat /proc/version
 
 step "insmod nsvm.ko num_devices=$ndev (KUnit runs here)"

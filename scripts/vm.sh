@@ -28,9 +28,10 @@ kver=$(cat "$kdir/.nsvm-version")
 ksrc=$(readlink -f "$kdir/source")
 log "kernel: $NSVM_KPKG $kver ($(make -s -C "$kdir" kernelrelease))"
 
-log "checks: generated uapi bindings, rustfmt"
+log "checks: generated uapi bindings, rustfmt, the log reporter"
 "$NSVM_TOP"/scripts/gen-uapi.sh "$kdir" --check
 "$NSVM_TOP"/scripts/fmt.sh "$kdir" --check
+python3 "$NSVM_TOP"/scripts/test_report.py >&2
 
 log "module: building nsvm.ko"
 make -s -C "$kdir" M="$NSVM_TOP" modules >&2
@@ -63,6 +64,8 @@ for app in $("$root/bin/busybox" --list); do
 	[ -e "$root/bin/$app" ] || ln -s busybox "$root/bin/$app"
 done
 cp "$NSVM_TOP"/scripts/guest-init.sh "$root/init"
+mkdir -p "$root/etc"
+echo "$NSVM_KPKG $kver" >"$root/etc/nsvm-kernel"
 cp "$NSVM_TOP"/drivers/gpu/drm/nsvm/nsvm.ko "$root/lib/modules/"
 cp "$kdir"/lib/test_hmm.ko "$root/lib/modules/"
 cp "$hmm_tests" "$root/bin/"

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Tests of scripts/report.py on synthetic guest logs: a green summary must
+never hide a splat, a leak or a dead guest."""
+
+import contextlib
+import io
+import os
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report  # noqa: E402
+
+GOOD = """\
+[    1.000000] KTAP version 1
+[    1.000001]     # Subtest: nsvm_param
+[    1.000002]     ok 1 every_param_answers
+[    1.000003]     ok 2 values # SKIP no reason
+[    1.000004] ok 1 nsvm_param
+[    1.000005] RCU lockdep checking is enabled.
+Starting subtest: open-close
+Subtest open-close: SUCCESS (0.010s)
+Subtest getparam-values: SKIP (0.001s)
+# Totals: pass:39 fail:0 xfail:0 xpass:0 skip:39 error:0
+NSVM-STEP kmemleak scan
+NSVM-KMEMLEAK-END
+NSVM-EXIT rc=0
+"""
+
+
+def run(log):
+    with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as f:
+        f.write(log)
+    out = io.StringIO()
+    old = sys.argv
+    try:
+        sys.argv = ["report.py", f.name]
+        with contextlib.redirect_stdout(out):
+            rc = report.main()
+    finally:
+        sys.argv = old
+        os.unlink(f.name)
+    return rc, out.getvalue().splitlines()
+
+
+class ReportTest(unittest.TestCase):
+    def test_good_run_passes(self):
+        rc, lines = run(GOOD)
+        self.assertEqual(rc, 0)
+        self.assertEqual(lines[-1], "41 passed, 0 failed")
+
+    def assert_fails(self, log):
+        rc, lines = run(log)
+        self.assertEqual(rc, 1, "\n".join(lines))
+        self.assertRegex(lines[-1], r"^\d+ passed, [1-9]\d* failed$")
+
+    def test_warning_fails(self):
+        self.assert_fails(GOOD + "[    2.0] WARNING: CPU: 0 PID: 1 at mm/hmm.c:1 x\n")
+
+    def test_lockdep_fails(self):
+        self.assert_fails(
+            GOOD + "[    2.0] WARNING: possible circular locking dependency detected\n"
+        )
+
+    def test_kfence_fails(self):
+        self.assert_fails(GOOD + "[    2.0] BUG: KFENCE: use-after-free read in x\n")
+
+    def test_rcu_stall_fails(self):
+        self.assert_fails(GOOD + "[    2.0] rcu: INFO: rcu_preempt detected stalls on CPUs\n")
+
+    def test_kmemleak_report_fails(self):
+        log = GOOD.replace(
+            "NSVM-KMEMLEAK-END",
+            'unreferenced object 0xffff888003 (size 64):\n  comm "insmod"\nNSVM-KMEMLEAK-END',
+        )
+        self.assert_fails(log)
+
+    def test_missing_exit_marker_fails(self):
+        self.assert_fails(GOOD.replace("NSVM-EXIT rc=0\n", ""))
+
+    def test_failed_subtest_fails(self):
+        self.assert_fails(GOOD + "Subtest x: FAIL (0.001s)\n")
+
+    def test_failed_kunit_case_fails(self):
+        self.assert_fails(GOOD.replace("    ok 1 every", "    not ok 1 every"))
+
+    def test_failed_hmm_tests_fail(self):
+        self.assert_fails(GOOD.replace("fail:0 xfail", "fail:2 xfail"))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=1)
