@@ -16,10 +16,14 @@ mkdir -p /dev/shm && mount -t tmpfs tmpfs /dev/shm
 
 mode=test
 ndev=2
+igt=""
+hmm=1
 for arg in $(cat /proc/cmdline); do
 	case $arg in
 	nsvm_mode=*) mode=${arg#nsvm_mode=} ;;
 	nsvm_devices=*) ndev=${arg#nsvm_devices=} ;;
+	nsvm_igt=*) igt=${arg#nsvm_igt=} ;;
+	nsvm_hmm=*) hmm=${arg#nsvm_hmm=} ;;
 	esac
 done
 export NSVM_NUM_DEVICES=$ndev
@@ -41,14 +45,21 @@ run)
 	/bin/nsvm-info || fail "nsvm-info"
 	;;
 test)
+	# nsvm_igt=BINARY[:GLOB] runs one binary, or some of its subtests.
 	for t in /igt/*; do
+		bin=${igt%%:*}
+		[ -z "$igt" ] || [ "$bin" = "$(basename "$t")" ] || continue
 		step "igt $(basename "$t")"
-		"$t"
+		case $igt in
+		*:*) "$t" --run-subtest "${igt#*:}" ;;
+		*) "$t" ;;
+		esac
 		st=$?
 		echo "NSVM-IGT-EXIT $(basename "$t") $st"
 		[ $st = 0 ] || [ $st = 77 ] || fail "igt $(basename "$t") exit $st"
 	done
 
+	[ "$hmm" = 1 ] || { step "rmmod nsvm"; rmmod nsvm; echo "NSVM-EXIT rc=$rc"; reboot -f; }
 	step "hmm-tests (C peer: lib/test_hmm.c)"
 	echo 64 >/proc/sys/vm/nr_hugepages
 	if insmod /lib/modules/test_hmm.ko; then

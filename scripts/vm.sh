@@ -8,7 +8,9 @@
 #
 # Environment: NSVM_DEVICES (default 2), NSVM_ACCEL (default tcg: KVM guests
 # hang on these machines), NSVM_TIMEOUT (seconds, default 1500),
-# NSVM_CACHE_DIR (default ~/.cache/nsvm).
+# NSVM_CACHE_DIR (default ~/.cache/nsvm); for development, NSVM_IGT=BIN[:GLOB]
+# runs one test binary (or some of its subtests) and NSVM_HMM=0 skips the C
+# peer's hmm-tests.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -28,8 +30,8 @@ kver=$(cat "$kdir/.nsvm-version")
 ksrc=$(readlink -f "$kdir/source")
 log "kernel: $NSVM_KPKG $kver ($(make -s -C "$kdir" kernelrelease))"
 
-log "checks: generated uapi bindings, rustfmt, the log reporter"
-"$NSVM_TOP"/scripts/gen-uapi.sh "$kdir" --check
+log "checks: generated bindings, rustfmt, the log reporter"
+"$NSVM_TOP"/scripts/gen-bindings.sh "$kdir" --check
 "$NSVM_TOP"/scripts/fmt.sh "$kdir" --check
 python3 "$NSVM_TOP"/scripts/test_report.py >&2
 
@@ -82,7 +84,7 @@ timeout --foreground "$timeout_s" qemu-system-x86_64 \
 	-accel "$accel" -cpu max -smp 2 -m 3G \
 	-nographic -no-reboot -monitor none -serial stdio \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/rootfs.cpio" \
-	-append "console=ttyS0 panic=-1 oops=panic=0 nsvm_mode=$mode nsvm_devices=$ndev" \
+	-append "console=ttyS0 panic=-1 oops=panic=0 nsvm_mode=$mode nsvm_devices=$ndev nsvm_igt=${NSVM_IGT:-} nsvm_hmm=${NSVM_HMM:-1}" \
 	</dev/null >"$out/guest-$mode.log" 2>&1
 qemu_rc=$?
 set -e
