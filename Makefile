@@ -12,7 +12,7 @@
 SHELL := /bin/bash
 KDIR_CMD = $(CURDIR)/scripts/kernel.sh
 
-.PHONY: all module kernel setup uapi fmt run test clean help
+.PHONY: all module kernel setup bindings fmt run test clean help
 
 all: module
 
@@ -28,9 +28,9 @@ kernel: setup
 module: kernel
 	$(MAKE) -C "$$($(KDIR_CMD) kdir)" M=$(CURDIR) modules
 
-# Regenerate the Rust bindings of uapi/drm/nsvm_drm.h (driver + crate).
-uapi: kernel
-	scripts/gen-uapi.sh "$$($(KDIR_CMD) kdir)"
+# Regenerate the Rust bindings of the uapi header and the mm shim.
+bindings: kernel
+	scripts/gen-bindings.sh "$$($(KDIR_CMD) kdir)"
 
 # Format the driver (kernel .rustfmt.toml) and the userspace crates.
 fmt: kernel

@@ -4,7 +4,7 @@
  *
  * This header is the source of truth of the nsvm uapi. The Rust bindings of
  * the driver and of the userspace crate are generated from it by
- * scripts/gen-uapi.sh; never edit those by hand.
+ * scripts/gen-bindings.sh; never edit those by hand.
  */
 #ifndef __NSVM_DRM_H__
 #define __NSVM_DRM_H__

@@ -2,7 +2,7 @@
 
 //! The nsvm uapi, as generated from `uapi/drm/nsvm_drm.h`.
 //!
-//! The bindings are produced by `scripts/gen-uapi.sh` and shared with the
+//! The bindings are produced by `scripts/gen-bindings.sh` and shared with the
 //! userspace crate, so the driver and its users agree on every layout; the
 //! header is the source of truth and nothing here restates a field.
 

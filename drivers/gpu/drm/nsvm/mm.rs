@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Safe abstractions of the mm interfaces nsvm needs and the `kernel` crate
+//! lacks: mmu interval notifiers and `hmm_range_fault()`.
+//!
+//! Written as if for `rust/kernel/mm/`: nothing here knows about GPUs. The
+//! raw C lives in `mm/shim.c`, which owns every kernel struct involved;
+//! [`sys`] holds its generated declarations and nothing outside this module
+//! calls them.
+//!
+//! Lifetimes: an [`IntervalNotifier`] is created from an `&MmWithUser` (the
+//! caller holds `mmget`) and keeps the mm_struct's memory alive itself
+//! (`mmu_interval_notifier_insert()` takes `mmgrab`), so it can be dropped
+//! at any time, also after `exit_mmap()`. A range fault needs an
+//! `&MmWithUser` of the notifier's mm: the address space must have users
+//! for its duration.
+
+pub(crate) mod notifier;
+mod sys;
+
+use kernel::{
+    mm::MmWithUser,
+    task::CurrentTask, //
+};
+
+/// The address space of the current task, like [`CurrentTask::mm`].
+///
+/// `CurrentTask::mm()` reads `current->mm` through bindgen's layout of
+/// `task_struct`, which on a GCC-built kernel can disagree with the layout
+/// GCC compiled (seen on 7.3.4 with libclang 18: Rust finds `mm` at offset
+/// 936, C at 984, same struct size), so it returns a pointer into the task
+/// struct. This reads the field in C instead.
+pub(crate) fn current_mm(task: &CurrentTask) -> Option<&MmWithUser> {
+    let _ = task;
+    // SAFETY: Reading `current->mm` from the current task is always valid.
+    let mm = unsafe { sys::nsvm_current_mm() };
+    if mm.is_null() {
+        return None;
+    }
+    // SAFETY: A non-null `current->mm` is a valid mm with non-zero
+    // `mm_users`. The returned reference borrows `task`, so, as with
+    // `CurrentTask::mm()`, it cannot leave the current task's context.
+    Some(unsafe { MmWithUser::from_raw(mm) })
+}
+
+pub(crate) use notifier::{
+    IntervalNotifier,
+    Invalidate,
+    Invalidation,
+    PageState, //
+};

@@ -1,0 +1,330 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Mmu interval notifiers and `hmm_range_fault()`.
+//!
+//! The read side follows `Documentation/mm/hmm.rst`:
+//!
+//! ```text
+//! again:
+//!     fault = notifier.fault(mm, ...)?;        // read_begin + hmm_range_fault
+//!     let guard = driver_lock.lock();          // the lock invalidate() takes
+//!     if notifier.read_retry(fault.seq()) { goto again }
+//!     use fault.pages() to program the device  // still under driver_lock
+//! ```
+//!
+//! and [`Invalidate::invalidate`] takes the same driver lock, calls
+//! [`Invalidation::set_seq`] and drops the device's mappings before it
+//! returns.
+
+use core::{
+    ffi::c_void,
+    ptr::NonNull, //
+};
+
+use kernel::{
+    bindings,
+    mm::MmWithUser,
+    page::PAGE_SHIFT,
+    prelude::*,
+    sync::Arc, //
+};
+
+use super::sys;
+
+/// Receives the invalidations of an [`IntervalNotifier`].
+pub(crate) trait Invalidate: Send + Sync {
+    /// The CPU page tables of `inv.start()..inv.end()` are about to change.
+    ///
+    /// Before returning, the implementation must stop every device access to
+    /// the range and call [`Invalidation::set_seq`], both under the lock it
+    /// also holds around [`IntervalNotifier::read_retry`]. When
+    /// `!inv.blockable()` it must not sleep, and returns `false` if it would
+    /// have had to (for a mutex: `try_lock()` failed).
+    fn invalidate(&self, inv: &Invalidation<'_>) -> bool;
+}
+
+/// One invalidation callback.
+pub(crate) struct Invalidation<'a> {
+    raw: &'a sys::nsvm_invalidation,
+    notifier: *mut sys::nsvm_notifier,
+}
+
+impl Invalidation<'_> {
+    /// First invalidated address.
+    pub(crate) fn start(&self) -> usize {
+        self.raw.start as usize
+    }
+
+    /// End (exclusive) of the invalidated range.
+    pub(crate) fn end(&self) -> usize {
+        self.raw.end as usize
+    }
+
+    /// Whether the callback may sleep.
+    pub(crate) fn blockable(&self) -> bool {
+        self.raw.blockable
+    }
+
+    /// A migration started by this notifier's owner, which handles the
+    /// device's mappings itself.
+    #[expect(dead_code)]
+    pub(crate) fn own_migration(&self) -> bool {
+        self.raw.own_migration
+    }
+
+    /// Records the invalidation sequence: makes every
+    /// [`IntervalNotifier::read_retry`] of an older read report a collision.
+    /// Call under the driver lock.
+    pub(crate) fn set_seq(&self) {
+        // SAFETY: `notifier` is the notifier this callback runs for, alive
+        // for the callback's duration.
+        unsafe { sys::nsvm_notifier_set_seq(self.notifier, self.raw.cur_seq) };
+    }
+}
+
+/// A sequence number from a notifier's read side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Seq(usize);
+
+/// An mmu interval notifier over a range of an address space.
+///
+/// # Invariants
+///
+/// `raw` was returned by `nsvm_notifier_create()` with `Arc::as_ptr(&data)`
+/// as context and [`callback::<T>`] as callback, and stays inserted until
+/// [`Drop`] removes it; `data` outlives it.
+pub(crate) struct IntervalNotifier<T: Invalidate> {
+    raw: NonNull<sys::nsvm_notifier>,
+    data: Arc<T>,
+}
+
+// SAFETY: The C notifier may be used from any thread; `T` is `Send + Sync`.
+unsafe impl<T: Invalidate> Send for IntervalNotifier<T> {}
+// SAFETY: Every `&self` method calls thread-safe C; `T` is `Sync`.
+unsafe impl<T: Invalidate> Sync for IntervalNotifier<T> {}
+
+/// The C callback: hands an invalidation to `T`.
+///
+/// # Safety
+///
+/// `ctx` must be the context of a live [`IntervalNotifier<T>`], `notifier`
+/// its C notifier and `inv` valid for the call.
+unsafe extern "C" fn callback<T: Invalidate>(
+    ctx: *const c_void,
+    notifier: *mut sys::nsvm_notifier,
+    inv: *const sys::nsvm_invalidation,
+) -> bool {
+    // SAFETY: By the safety requirements `ctx` is `Arc::as_ptr()` of the
+    // notifier's `data`, which outlives the insertion (type invariants).
+    let data = unsafe { &*ctx.cast::<T>() };
+    // SAFETY: By the safety requirements `inv` is valid for this call.
+    let raw = unsafe { &*inv };
+    data.invalidate(&Invalidation { raw, notifier })
+}
+
+impl<T: Invalidate> IntervalNotifier<T> {
+    /// Subscribes `data` to the invalidations of `[start, start + len)` of
+    /// `mm`.
+    pub(crate) fn new(mm: &MmWithUser, start: usize, len: usize, data: Arc<T>) -> Result<Self> {
+        let mut err = 0;
+        // SAFETY:
+        // - `mm` has users (`MmWithUser`), as insertion requires.
+        // - The context stays valid until `Drop` removes the notifier: it is
+        //   `data`'s, which `Self` owns.
+        let raw = unsafe {
+            sys::nsvm_notifier_create(
+                mm.as_raw(),
+                start as _,
+                len as _,
+                Arc::as_ptr(&data).cast(),
+                Some(callback::<T>),
+                core::ptr::null_mut(),
+                &mut err,
+            )
+        };
+        // INVARIANT: `raw` was created with `data` as context and stays
+        // inserted until `drop()`.
+        match NonNull::new(raw) {
+            Some(raw) => Ok(Self { raw, data }),
+            None => Err(Error::from_errno(err)),
+        }
+    }
+
+    /// The subscriber.
+    pub(crate) fn data(&self) -> &Arc<T> {
+        &self.data
+    }
+
+    /// Whether `mm` is the address space this notifier watches.
+    pub(crate) fn watches(&self, mm: &MmWithUser) -> bool {
+        // SAFETY: `raw` is a live notifier (type invariants).
+        let ours = unsafe { sys::nsvm_notifier_mm(self.raw.as_ptr()) };
+        core::ptr::eq(ours, mm.as_raw())
+    }
+
+    /// Whether an invalidation ran since the read that returned `seq`. Call
+    /// under the lock [`Invalidate::invalidate`] takes.
+    pub(crate) fn read_retry(&self, seq: Seq) -> bool {
+        // SAFETY: `raw` is a live notifier (type invariants).
+        unsafe { sys::nsvm_notifier_read_retry(self.raw.as_ptr(), seq.0 as _) }
+    }
+
+    /// Runs `hmm_range_fault()`: see [`RangeFault`].
+    ///
+    /// With `fault`, the pages of `[win_start, win_end)` clipped to the VMA
+    /// that holds `addr` are faulted in (writable with `write`): an address
+    /// that cannot be (no VMA, PROT_NONE, write to read-only) fails with
+    /// `EFAULT` or `EPERM`. Without `fault`, the window is only snapshot.
+    /// `mm` must be this notifier's address space, held with `mmget` for the
+    /// call: `EINVAL` otherwise.
+    pub(crate) fn range_fault(
+        &self,
+        mm: &MmWithUser,
+        addr: usize,
+        win_start: usize,
+        win_end: usize,
+        fault: bool,
+        write: bool,
+    ) -> Result<RangeFault> {
+        if !self.watches(mm) || win_start > addr || addr >= win_end {
+            return Err(EINVAL);
+        }
+        let npages = (win_end - win_start) >> PAGE_SHIFT;
+        let mut pfns = KVec::from_elem(0usize, npages, GFP_KERNEL)?;
+        let (mut start, mut end, mut seq) = (0, 0, 0);
+        // SAFETY:
+        // - `raw` is a live notifier (type invariants) and `mm`, its address
+        //   space, has users for the call.
+        // - `pfns` has one slot per page of the window.
+        let ret = unsafe {
+            sys::nsvm_range_fault(
+                self.raw.as_ptr(),
+                addr as _,
+                win_start as _,
+                win_end as _,
+                pfns.as_mut_ptr().cast(),
+                fault,
+                write,
+                &mut start,
+                &mut end,
+                &mut seq,
+            )
+        };
+        kernel::error::to_result(ret)?;
+        let first = (start as usize - win_start) >> PAGE_SHIFT;
+        let last = (end as usize - win_start) >> PAGE_SHIFT;
+        let mut pages = KVec::with_capacity(last - first, GFP_KERNEL)?;
+        for &hmm_pfn in &pfns[first..last] {
+            pages.push(self.decode(hmm_pfn), GFP_KERNEL)?;
+        }
+        Ok(RangeFault {
+            start: start as usize,
+            seq: Seq(seq as usize),
+            pages,
+        })
+    }
+
+    fn decode(&self, hmm_pfn: usize) -> PageState {
+        let mut out = sys::nsvm_pfn {
+            page: core::ptr::null_mut(),
+            order: 0,
+            valid: false,
+            write: false,
+            error: false,
+            device_private: false,
+        };
+        // SAFETY: `raw` is a live notifier (type invariants); `out` is valid.
+        unsafe { sys::nsvm_pfn_decode(self.raw.as_ptr(), hmm_pfn as _, &mut out) };
+        match NonNull::new(out.page) {
+            Some(page) if out.valid => PageState::Present {
+                page: CpuPage(page),
+                writable: out.write,
+                order: out.order as u8,
+                device_private: out.device_private,
+            },
+            _ if out.error => PageState::Error,
+            _ => PageState::Absent,
+        }
+    }
+}
+
+impl<T: Invalidate> Drop for IntervalNotifier<T> {
+    fn drop(&mut self) {
+        // SAFETY: `raw` is inserted (type invariants); removal waits for
+        // running callbacks, so none uses `data` once this returns.
+        unsafe { sys::nsvm_notifier_destroy(self.raw.as_ptr()) };
+    }
+}
+
+/// A page the CPU page table mapped at the time of a [`RangeFault`].
+///
+/// It carries no reference: the page stays the one mapped there only until
+/// the next invalidation of its address, which the user must observe (the
+/// HMM contract); it is valid to access only under the driver lock, after
+/// [`IntervalNotifier::read_retry`] said the fault is current, and until
+/// the driver's [`Invalidate::invalidate`] drops it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CpuPage(NonNull<bindings::page>);
+
+// SAFETY: A `CpuPage` is an address; see its docs for when it may be used.
+unsafe impl Send for CpuPage {}
+// SAFETY: See above.
+unsafe impl Sync for CpuPage {}
+
+impl CpuPage {
+    /// The `struct page`.
+    pub(crate) fn as_ptr(self) -> NonNull<bindings::page> {
+        self.0
+    }
+}
+
+/// The state of one page in a [`RangeFault`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PageState {
+    /// Not mapped by the CPU (only seen without `fault`).
+    Absent,
+    /// Cannot be accessed (only seen without `fault`).
+    Error,
+    /// Mapped.
+    Present {
+        /// The page.
+        page: CpuPage,
+        /// Mapped writable.
+        writable: bool,
+        /// CPU mapping order: 0 for a PTE, 9 for a 2 MiB PMD.
+        order: u8,
+        /// A device-private page of this notifier's owner.
+        device_private: bool,
+    },
+}
+
+/// The result of [`IntervalNotifier::range_fault`]: the pages of a range,
+/// valid if no invalidation ran since (check [`RangeFault::seq`]).
+pub(crate) struct RangeFault {
+    start: usize,
+    seq: Seq,
+    pages: KVec<PageState>,
+}
+
+impl RangeFault {
+    /// First address covered.
+    pub(crate) fn start(&self) -> usize {
+        self.start
+    }
+
+    /// End (exclusive) of the range covered.
+    pub(crate) fn end(&self) -> usize {
+        self.start + (self.pages.len() << PAGE_SHIFT)
+    }
+
+    /// The notifier sequence to check with
+    /// [`IntervalNotifier::read_retry`].
+    pub(crate) fn seq(&self) -> Seq {
+        self.seq
+    }
+
+    /// One entry per page, from [`RangeFault::start`].
+    pub(crate) fn pages(&self) -> &[PageState] {
+        &self.pages
+    }
+}
