@@ -34,9 +34,12 @@ extern "C" {
 /** DRM_NSVM_UAPI_MAJOR - incompatible uapi revisions bump this. */
 #define DRM_NSVM_UAPI_MAJOR 0
 /** DRM_NSVM_UAPI_MINOR - compatible additions bump this. */
-#define DRM_NSVM_UAPI_MINOR 1
+#define DRM_NSVM_UAPI_MINOR 2
 
 #define DRM_NSVM_GET_PARAM 0x00
+#define DRM_NSVM_SVM_INIT 0x01
+#define DRM_NSVM_EXEC 0x02
+#define DRM_NSVM_SNAPSHOT 0x03
 
 /**
  * enum drm_nsvm_param - what DRM_IOCTL_NSVM_GET_PARAM can report.
@@ -65,8 +68,9 @@ enum drm_nsvm_param {
 /*
  * Feature bits reported by DRM_NSVM_PARAM_FEATURES. Each names a group of
  * ioctls; a bit is set once the group works on this driver and device.
- * None is defined in uapi 0.1.
  */
+/** DRM_NSVM_FEATURE_SVM - SVM_INIT, EXEC and SNAPSHOT work. */
+#define DRM_NSVM_FEATURE_SVM (1ull << 0)
 
 /**
  * struct drm_nsvm_get_param - argument of DRM_IOCTL_NSVM_GET_PARAM.
@@ -85,8 +89,201 @@ struct drm_nsvm_get_param {
 	__u64 pad;
 };
 
+/**
+ * DOC: SVM lifetime rules
+ *
+ * SVM_INIT binds the file's mirror to the calling process's address space
+ * for the life of the file. Every other SVM ioctl then:
+ *
+ * - fails with -ENOENT before SVM_INIT;
+ * - fails with -EPERM from a process whose address space is not the
+ *   mirror's (an fd inherited across fork() or passed with SCM_RIGHTS):
+ *   no process reaches another's memory through nsvm;
+ * - fails with -ESRCH once the mirrored address space is gone (its process
+ *   exited), without any kernel warning.
+ *
+ * Closing the file, from any process and at any time, tears the mirror
+ * down.
+ */
+
+/**
+ * struct drm_nsvm_svm_init - argument of DRM_IOCTL_NSVM_SVM_INIT.
+ *
+ * Errors: -EINVAL for a bad @size, non-zero @flags or @pad, or a
+ * @fault_window that is not 0 or a power of two from 4 KiB to 1 GiB;
+ * -EBUSY if the file is already bound.
+ */
+struct drm_nsvm_svm_init {
+	/** @size: in, sizeof(struct drm_nsvm_svm_init). */
+	__u32 size;
+	/** @flags: in, must be zero. */
+	__u32 flags;
+	/**
+	 * @fault_window: in, bytes the fault handler maps around a faulting
+	 * address (aligned to it, clipped to the VMA); 0 for the default,
+	 * 2 MiB.
+	 */
+	__u64 fault_window;
+	/** @pad: in, must be zero. */
+	__u64 pad;
+};
+
+/**
+ * enum drm_nsvm_op - what a struct drm_nsvm_cmd asks the GPU to do.
+ *
+ * Addresses are GPU virtual addresses, which under SVM are the process's
+ * CPU pointers. Each access goes through the GPU page table; a miss raises
+ * a GPU page fault that the driver serves from the CPU page tables.
+ *
+ * @DRM_NSVM_OP_FILL: write @len bytes at @dst, repeating the 8 bytes of
+ *	@value (little endian) from @dst on.
+ * @DRM_NSVM_OP_COPY: copy @len bytes from @src to @dst (the ranges must not
+ *	overlap).
+ * @DRM_NSVM_OP_ATOMIC_ADD32: add the low 32 bits of @value to the u32 at
+ *	@dst (4-byte aligned); @value receives the old value.
+ * @DRM_NSVM_OP_ATOMIC_ADD64: add @value to the u64 at @dst (8-byte
+ *	aligned); @value receives the old value.
+ * @DRM_NSVM_OP_READ: the GPU reads @len bytes at @src and the driver copies
+ *	them to the plain user buffer @dst (not through the GPU).
+ */
+enum drm_nsvm_op {
+	DRM_NSVM_OP_FILL = 1,
+	DRM_NSVM_OP_COPY = 2,
+	DRM_NSVM_OP_ATOMIC_ADD32 = 3,
+	DRM_NSVM_OP_ATOMIC_ADD64 = 4,
+	DRM_NSVM_OP_READ = 5,
+};
+
+/**
+ * struct drm_nsvm_cmd - one GPU command of an EXEC.
+ */
+struct drm_nsvm_cmd {
+	/** @op: one of enum drm_nsvm_op. */
+	__u32 op;
+	/** @flags: must be zero. */
+	__u32 flags;
+	/** @dst: destination address, see enum drm_nsvm_op. */
+	__u64 dst;
+	/** @src: source address, see enum drm_nsvm_op. */
+	__u64 src;
+	/** @len: length in bytes, at most DRM_NSVM_CMD_MAX_LEN. */
+	__u64 len;
+	/** @value: operand, and result of atomics (written back). */
+	__u64 value;
+};
+
+/** DRM_NSVM_EXEC_MAX_CMDS - most commands in one EXEC. */
+#define DRM_NSVM_EXEC_MAX_CMDS 1024
+/** DRM_NSVM_CMD_MAX_LEN - most bytes one command touches. */
+#define DRM_NSVM_CMD_MAX_LEN (1ull << 30)
+
+/**
+ * struct drm_nsvm_exec - argument of DRM_IOCTL_NSVM_EXEC.
+ *
+ * Runs the commands in order on the GPU, synchronously. A GPU fault the
+ * driver cannot serve (no VMA, PROT_NONE, a write to read-only memory)
+ * stops the EXEC: it fails with -EFAULT, @completed counts the commands
+ * that completed and @fault_addr names the address; commands already run
+ * stay done, and nothing of the failing command's fault is left mapped.
+ *
+ * Errors: -EINVAL for a bad @size, non-zero @flags or @pad, a @cmd_size
+ * other than sizeof(struct drm_nsvm_cmd), more than DRM_NSVM_EXEC_MAX_CMDS
+ * commands, or a command with an unknown op, non-zero flags, a length over
+ * DRM_NSVM_CMD_MAX_LEN, an unaligned atomic, overlapping copy ranges or a
+ * range that wraps; -EFAULT for an unreadable @cmds array, an unwritable
+ * READ buffer, or a GPU fault that cannot be served (see above); -ENOENT,
+ * -EPERM, -ESRCH: see "SVM lifetime rules"; -EINTR if a fatal signal
+ * interrupted it.
+ */
+struct drm_nsvm_exec {
+	/** @size: in, sizeof(struct drm_nsvm_exec). */
+	__u32 size;
+	/** @num_cmds: in, number of commands at @cmds. */
+	__u32 num_cmds;
+	/** @cmds: in, user pointer to struct drm_nsvm_cmd[@num_cmds]. */
+	__u64 cmds;
+	/** @cmd_size: in, sizeof(struct drm_nsvm_cmd). */
+	__u32 cmd_size;
+	/** @flags: in, must be zero. */
+	__u32 flags;
+	/** @fault_addr: out, the address of an unserved GPU fault. */
+	__u64 fault_addr;
+	/** @completed: out, commands that completed. */
+	__u32 completed;
+	/** @fault_write: out, the unserved fault was a write. */
+	__u32 fault_write;
+};
+
+/*
+ * States of one page in a snapshot (struct drm_nsvm_snapshot); bits of
+ * one byte per page.
+ */
+/** DRM_NSVM_PTE_VALID - mapped in the GPU page table. */
+#define DRM_NSVM_PTE_VALID (1 << 0)
+/** DRM_NSVM_PTE_WRITE - mapped writable. */
+#define DRM_NSVM_PTE_WRITE (1 << 1)
+/** DRM_NSVM_PTE_HUGE - part of a 2 MiB GPU mapping. */
+#define DRM_NSVM_PTE_HUGE (1 << 2)
+/** DRM_NSVM_PTE_DEVICE - backed by device memory. */
+#define DRM_NSVM_PTE_DEVICE (1 << 3)
+
+/** DRM_NSVM_SNAPSHOT_MAX_PAGES - most pages one SNAPSHOT reports. */
+#define DRM_NSVM_SNAPSHOT_MAX_PAGES (1u << 20)
+
+/**
+ * struct drm_nsvm_counters - per-file SVM counters.
+ */
+struct drm_nsvm_counters {
+	/** @faults: GPU page faults raised. */
+	__u64 faults;
+	/** @batches: fault batches served. */
+	__u64 batches;
+	/** @retries: range faults retried because an invalidation raced. */
+	__u64 retries;
+	/** @invalidations: invalidation callbacks that dropped GPU mappings. */
+	__u64 invalidations;
+	/** @pages_mapped: GPU page-table entries written. */
+	__u64 pages_mapped;
+	/** @pages_unmapped: GPU page-table entries dropped. */
+	__u64 pages_unmapped;
+};
+
+/**
+ * struct drm_nsvm_snapshot - argument of DRM_IOCTL_NSVM_SNAPSHOT.
+ *
+ * Reports the GPU page-table state of [@start, @start + @npages pages):
+ * one byte of DRM_NSVM_PTE_* bits per page at @states; and the file's
+ * counters. It neither faults nor changes anything; @npages may be 0 to
+ * read the counters only.
+ *
+ * Errors: -EINVAL for a bad @size, non-zero @flags, an unaligned @start,
+ * more than DRM_NSVM_SNAPSHOT_MAX_PAGES pages or a range that wraps;
+ * -EFAULT for an unwritable @states; -ENOENT, -EPERM, -ESRCH: see "SVM
+ * lifetime rules".
+ */
+struct drm_nsvm_snapshot {
+	/** @size: in, sizeof(struct drm_nsvm_snapshot). */
+	__u32 size;
+	/** @flags: in, must be zero. */
+	__u32 flags;
+	/** @start: in, first address, page aligned. */
+	__u64 start;
+	/** @npages: in, number of pages. */
+	__u64 npages;
+	/** @states: in, user pointer to __u8[@npages]. */
+	__u64 states;
+	/** @counters: out, the file's counters. */
+	struct drm_nsvm_counters counters;
+};
+
 #define DRM_IOCTL_NSVM_GET_PARAM \
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_GET_PARAM, struct drm_nsvm_get_param)
+#define DRM_IOCTL_NSVM_SVM_INIT \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_SVM_INIT, struct drm_nsvm_svm_init)
+#define DRM_IOCTL_NSVM_EXEC \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_EXEC, struct drm_nsvm_exec)
+#define DRM_IOCTL_NSVM_SNAPSHOT \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_SNAPSHOT, struct drm_nsvm_snapshot)
 
 #if defined(__cplusplus)
 }

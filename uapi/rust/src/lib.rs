@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// The uapi, generated from `uapi/drm/nsvm_drm.h` by `scripts/gen-uapi.sh`.
+/// The uapi, generated from `uapi/drm/nsvm_drm.h` by `scripts/gen-bindings.sh`.
 #[allow(non_camel_case_types, non_upper_case_globals, missing_docs)]
 pub mod sys {
     include!("bindings.rs");
@@ -47,6 +47,106 @@ pub const DRM_IOCTL_VERSION: u64 = drm_iowr::<sys::drm_version>(0x00);
 /// `DRM_IOCTL_NSVM_GET_PARAM`.
 pub const DRM_IOCTL_NSVM_GET_PARAM: u64 =
     drm_iowr::<sys::drm_nsvm_get_param>(DRM_COMMAND_BASE + sys::DRM_NSVM_GET_PARAM);
+/// `DRM_IOCTL_NSVM_SVM_INIT`.
+pub const DRM_IOCTL_NSVM_SVM_INIT: u64 =
+    drm_iowr::<sys::drm_nsvm_svm_init>(DRM_COMMAND_BASE + sys::DRM_NSVM_SVM_INIT);
+/// `DRM_IOCTL_NSVM_EXEC`.
+pub const DRM_IOCTL_NSVM_EXEC: u64 =
+    drm_iowr::<sys::drm_nsvm_exec>(DRM_COMMAND_BASE + sys::DRM_NSVM_EXEC);
+/// `DRM_IOCTL_NSVM_SNAPSHOT`.
+pub const DRM_IOCTL_NSVM_SNAPSHOT: u64 =
+    drm_iowr::<sys::drm_nsvm_snapshot>(DRM_COMMAND_BASE + sys::DRM_NSVM_SNAPSHOT);
+
+/// The `size` field value of a uapi struct.
+pub const fn size_of_u32<T>() -> u32 {
+    std::mem::size_of::<T>() as u32
+}
+
+/// A GPU command (see `enum drm_nsvm_op` in the header).
+pub type Cmd = sys::drm_nsvm_cmd;
+
+impl sys::drm_nsvm_cmd {
+    /// Fill `len` bytes at `dst` with the 8-byte pattern `value`.
+    pub fn fill(dst: u64, len: u64, value: u64) -> Self {
+        Self {
+            op: sys::DRM_NSVM_OP_FILL,
+            dst,
+            len,
+            value,
+            ..Default::default()
+        }
+    }
+
+    /// Copy `len` bytes from `src` to `dst`.
+    pub fn copy(dst: u64, src: u64, len: u64) -> Self {
+        Self {
+            op: sys::DRM_NSVM_OP_COPY,
+            dst,
+            src,
+            len,
+            ..Default::default()
+        }
+    }
+
+    /// GPU-read `len` bytes at `src` into the plain buffer `dst`.
+    pub fn read(dst: u64, src: u64, len: u64) -> Self {
+        Self {
+            op: sys::DRM_NSVM_OP_READ,
+            dst,
+            src,
+            len,
+            ..Default::default()
+        }
+    }
+
+    /// Atomically add `value` to the u32 at `dst`; the old value comes back
+    /// in `value`.
+    pub fn add32(dst: u64, value: u32) -> Self {
+        Self {
+            op: sys::DRM_NSVM_OP_ATOMIC_ADD32,
+            dst,
+            value: value.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Atomically add `value` to the u64 at `dst`; the old value comes back
+    /// in `value`.
+    pub fn add64(dst: u64, value: u64) -> Self {
+        Self {
+            op: sys::DRM_NSVM_OP_ATOMIC_ADD64,
+            dst,
+            value,
+            ..Default::default()
+        }
+    }
+}
+
+/// A failed EXEC: the errno and, for an unserved GPU fault, where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecError {
+    /// The errno.
+    pub error: Error,
+    /// Commands that completed.
+    pub completed: u32,
+    /// The address of an unserved GPU fault (`EFAULT`), else 0.
+    pub fault_addr: u64,
+    /// The unserved fault was a write.
+    pub fault_write: bool,
+}
+
+impl std::fmt::Display for ExecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} after {} commands", self.error, self.completed)?;
+        if self.fault_addr != 0 {
+            let kind = if self.fault_write { "write" } else { "read" };
+            write!(f, ", GPU {kind} fault at {:#x}", self.fault_addr)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ExecError {}
 
 /// An error from an nsvm ioctl: the errno the kernel returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +241,23 @@ impl Device {
         Ok(dev)
     }
 
+    /// Wraps an already open nsvm file (dup'ed or received over a socket):
+    /// the same DRM file, so the same SVM mirror.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Self> {
+        let path =
+            std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default();
+        let dev = Self {
+            file: File::from(fd),
+            path,
+        };
+        if dev.version()?.name != DRIVER_NAME {
+            return Err(Error {
+                errno: libc::ENODEV,
+            });
+        }
+        Ok(dev)
+    }
+
     /// Opens the render node of the nsvm device with `DEVICE_INDEX` `index`.
     pub fn open_render(index: u32) -> Result<Self> {
         for path in nodes("renderD")? {
@@ -212,6 +329,82 @@ impl Device {
         };
         self.get_param_raw(&mut arg)?;
         Ok(arg.value)
+    }
+
+    /// `DRM_IOCTL_NSVM_SVM_INIT` with the argument as given.
+    pub fn svm_init_raw(&self, arg: &mut sys::drm_nsvm_svm_init) -> Result<()> {
+        // SAFETY: `arg` is a valid `drm_nsvm_svm_init`.
+        unsafe {
+            raw_ioctl(
+                &self.file,
+                DRM_IOCTL_NSVM_SVM_INIT,
+                (arg as *mut sys::drm_nsvm_svm_init).cast(),
+            )?
+        };
+        Ok(())
+    }
+
+    /// Binds this file to the calling process's address space, with a fault
+    /// window of `fault_window` bytes (0: the default, 2 MiB).
+    pub fn svm_init(&self, fault_window: u64) -> Result<()> {
+        let mut arg = sys::drm_nsvm_svm_init {
+            size: size_of_u32::<sys::drm_nsvm_svm_init>(),
+            fault_window,
+            ..Default::default()
+        };
+        self.svm_init_raw(&mut arg)
+    }
+
+    /// `DRM_IOCTL_NSVM_EXEC` with the argument as given.
+    pub fn exec_raw(&self, arg: &mut sys::drm_nsvm_exec) -> Result<()> {
+        // SAFETY: `arg` is a valid `drm_nsvm_exec`; the kernel checks the
+        // command pointer it holds.
+        unsafe {
+            raw_ioctl(
+                &self.file,
+                DRM_IOCTL_NSVM_EXEC,
+                (arg as *mut sys::drm_nsvm_exec).cast(),
+            )?
+        };
+        Ok(())
+    }
+
+    /// Runs `cmds` on the GPU; atomics return their old value in place.
+    pub fn exec(&self, cmds: &mut [Cmd]) -> std::result::Result<(), ExecError> {
+        let mut arg = sys::drm_nsvm_exec {
+            size: size_of_u32::<sys::drm_nsvm_exec>(),
+            num_cmds: cmds.len() as u32,
+            cmds: cmds.as_mut_ptr() as u64,
+            cmd_size: size_of_u32::<Cmd>(),
+            ..Default::default()
+        };
+        self.exec_raw(&mut arg).map_err(|error| ExecError {
+            error,
+            completed: arg.completed,
+            fault_addr: arg.fault_addr,
+            fault_write: arg.fault_write != 0,
+        })
+    }
+
+    /// The GPU page-table state of `states.len()` pages from `start` (one
+    /// `DRM_NSVM_PTE_*` byte each) and the file's counters.
+    pub fn snapshot(&self, start: u64, states: &mut [u8]) -> Result<sys::drm_nsvm_counters> {
+        let mut arg = sys::drm_nsvm_snapshot {
+            size: size_of_u32::<sys::drm_nsvm_snapshot>(),
+            start,
+            npages: states.len() as u64,
+            states: states.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: `arg` is a valid `drm_nsvm_snapshot` whose buffer holds
+        // `npages` bytes.
+        unsafe { raw_ioctl(&self.file, DRM_IOCTL_NSVM_SNAPSHOT, (&raw mut arg).cast())? };
+        Ok(arg.counters)
+    }
+
+    /// The file's SVM counters.
+    pub fn counters(&self) -> Result<sys::drm_nsvm_counters> {
+        self.snapshot(0, &mut [])
     }
 
     /// The uapi version of the running driver, as (major, minor).

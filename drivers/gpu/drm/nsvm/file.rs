@@ -2,9 +2,9 @@
 
 //! Per-open-file state and the ioctl handlers.
 //!
-//! Each open of an nsvm node gets an [`NsvmFile`]; the SVM mirror of that
-//! file will live here, one per file, created by `SVM_INIT` and torn down
-//! when the DRM core releases the file.
+//! Each open of an nsvm node gets an [`NsvmFile`]; `SVM_INIT` binds its
+//! [`Mirror`] once, and the DRM core drops it with the file. The lifetime
+//! rules are in `svm.rs`.
 
 use kernel::{
     drm::{
@@ -12,25 +12,60 @@ use kernel::{
         ioctl::RENDER_ALLOW,
         Registered, //
     },
-    prelude::*, //
+    prelude::*,
+    sync::SetOnce,
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    },
 };
 
 use crate::{
     driver::NsvmDevice,
+    gpu::{
+        engine::{
+            self,
+            Engine,
+            Stop, //
+        },
+        soft::SoftVm,
+        PAGE_SIZE_4K,
+    },
     ioctl::Ioctl,
+    mm,
     param,
+    svm::{
+        Mirror,
+        DEFAULT_WINDOW,
+        MAX_WINDOW, //
+    },
     uapi, //
 };
 
 /// The private data of an open nsvm DRM file.
 #[pin_data]
-pub(crate) struct NsvmFile {}
+pub(crate) struct NsvmFile {
+    /// The SVM mirror, once `SVM_INIT` bound it.
+    mirror: SetOnce<Mirror<SoftVm>>,
+}
+
+impl NsvmFile {
+    /// The mirror; `ENOENT` before `SVM_INIT`.
+    fn mirror(&self) -> Result<&Mirror<SoftVm>> {
+        self.mirror.as_ref().ok_or(ENOENT)
+    }
+}
 
 impl drm::file::DriverFile for NsvmFile {
     type Driver = crate::driver::NsvmDriver;
 
     fn open(_dev: &NsvmDevice) -> Result<Pin<KBox<Self>>> {
-        KBox::try_pin_init(try_pin_init!(Self {}), GFP_KERNEL)
+        KBox::try_pin_init(
+            try_pin_init!(Self {
+                mirror: SetOnce::new(),
+            }),
+            GFP_KERNEL,
+        )
     }
 }
 
@@ -56,6 +91,147 @@ impl Ioctl for GetParam {
             vram_size: 0,
         };
         arg.value = param::query(&facts, arg.param)?;
+        Ok(0)
+    }
+}
+
+/// `DRM_IOCTL_NSVM_SVM_INIT`.
+pub(crate) struct SvmInit;
+
+impl Ioctl for SvmInit {
+    type Arg = uapi::drm_nsvm_svm_init;
+    const NR: u32 = uapi::DRM_NSVM_SVM_INIT;
+    const NAME: &'static CStr = c"NSVM_SVM_INIT";
+    const FLAGS: u32 = RENDER_ALLOW;
+
+    fn handle(
+        _dev: &NsvmDevice<Registered>,
+        file: &drm::File<NsvmFile>,
+        arg: &mut Self::Arg,
+    ) -> Result<u32> {
+        let window = match arg.fault_window as usize {
+            0 => DEFAULT_WINDOW,
+            w if w.is_power_of_two() && (PAGE_SIZE_4K..=MAX_WINDOW).contains(&w) => w,
+            _ => return Err(EINVAL),
+        };
+        if arg.flags != 0 || arg.pad != 0 {
+            return Err(EINVAL);
+        }
+        let file = file.inner().get_ref();
+        if file.mirror.as_ref().is_some() {
+            return Err(EBUSY);
+        }
+        let task = kernel::current!();
+        let mm = mm::current_mm(task).ok_or(ESRCH)?;
+        let mirror = Mirror::new(mm, SoftVm::new(), window)?;
+        // A racing SVM_INIT may have won: this mirror is then dropped.
+        if !file.mirror.populate(mirror) {
+            return Err(EBUSY);
+        }
+        Ok(0)
+    }
+}
+
+/// `DRM_IOCTL_NSVM_EXEC`.
+pub(crate) struct Exec;
+
+impl Ioctl for Exec {
+    type Arg = uapi::drm_nsvm_exec;
+    const NR: u32 = uapi::DRM_NSVM_EXEC;
+    const NAME: &'static CStr = c"NSVM_EXEC";
+    const FLAGS: u32 = RENDER_ALLOW;
+
+    fn handle(
+        _dev: &NsvmDevice<Registered>,
+        file: &drm::File<NsvmFile>,
+        arg: &mut Self::Arg,
+    ) -> Result<u32> {
+        let cmd_size = size_of::<uapi::drm_nsvm_cmd>();
+        if arg.flags != 0
+            || arg.cmd_size as usize != cmd_size
+            || arg.num_cmds > uapi::DRM_NSVM_EXEC_MAX_CMDS
+        {
+            return Err(EINVAL);
+        }
+        arg.completed = 0;
+        arg.fault_addr = 0;
+        arg.fault_write = 0;
+        let mirror = file.inner().get_ref().mirror()?;
+        let mm = mirror.enter()?;
+
+        let n = arg.num_cmds as usize;
+        let user = UserSlice::new(UserPtr::from_addr(arg.cmds as usize), n * cmd_size);
+        let (mut reader, mut writer) = user.reader_writer();
+        let mut cmds = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            let cmd: uapi::drm_nsvm_cmd = reader.read()?;
+            engine::validate(&cmd)?;
+            cmds.push(cmd, GFP_KERNEL)?;
+        }
+
+        let mut engine = Engine::new(mirror, &mm)?;
+        let mut ret = Ok(0);
+        for cmd in cmds.iter_mut() {
+            match engine.run(cmd) {
+                Ok(()) => arg.completed += 1,
+                Err(Stop::Unserved(u)) => {
+                    arg.fault_addr = u.addr as u64;
+                    arg.fault_write = u.write.into();
+                    // Unservable accesses are one documented error; others
+                    // (ENOMEM, EBUSY) pass through.
+                    ret = Err(if u.err == EPERM || u.err == EFAULT {
+                        EFAULT
+                    } else {
+                        u.err
+                    });
+                    break;
+                }
+                Err(Stop::Error(e)) => {
+                    ret = Err(e);
+                    break;
+                }
+            }
+        }
+        // Atomics return their old value in the command array.
+        for cmd in &cmds {
+            writer.write(cmd)?;
+        }
+        ret
+    }
+}
+
+/// `DRM_IOCTL_NSVM_SNAPSHOT`.
+pub(crate) struct Snapshot;
+
+impl Ioctl for Snapshot {
+    type Arg = uapi::drm_nsvm_snapshot;
+    const NR: u32 = uapi::DRM_NSVM_SNAPSHOT;
+    const NAME: &'static CStr = c"NSVM_SNAPSHOT";
+    const FLAGS: u32 = RENDER_ALLOW;
+
+    fn handle(
+        _dev: &NsvmDevice<Registered>,
+        file: &drm::File<NsvmFile>,
+        arg: &mut Self::Arg,
+    ) -> Result<u32> {
+        let npages = arg.npages as usize;
+        if arg.flags != 0
+            || arg.start as usize % PAGE_SIZE_4K != 0
+            || arg.npages > u64::from(uapi::DRM_NSVM_SNAPSHOT_MAX_PAGES)
+            || (arg.start as usize)
+                .checked_add(npages * PAGE_SIZE_4K)
+                .is_none()
+        {
+            return Err(EINVAL);
+        }
+        let mirror = file.inner().get_ref().mirror()?;
+        let _mm = mirror.enter()?;
+        let mut states = KVec::from_elem(0u8, npages, GFP_KERNEL)?;
+        mirror.snapshot(arg.start as usize, &mut states);
+        UserSlice::new(UserPtr::from_addr(arg.states as usize), npages)
+            .writer()
+            .write_slice(&states)?;
+        arg.counters = mirror.vm().counters.to_uapi();
         Ok(0)
     }
 }

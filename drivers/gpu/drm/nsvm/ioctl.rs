@@ -129,7 +129,12 @@ const fn assert_dense(table: &[DrmIoctlDescriptor]) {
 
 /// Every nsvm ioctl, in ioctl number order.
 pub(crate) const IOCTLS: &[DrmIoctlDescriptor] = {
-    const TABLE: &[DrmIoctlDescriptor] = &[desc::<crate::file::GetParam>()];
+    const TABLE: &[DrmIoctlDescriptor] = &[
+        desc::<crate::file::GetParam>(),
+        desc::<crate::file::SvmInit>(),
+        desc::<crate::file::Exec>(),
+        desc::<crate::file::Snapshot>(),
+    ];
     assert_dense(TABLE);
     TABLE
 };

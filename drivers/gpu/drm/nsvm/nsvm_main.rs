@@ -11,8 +11,11 @@ mod card;
 mod driver;
 mod file;
 mod gem;
+mod gpu;
 mod ioctl;
+mod mm;
 mod param;
+mod svm;
 mod uapi;
 
 use kernel::prelude::*;

@@ -25,12 +25,26 @@ use kernel::transmute::{
     FromBytes, //
 };
 
-// SAFETY: `drm_nsvm_get_param` is a `repr(C)` struct of integers with no
-// implicit padding (the header pads explicitly), so any bit pattern is valid
-// and every byte is initialized.
-unsafe impl FromBytes for drm_nsvm_get_param {}
-// SAFETY: See above.
-unsafe impl AsBytes for drm_nsvm_get_param {}
+/// Marks uapi structs as plain bytes.
+macro_rules! plain {
+    ($($t:ty),* $(,)?) => {$(
+        // SAFETY: A generated uapi struct: `repr(C)`, integers only, and no
+        // implicit padding (the header pads explicitly), so any bit pattern
+        // is valid and every byte is initialized.
+        unsafe impl FromBytes for $t {}
+        // SAFETY: See above.
+        unsafe impl AsBytes for $t {}
+    )*};
+}
+
+plain!(
+    drm_nsvm_get_param,
+    drm_nsvm_svm_init,
+    drm_nsvm_cmd,
+    drm_nsvm_exec,
+    drm_nsvm_counters,
+    drm_nsvm_snapshot,
+);
 
 /// An ioctl argument of the nsvm uapi: starts with the `size` userspace was
 /// compiled with (see "nsvm uapi conventions" in the header).
@@ -39,8 +53,19 @@ pub(crate) trait SizedArg: FromBytes + AsBytes {
     fn user_size(&self) -> u32;
 }
 
-impl SizedArg for drm_nsvm_get_param {
-    fn user_size(&self) -> u32 {
-        self.size
-    }
+macro_rules! sized {
+    ($($t:ty),* $(,)?) => {$(
+        impl SizedArg for $t {
+            fn user_size(&self) -> u32 {
+                self.size
+            }
+        }
+    )*};
 }
+
+sized!(
+    drm_nsvm_get_param,
+    drm_nsvm_svm_init,
+    drm_nsvm_exec,
+    drm_nsvm_snapshot,
+);

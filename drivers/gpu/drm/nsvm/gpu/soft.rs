@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The software GPU: a two-level page table in kernel memory.
+//!
+//! Level one is an rbtree of page directories, one per 2 MiB of address
+//! space; each holds 512 4 KiB entries and a flag saying the whole 2 MiB
+//! was mapped at once from a huge CPU mapping (a real GMMU would write one
+//! big-page PDE there).
+
+use kernel::{
+    prelude::*,
+    rbtree::{
+        RBTree,
+        RBTreeNodeReservation, //
+    },
+};
+
+use super::{
+    GpuVm,
+    Pte,
+    PAGE_SIZE_2M,
+    PAGE_SIZE_4K, //
+};
+
+const ENTRIES: usize = PAGE_SIZE_2M / PAGE_SIZE_4K;
+
+/// One 2 MiB page directory.
+struct Dir {
+    ptes: KVec<Option<Pte>>,
+    used: usize,
+}
+
+impl Dir {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            ptes: KVec::from_elem(None, ENTRIES, GFP_KERNEL)?,
+            used: 0,
+        })
+    }
+}
+
+/// Directories allocated ahead of a map call.
+pub(crate) struct Reservation {
+    dirs: KVec<(usize, RBTreeNodeReservation<usize, Dir>, Dir)>,
+}
+
+/// A software GPU address space.
+pub(crate) struct SoftVm {
+    dirs: RBTree<usize, Dir>,
+}
+
+impl SoftVm {
+    pub(crate) fn new() -> Self {
+        Self {
+            dirs: RBTree::new(),
+        }
+    }
+}
+
+fn dir_index(va: usize) -> usize {
+    va / PAGE_SIZE_2M
+}
+
+fn pte_index(va: usize) -> usize {
+    (va % PAGE_SIZE_2M) / PAGE_SIZE_4K
+}
+
+impl GpuVm for SoftVm {
+    type Reservation = Reservation;
+
+    fn reserve(start: usize, end: usize) -> Result<Reservation> {
+        // Without the lock the tree cannot be read: reserve a directory for
+        // every 2 MiB of the range; map() drops those already present.
+        let mut dirs = KVec::new();
+        let mut va = start & !(PAGE_SIZE_2M - 1);
+        while va < end {
+            dirs.push(
+                (
+                    dir_index(va),
+                    RBTreeNodeReservation::new(GFP_KERNEL)?,
+                    Dir::new()?,
+                ),
+                GFP_KERNEL,
+            )?;
+            va = match va.checked_add(PAGE_SIZE_2M) {
+                Some(v) => v,
+                None => break,
+            };
+        }
+        Ok(Reservation { dirs })
+    }
+
+    fn map(&mut self, res: Reservation, start: usize, ptes: &[Option<Pte>]) -> usize {
+        for (idx, node, dir) in res.dirs {
+            // Present already: the spare is freed, which does not reclaim.
+            if self.dirs.get(&idx).is_none() {
+                self.dirs.insert(node.into_node(idx, dir));
+            }
+        }
+        let mut mapped = 0;
+        for (i, pte) in ptes.iter().enumerate() {
+            let Some(pte) = pte else { continue };
+            let va = start + i * PAGE_SIZE_4K;
+            // Every directory the range needs was reserved above; one that is
+            // missing would be a reservation bug, and the page stays unmapped
+            // (the GPU faults again) rather than panicking.
+            let Some(dir) = self.dirs.get_mut(&dir_index(va)) else {
+                continue;
+            };
+            let slot = &mut dir.ptes[pte_index(va)];
+            if slot.is_none() {
+                dir.used += 1;
+            }
+            *slot = Some(*pte);
+            mapped += 1;
+        }
+        mapped
+    }
+
+    fn unmap(&mut self, start: usize, end: usize) -> usize {
+        if start >= end {
+            return 0;
+        }
+        // Walk the directories that exist: an invalidation may span the
+        // whole address space (exit_mmap() sends 0..ULONG_MAX).
+        let last = dir_index(end - 1);
+        let mut dropped = 0;
+        let mut cursor = self.dirs.cursor_lower_bound_mut(&dir_index(start));
+        while let Some(mut c) = cursor {
+            let (&idx, dir) = c.current_mut();
+            if idx > last {
+                break;
+            }
+            let base = idx * PAGE_SIZE_2M;
+            // A huge mapping is dropped whole, as a real big-page PDE is.
+            let whole = dir.ptes.iter().any(|p| p.is_some_and(|p| p.huge));
+            let (lo, hi) = if whole {
+                (0, ENTRIES)
+            } else {
+                (
+                    pte_index(start.max(base)),
+                    pte_index(end.min(base + PAGE_SIZE_2M) - 1) + 1,
+                )
+            };
+            for slot in &mut dir.ptes[lo..hi] {
+                if slot.take().is_some() {
+                    dir.used -= 1;
+                    dropped += 1;
+                }
+            }
+            cursor = if dir.used == 0 {
+                // Freeing under the SVM lock is fine: kfree does not reclaim.
+                c.remove_current().0
+            } else {
+                c.move_next()
+            };
+        }
+        dropped
+    }
+
+    fn flush_tlb(&mut self, _start: usize, _end: usize) {
+        // The software GPU has no TLB: every access walks the page table.
+    }
+
+    fn lookup(&self, va: usize) -> Option<Pte> {
+        self.dirs.get(&dir_index(va))?.ptes[pte_index(va)]
+    }
+}

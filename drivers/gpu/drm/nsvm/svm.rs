@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The SVM mirror: one per DRM file, binding the file to a process's
+//! address space and keeping the GPU page table a subset of the CPU's.
+//!
+//! # Lifetime rules
+//!
+//! - `SVM_INIT` creates the [`Mirror`] of the file from `current->mm`. The
+//!   mirror holds an `mmgrab` reference ([`Mirror::mm`], an `ARef<Mm>`) until
+//!   the DRM file is released, so the `mm_struct` memory outlives its
+//!   notifier even when the file is closed long after the process exited,
+//!   by another process, or late in `do_exit()`.
+//! - Every ioctl that faults, executes or inspects calls [`Mirror::enter`],
+//!   which takes `mmget_not_zero()` ([`ARef<MmWithUser>`]) for the ioctl's
+//!   duration: `ESRCH` when the address space is gone, `EPERM` when the
+//!   caller is another process (fork, `SCM_RIGHTS`). Nothing else reaches
+//!   the address space, so no flag says it is "dead" and no back pointer is
+//!   ever cleared.
+//! - Releasing the file drops the mirror: the notifier is removed (waiting
+//!   for running callbacks), the GPU page table freed, and the `mmgrab`
+//!   dropped last.
+//!
+//! # Lock order
+//!
+//! 1. `mmap_lock` (read): taken inside [`IntervalNotifier::range_fault`]
+//!    only, never while holding 2.
+//! 2. [`MirrorVm::vm`] (`"Mirror::vm"`): the GPU page table. The
+//!    invalidation callback takes it, and callbacks may run from reclaim,
+//!    so under it nothing allocates with `GFP_KERNEL`, touches user memory
+//!    or takes `mmap_lock`; page-table memory is reserved before.
+
+use kernel::{
+    mm::{
+        Mm,
+        MmWithUser, //
+    },
+    new_mutex,
+    prelude::*,
+    sync::{
+        aref::ARef,
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc, Mutex,
+    },
+};
+
+use crate::{
+    gpu::{
+        GpuVm,
+        Pte,
+        PAGE_SIZE_2M,
+        PAGE_SIZE_4K, //
+    },
+    mm::{
+        IntervalNotifier,
+        Invalidate,
+        Invalidation,
+        PageState, //
+    },
+    uapi,
+};
+
+/// Default fault window: the GPU maps this much around a faulting address.
+pub(crate) const DEFAULT_WINDOW: usize = PAGE_SIZE_2M;
+/// Largest fault window userspace may ask for.
+pub(crate) const MAX_WINDOW: usize = 1 << 30;
+
+/// Range faults retried this many times in a row (an invalidation raced
+/// each of them) make the fault fail with `EBUSY`.
+const MAX_RETRIES: u32 = 1000;
+
+/// Per-file SVM counters.
+pub(crate) struct Counters {
+    pub(crate) faults: Atomic<u64>,
+    pub(crate) batches: Atomic<u64>,
+    pub(crate) retries: Atomic<u64>,
+    pub(crate) invalidations: Atomic<u64>,
+    pub(crate) pages_mapped: Atomic<u64>,
+    pub(crate) pages_unmapped: Atomic<u64>,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Self {
+            faults: Atomic::new(0),
+            batches: Atomic::new(0),
+            retries: Atomic::new(0),
+            invalidations: Atomic::new(0),
+            pages_mapped: Atomic::new(0),
+            pages_unmapped: Atomic::new(0),
+        }
+    }
+
+    pub(crate) fn add(c: &Atomic<u64>, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn to_uapi(&self) -> uapi::drm_nsvm_counters {
+        uapi::drm_nsvm_counters {
+            faults: self.faults.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            invalidations: self.invalidations.load(Relaxed),
+            pages_mapped: self.pages_mapped.load(Relaxed),
+            pages_unmapped: self.pages_unmapped.load(Relaxed),
+        }
+    }
+}
+
+/// The GPU side of a mirror: what invalidation callbacks reach.
+#[pin_data]
+pub(crate) struct MirrorVm<V: GpuVm> {
+    /// The GPU address space; see the lock order.
+    #[pin]
+    pub(crate) vm: Mutex<V>,
+    pub(crate) counters: Counters,
+}
+
+impl<V: GpuVm> Invalidate for MirrorVm<V> {
+    fn invalidate(&self, inv: &Invalidation<'_>) -> bool {
+        let mut vm = if inv.blockable() {
+            self.vm.lock()
+        } else {
+            match self.vm.try_lock() {
+                Some(vm) => vm,
+                None => return false,
+            }
+        };
+        inv.set_seq();
+        let dropped = vm.unmap(inv.start(), inv.end());
+        if dropped > 0 {
+            vm.flush_tlb(inv.start(), inv.end());
+            Counters::add(&self.counters.invalidations, 1);
+            Counters::add(&self.counters.pages_unmapped, dropped as u64);
+        }
+        true
+    }
+}
+
+/// A GPU fault the mirror could not serve.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Unserved {
+    pub(crate) addr: usize,
+    pub(crate) write: bool,
+    pub(crate) err: Error,
+}
+
+/// The SVM mirror of one DRM file.
+pub(crate) struct Mirror<V: GpuVm> {
+    /// Subscribed to every invalidation of the address space. Declared
+    /// first: it is removed before `mm` is dropped.
+    notifier: IntervalNotifier<MirrorVm<V>>,
+    /// `mmgrab` on the mirrored address space, until the file is released.
+    mm: ARef<Mm>,
+    /// Bytes mapped around a faulting address (a power of two).
+    window: usize,
+}
+
+impl<V: GpuVm> Mirror<V> {
+    /// Binds a new mirror with GPU address space `vm` to `mm`.
+    pub(crate) fn new(mm: &MmWithUser, vm: V, window: usize) -> Result<Self> {
+        let data = Arc::pin_init(
+            try_pin_init!(MirrorVm {
+                vm <- new_mutex!(vm, "Mirror::vm"),
+                counters: Counters::new(),
+            }),
+            GFP_KERNEL,
+        )?;
+        // The whole user address space, as one subscription.
+        let notifier = IntervalNotifier::new(mm, 0, usize::MAX & !(PAGE_SIZE_4K - 1), data)?;
+        let grab: &Mm = mm;
+        Ok(Self {
+            notifier,
+            mm: grab.into(),
+            window,
+        })
+    }
+
+    /// Enters the mirrored address space for an ioctl: `mmget` for as long
+    /// as the returned reference lives.
+    ///
+    /// `ESRCH` when the address space has no users left (its process
+    /// exited); `EPERM` when the caller runs in another address space.
+    pub(crate) fn enter(&self) -> Result<ARef<MmWithUser>> {
+        let mm = self.mm.mmget_not_zero().ok_or(ESRCH)?;
+        let ours = crate::mm::current_mm(kernel::current!())
+            .is_some_and(|cur| core::ptr::eq(cur.as_raw(), mm.as_raw()));
+        if !ours {
+            return Err(EPERM);
+        }
+        Ok(mm)
+    }
+
+    /// The GPU side.
+    pub(crate) fn vm(&self) -> &MirrorVm<V> {
+        self.notifier.data()
+    }
+
+    /// Serves a GPU fault at `addr`: maps the fault window around it, clipped
+    /// to its VMA, from the CPU page tables.
+    pub(crate) fn fault(&self, mm: &MmWithUser, addr: usize, write: bool) -> Result {
+        let win_start = addr & !(self.window - 1);
+        let win_end = win_start.saturating_add(self.window);
+        let vm = self.vm();
+        for _ in 0..MAX_RETRIES {
+            let rf = self
+                .notifier
+                .range_fault(mm, addr, win_start, win_end, true, write)?;
+            let mut ptes = KVec::with_capacity(rf.pages().len(), GFP_KERNEL)?;
+            for (i, state) in rf.pages().iter().enumerate() {
+                let va = rf.start() + i * PAGE_SIZE_4K;
+                let dir = va & !(PAGE_SIZE_2M - 1);
+                let pte = match *state {
+                    PageState::Present {
+                        page,
+                        writable,
+                        order,
+                        ..
+                    } => Some(Pte {
+                        page,
+                        writable,
+                        huge: order >= 9 && rf.start() <= dir && rf.end() >= dir + PAGE_SIZE_2M,
+                    }),
+                    PageState::Absent | PageState::Error => None,
+                };
+                ptes.push(pte, GFP_KERNEL)?;
+            }
+            let res = V::reserve(rf.start(), rf.end())?;
+
+            let mut guard = vm.vm.lock();
+            if self.notifier.read_retry(rf.seq()) {
+                drop(guard);
+                Counters::add(&vm.counters.retries, 1);
+                continue;
+            }
+            let mapped = guard.map(res, rf.start(), &ptes);
+            drop(guard);
+            Counters::add(&vm.counters.pages_mapped, mapped as u64);
+            return Ok(());
+        }
+        Err(EBUSY)
+    }
+
+    /// The GPU page-table state of `npages` pages from `start`, one
+    /// `DRM_NSVM_PTE_*` byte each, into `out`.
+    pub(crate) fn snapshot(&self, start: usize, out: &mut [u8]) {
+        let vm = self.vm().vm.lock();
+        for (i, state) in out.iter_mut().enumerate() {
+            *state = match vm.lookup(start + i * PAGE_SIZE_4K) {
+                None => 0,
+                Some(pte) => {
+                    let mut s = uapi::DRM_NSVM_PTE_VALID;
+                    if pte.writable {
+                        s |= uapi::DRM_NSVM_PTE_WRITE;
+                    }
+                    if pte.huge {
+                        s |= uapi::DRM_NSVM_PTE_HUGE;
+                    }
+                    s as u8
+                }
+            };
+        }
+    }
+}
