@@ -1,0 +1,913 @@
+// SPDX-License-Identifier: MIT
+
+//! nsvm_svm: the SVM mirror. Lifetime rules (SVM_INIT, fork, SCM_RIGHTS,
+//! exit, close), GPU reads and writes of process memory through EXEC,
+//! unserviceable faults, and coherence after munmap, mprotect, madvise and
+//! fork-COW, checked with data patterns.
+
+use std::{
+    io::Write,
+    os::fd::{
+        AsRawFd,
+        FromRawFd,
+        OwnedFd, //
+    },
+    ptr,
+};
+
+use nsvm_igt_tests::{check, check_eq, igt_main, skip, Outcome, TestResult};
+use nsvm_uapi::{self as nsvm, sys, Cmd, Device, ExecError};
+
+const PAGE: usize = 4096;
+const MB2: usize = 2 << 20;
+
+fn errno(e: i32) -> nsvm::Error {
+    nsvm::Error { errno: e }
+}
+
+fn open(index: u32) -> Result<Device, Outcome> {
+    match Device::open_render(index) {
+        Ok(d) => Ok(d),
+        Err(e) if e.errno == libc::ENOENT => skip!("no nsvm device {index}"),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn bound(index: u32) -> Result<Device, Outcome> {
+    let dev = open(index)?;
+    dev.svm_init(0)?;
+    Ok(dev)
+}
+
+/// Anonymous private memory, unmapped on drop.
+struct Map {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Map {
+    fn new(len: usize, prot: i32) -> Self {
+        Self::with_flags(len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS)
+    }
+
+    fn with_flags(len: usize, prot: i32, flags: i32) -> Self {
+        // SAFETY: A fresh anonymous mapping.
+        let ptr = unsafe { libc::mmap(ptr::null_mut(), len, prot, flags, -1, 0) };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+        Self {
+            ptr: ptr.cast(),
+            len,
+        }
+    }
+
+    fn addr(&self) -> u64 {
+        self.ptr as u64
+    }
+
+    fn bytes(&self) -> &mut [u8] {
+        // SAFETY: The mapping is readable and writable when this is used.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    fn protect(&self, prot: i32) {
+        // SAFETY: Our own mapping.
+        assert_eq!(
+            unsafe { libc::mprotect(self.ptr.cast(), self.len, prot) },
+            0
+        );
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: Our own mapping (munmap of an unmapped range is harmless).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
+
+fn exec(dev: &Device, cmds: &mut [Cmd]) -> Result<(), Outcome> {
+    dev.exec(cmds)
+        .map_err(|e| Outcome::Fail(format!("EXEC failed: {e}")))
+}
+
+/// GPU-reads `len` bytes at `src`.
+fn gpu_read(dev: &Device, src: u64, len: usize) -> Result<Vec<u8>, Outcome> {
+    let mut out = vec![0u8; len];
+    exec(
+        dev,
+        &mut [Cmd::read(out.as_mut_ptr() as u64, src, len as u64)],
+    )?;
+    Ok(out)
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) >> 3) as u8)
+        .collect()
+}
+
+/// Runs `f` in a forked child and returns its exit status (0: it passed).
+fn in_child(f: impl FnOnce() -> i32) -> i32 {
+    let _ = std::io::stdout().flush();
+    // SAFETY: The child runs `f` and exits.
+    match unsafe { libc::fork() } {
+        0 => {
+            let code = f();
+            let _ = std::io::stdout().flush();
+            // SAFETY: Ends the child.
+            unsafe { libc::_exit(code) }
+        }
+        pid => {
+            let mut st = 0;
+            // SAFETY: Our child.
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                128 + libc::WTERMSIG(st)
+            }
+        }
+    }
+}
+
+// ---- lifetime rules ----
+
+/// SVM_INIT twice on one file: EBUSY; a second file of the same process binds.
+fn double_init() -> TestResult {
+    let dev = bound(0)?;
+    check_eq!(dev.svm_init(0), Err(errno(libc::EBUSY)));
+    let other = open(0)?;
+    other.svm_init(0)?;
+    Ok(())
+}
+
+/// EXEC and SNAPSHOT before SVM_INIT: ENOENT.
+fn before_init() -> TestResult {
+    let dev = open(0)?;
+    let buf = Map::new(PAGE, RW);
+    let err = dev.exec(&mut [Cmd::fill(buf.addr(), 8, 1)]).unwrap_err();
+    check_eq!(err.error, errno(libc::ENOENT));
+    check_eq!(dev.counters(), Err(errno(libc::ENOENT)));
+    Ok(())
+}
+
+/// Bad SVM_INIT arguments: EINVAL, and the file stays unbound.
+fn init_bad_args() -> TestResult {
+    let dev = open(0)?;
+    let good = nsvm::size_of_u32::<sys::drm_nsvm_svm_init>();
+    let cases = [
+        sys::drm_nsvm_svm_init {
+            size: good - 8,
+            ..Default::default()
+        },
+        sys::drm_nsvm_svm_init {
+            size: good,
+            flags: 1,
+            ..Default::default()
+        },
+        sys::drm_nsvm_svm_init {
+            size: good,
+            pad: 1,
+            ..Default::default()
+        },
+        sys::drm_nsvm_svm_init {
+            size: good,
+            fault_window: 4095,
+            ..Default::default()
+        },
+        sys::drm_nsvm_svm_init {
+            size: good,
+            fault_window: 3 << 12,
+            ..Default::default()
+        },
+        sys::drm_nsvm_svm_init {
+            size: good,
+            fault_window: 2 << 30,
+            ..Default::default()
+        },
+    ];
+    for mut arg in cases {
+        check_eq!(
+            dev.svm_init_raw(&mut arg),
+            Err(errno(libc::EINVAL)),
+            "{arg:?}"
+        );
+    }
+    check_eq!(dev.counters(), Err(errno(libc::ENOENT)));
+    dev.svm_init(PAGE as u64)?;
+    Ok(())
+}
+
+/// An fd inherited by fork: the child's ioctls fail with EPERM and do not
+/// touch the parent's memory; the parent is unaffected.
+fn fork_child_eperm() -> TestResult {
+    let dev = bound(0)?;
+    let buf = Map::new(PAGE, RW);
+    exec(&dev, &mut [Cmd::fill(buf.addr(), PAGE as u64, 0x1111)])?;
+    let st = in_child(|| {
+        let e = dev.exec(&mut [Cmd::fill(buf.addr(), PAGE as u64, 0x2222)]);
+        let s = dev.counters();
+        match (e, s) {
+            (Err(e), Err(s)) if e.error == errno(libc::EPERM) && s == errno(libc::EPERM) => 0,
+            _ => 1,
+        }
+    });
+    check_eq!(st, 0);
+    check!(buf.bytes().iter().step_by(8).all(|&b| b == 0x11));
+    check_eq!(
+        gpu_read(&dev, buf.addr(), 8)?,
+        0x1111u64.to_le_bytes().to_vec()
+    );
+    Ok(())
+}
+
+fn send_fd(sock: &OwnedFd, fd: i32) {
+    let mut space = [0u8; 64];
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: A zeroed msghdr is valid; the fields set below point at
+    // buffers that outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    // SAFETY: Pure arithmetic.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as _;
+    // SAFETY: The control buffer is large enough for one fd.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as _;
+        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), fd);
+        assert_eq!(libc::sendmsg(sock.as_raw_fd(), &msg, 0), 1);
+    }
+}
+
+fn recv_fd(sock: &OwnedFd) -> OwnedFd {
+    let mut space = [0u8; 64];
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: As in send_fd.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    msg.msg_controllen = space.len() as _;
+    // SAFETY: As in send_fd; the kernel wrote one fd.
+    unsafe {
+        assert_eq!(libc::recvmsg(sock.as_raw_fd(), &mut msg, 0), 1);
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        OwnedFd::from_raw_fd(ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>()))
+    }
+}
+
+/// An fd passed with SCM_RIGHTS: EPERM while the owner lives, ESRCH once
+/// it exited; the receiver's close is clean.
+fn scm_rights() -> TestResult {
+    let mut sv = [0i32; 2];
+    // SAFETY: `sv` receives two fds.
+    check_eq!(
+        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) },
+        0
+    );
+    // SAFETY: Fresh fds, owned from here on.
+    let (a, b) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
+    let mut go = [0i32; 2];
+    // SAFETY: `go` receives two fds.
+    check_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
+
+    // SAFETY: The child only uses its own copies and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = (|| {
+            let dev = Device::open_render(0).ok()?;
+            dev.svm_init(0).ok()?;
+            let buf = Map::new(PAGE, RW);
+            dev.exec(&mut [Cmd::fill(buf.addr(), PAGE as u64, 7)])
+                .ok()?;
+            let addr = buf.addr();
+            std::mem::forget(buf);
+            send_fd(&a, dev.file().as_raw_fd());
+            // Tell the parent where our memory is, then wait to be released.
+            // SAFETY: Writes 8 bytes from a local.
+            unsafe { libc::write(a.as_raw_fd(), (&raw const addr).cast(), 8) };
+            let mut x = 0u8;
+            // SAFETY: Reads one byte into a local.
+            unsafe { libc::read(go[0], (&raw mut x).cast(), 1) };
+            Some(())
+        })()
+        .map_or(1, |()| 0);
+        // SAFETY: Ends the child.
+        unsafe { libc::_exit(code) };
+    }
+    let fd = recv_fd(&b);
+    let mut addr = 0u64;
+    // SAFETY: Reads 8 bytes into a local.
+    unsafe { libc::read(b.as_raw_fd(), (&raw mut addr).cast(), 8) };
+    let dev = nsvm_fd_device(&fd)?;
+    let mut out = vec![0u8; 8];
+    // The owner lives: another process is refused.
+    let e = dev
+        .exec(&mut [Cmd::read(out.as_mut_ptr() as u64, addr, 8)])
+        .unwrap_err();
+    check_eq!(e.error, errno(libc::EPERM));
+    // SAFETY: Releases the child.
+    unsafe { libc::write(go[1], [1u8].as_ptr().cast(), 1) };
+    let mut st = 0;
+    // SAFETY: Our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    check!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+        "owner failed: {st:#x}"
+    );
+    // The owner exited: its address space is gone.
+    for f in [
+        &dev,
+        &Device::open(format!("/proc/self/fd/{}", fd.as_raw_fd()))?,
+    ] {
+        let _ = f;
+    }
+    let mirror = nsvm_fd_device(&fd)?;
+    let e = mirror
+        .exec(&mut [Cmd::read(out.as_mut_ptr() as u64, addr, 8)])
+        .unwrap_err();
+    check_eq!(e.error, errno(libc::ESRCH));
+    check_eq!(mirror.counters(), Err(errno(libc::ESRCH)));
+    check_eq!(mirror.svm_init(0), Err(errno(libc::EBUSY)));
+    // SAFETY: Closes our ends.
+    unsafe {
+        libc::close(go[0]);
+        libc::close(go[1]);
+    }
+    drop(mirror);
+    drop(fd);
+    Ok(())
+}
+
+/// A `Device` over the very file behind `fd` (not a new open).
+fn nsvm_fd_device(fd: &OwnedFd) -> Result<Device, Outcome> {
+    Ok(Device::from_fd(fd.try_clone()?)?)
+}
+
+/// The process exits with the fd open and GPU mappings live: the file is
+/// released in do_exit after the address space is gone.
+fn exit_with_mappings() -> TestResult {
+    let st = in_child(|| {
+        let Ok(dev) = Device::open_render(0) else {
+            return 1;
+        };
+        if dev.svm_init(0).is_err() {
+            return 1;
+        }
+        let buf = Map::new(4 * MB2, RW);
+        if dev
+            .exec(&mut [Cmd::fill(buf.addr(), buf.len as u64, 5)])
+            .is_err()
+        {
+            return 1;
+        }
+        std::mem::forget(buf);
+        std::mem::forget(dev);
+        0
+    });
+    check_eq!(st, 0);
+    Ok(())
+}
+
+/// Many open/INIT/close cycles: no leak (kmemleak at the end of the run),
+/// bounded time.
+fn init_close_cycles() -> TestResult {
+    let path = open(0)?.path().to_path_buf();
+    let n: usize = std::env::var("NSVM_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let buf = Map::new(PAGE, RW);
+    for i in 0..n {
+        let dev = Device::open(&path)?;
+        dev.svm_init(0)?;
+        if i % 100 == 0 {
+            exec(&dev, &mut [Cmd::fill(buf.addr(), 8, i as u64)])?;
+        }
+    }
+    Ok(())
+}
+
+/// Another thread closes the file while one keeps the GPU faulting through
+/// a dup of it: the close only drops a reference, the mirror lives on
+/// until the last one, and nothing breaks.
+fn close_while_faulting() -> TestResult {
+    let dev = bound(0)?;
+    let dup = nsvm_fd_device(&dev.file().try_clone()?.into())?;
+    let buf = Map::new(8 * MB2, RW);
+    let addr = buf.addr();
+    let t = std::thread::spawn(move || {
+        for i in 0..20u64 {
+            dup.exec(&mut [Cmd::fill(addr, 8 * MB2 as u64, i)])
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(())
+    });
+    drop(dev);
+    match t.join() {
+        Ok(Ok(())) => Ok(()),
+        other => Err(Outcome::Fail(format!("faulting thread: {other:?}"))),
+    }
+}
+
+// ---- data paths ----
+
+/// GPU fill, copy, read and atomics on malloc'd-like memory; the CPU sees
+/// what the GPU wrote and the GPU what the CPU wrote.
+fn exec_data() -> TestResult {
+    let dev = bound(0)?;
+    let len = 3 * MB2 + 3 * PAGE + 100;
+    let a = Map::new(len, RW);
+    let b = Map::new(len, RW);
+    let src = pattern(1, len);
+    a.bytes().copy_from_slice(&src);
+    // GPU reads what the CPU wrote.
+    check!(gpu_read(&dev, a.addr(), len)? == src);
+    // GPU copies; CPU checks.
+    exec(
+        &dev,
+        &mut [Cmd::copy(b.addr() + 1, a.addr() + 3, (len - 3) as u64)],
+    )?;
+    check!(b.bytes()[1..len - 2] == src[3..]);
+    // GPU fills with an 8-byte pattern from an odd address.
+    let v = 0x0102_0304_0506_0708u64;
+    exec(&dev, &mut [Cmd::fill(b.addr() + 5, 4096 + 11, v)])?;
+    let pat = v.to_le_bytes();
+    check!(b.bytes()[5..5 + 4107]
+        .iter()
+        .enumerate()
+        .all(|(i, &x)| x == pat[i % 8]));
+    // Atomics return the old value and add.
+    let word = a.addr() + 64;
+    let mut cmds = [
+        Cmd::add32(word, 5),
+        Cmd::add32(word, 7),
+        Cmd::add64(word + 8, u64::MAX),
+    ];
+    a.bytes()[64..68].copy_from_slice(&10u32.to_le_bytes());
+    a.bytes()[72..80].copy_from_slice(&3u64.to_le_bytes());
+    exec(&dev, &mut cmds)?;
+    check_eq!(cmds[0].value, 10);
+    check_eq!(cmds[1].value, 15);
+    check_eq!(cmds[2].value, 3);
+    check_eq!(
+        u32::from_le_bytes(a.bytes()[64..68].try_into().unwrap()),
+        22
+    );
+    check_eq!(u64::from_le_bytes(a.bytes()[72..80].try_into().unwrap()), 2);
+    let c = dev.counters()?;
+    check!(c.faults > 0 && c.pages_mapped > 0, "{c:?}");
+    Ok(())
+}
+
+/// Repeated GPU reads: the second one needs no fault.
+fn repeated_reads() -> TestResult {
+    let dev = bound(0)?;
+    let a = Map::new(MB2, RW);
+    a.bytes().copy_from_slice(&pattern(9, MB2));
+    for _ in 0..4 {
+        check!(gpu_read(&dev, a.addr(), MB2)? == pattern(9, MB2));
+    }
+    let faults = dev.counters()?.faults;
+    check!(gpu_read(&dev, a.addr(), MB2)? == pattern(9, MB2));
+    check_eq!(dev.counters()?.faults, faults);
+    Ok(())
+}
+
+/// Bad EXEC arguments: EINVAL, nothing runs.
+fn exec_bad_args() -> TestResult {
+    let dev = bound(0)?;
+    let a = Map::new(PAGE, RW);
+    let good = |c: Cmd| -> Vec<Cmd> { vec![c] };
+    let bad_cmds = [
+        Cmd {
+            op: 0,
+            ..Cmd::fill(a.addr(), 8, 0)
+        },
+        Cmd {
+            op: 99,
+            ..Cmd::fill(a.addr(), 8, 0)
+        },
+        Cmd {
+            flags: 1,
+            ..Cmd::fill(a.addr(), 8, 0)
+        },
+        Cmd::fill(a.addr(), (1 << 30) + 1, 0),
+        Cmd::fill(u64::MAX - 4, 8, 0),
+        Cmd::add32(a.addr() + 2, 1),
+        Cmd::add64(a.addr() + 4, 1),
+        Cmd::copy(a.addr() + 8, a.addr(), 16),
+    ];
+    for c in bad_cmds {
+        let e = dev.exec(&mut good(c)).unwrap_err();
+        check_eq!(e.error, errno(libc::EINVAL), "{c:?}");
+        check_eq!(e.completed, 0);
+    }
+    check!(a.bytes().iter().all(|&b| b == 0));
+    let mut cmds = [Cmd::fill(a.addr(), 8, 1)];
+    let mut arg = sys::drm_nsvm_exec {
+        size: nsvm::size_of_u32::<sys::drm_nsvm_exec>(),
+        num_cmds: 1,
+        cmds: cmds.as_mut_ptr() as u64,
+        cmd_size: nsvm::size_of_u32::<Cmd>(),
+        ..Default::default()
+    };
+    for (field, bad) in [
+        ("cmd_size", 0),
+        ("flags", 1),
+        ("num_cmds", sys::DRM_NSVM_EXEC_MAX_CMDS + 1),
+        ("size", 8),
+    ] {
+        let mut x = arg;
+        match field {
+            "cmd_size" => x.cmd_size = bad,
+            "flags" => x.flags = bad,
+            "num_cmds" => x.num_cmds = bad,
+            _ => x.size = bad,
+        }
+        check_eq!(dev.exec_raw(&mut x), Err(errno(libc::EINVAL)), "{field}");
+    }
+    arg.cmds = 8;
+    check_eq!(dev.exec_raw(&mut arg), Err(errno(libc::EFAULT)));
+    Ok(())
+}
+
+// ---- faults that cannot be served ----
+
+fn expect_fault(e: std::result::Result<(), ExecError>, addr: u64, write: bool) -> TestResult {
+    let Err(e) = e else {
+        return Err(Outcome::Fail("EXEC succeeded".into()));
+    };
+    check_eq!(e.error, errno(libc::EFAULT));
+    check_eq!(e.fault_addr & !(PAGE as u64 - 1), addr & !(PAGE as u64 - 1));
+    check_eq!(e.fault_write, write);
+    Ok(())
+}
+
+/// PROT_NONE: the GPU read fails with EFAULT at the address; after
+/// mprotect it succeeds and sees the data.
+fn read_prot_none() -> TestResult {
+    let dev = bound(0)?;
+    let a = Map::new(4 * PAGE, RW);
+    a.bytes().copy_from_slice(&pattern(3, 4 * PAGE));
+    a.protect(libc::PROT_NONE);
+    let mut out = vec![0u8; 4 * PAGE];
+    let mut cmds = [
+        Cmd::fill(0, 0, 0),
+        Cmd::read(out.as_mut_ptr() as u64, a.addr(), 4 * PAGE as u64),
+    ];
+    cmds[0] = Cmd::fill(out.as_mut_ptr() as u64, 0, 0);
+    let e = dev.exec(&mut cmds);
+    expect_fault(e, a.addr(), false)?;
+    a.protect(libc::PROT_READ);
+    check!(gpu_read(&dev, a.addr(), 4 * PAGE)? == pattern(3, 4 * PAGE));
+    Ok(())
+}
+
+/// A GPU write to read-only memory fails with EFAULT (a write fault) and
+/// leaves it untouched; after mprotect it goes through.
+fn write_read_only() -> TestResult {
+    let dev = bound(0)?;
+    let a = Map::new(4 * PAGE, RW);
+    a.bytes().fill(0x33);
+    a.protect(libc::PROT_READ);
+    // Read first, so the GPU holds read-only entries.
+    check!(gpu_read(&dev, a.addr(), 4 * PAGE)?
+        .iter()
+        .all(|&b| b == 0x33));
+    let e = dev.exec(&mut [Cmd::fill(a.addr() + PAGE as u64, 8, 0x44)]);
+    expect_fault(e, a.addr() + PAGE as u64, true)?;
+    check!(a.bytes().iter().all(|&b| b == 0x33));
+    a.protect(RW);
+    exec(&dev, &mut [Cmd::fill(a.addr() + PAGE as u64, 8, 0x44)])?;
+    check_eq!(a.bytes()[PAGE], 0x44);
+    Ok(())
+}
+
+/// An address with no VMA: EFAULT; the commands before it completed.
+fn no_vma() -> TestResult {
+    let dev = bound(0)?;
+    let a = Map::new(PAGE, RW);
+    let hole = Map::new(PAGE, RW);
+    let hole_addr = hole.addr();
+    drop(hole);
+    let e = dev
+        .exec(&mut [Cmd::fill(a.addr(), 8, 1), Cmd::fill(hole_addr, 8, 1)])
+        .unwrap_err();
+    check_eq!(e.error, errno(libc::EFAULT));
+    check_eq!(e.completed, 1);
+    check_eq!(e.fault_addr, hole_addr);
+    check_eq!(a.bytes()[0], 1);
+    Ok(())
+}
+
+// ---- coherence ----
+
+fn states(dev: &Device, start: u64, n: usize) -> Result<Vec<u8>, Outcome> {
+    let mut s = vec![0u8; n];
+    dev.snapshot(start, &mut s)?;
+    Ok(s)
+}
+
+/// munmap drops the GPU mappings: the snapshot empties, and a GPU write to
+/// the old address faults instead of reaching the freed page.
+fn munmap_invalidates() -> TestResult {
+    let dev = bound(0)?;
+    let a = Map::new(MB2, RW);
+    exec(&dev, &mut [Cmd::fill(a.addr(), MB2 as u64, 0x55)])?;
+    check!(states(&dev, a.addr(), MB2 / PAGE)?
+        .iter()
+        .all(|&s| s & sys::DRM_NSVM_PTE_VALID as u8 != 0));
+    let addr = a.addr();
+    let before = dev.counters()?;
+    drop(a);
+    check!(states(&dev, addr, MB2 / PAGE)?.iter().all(|&s| s == 0));
+    let after = dev.counters()?;
+    check!(after.invalidations > before.invalidations);
+    check_eq!(
+        after.pages_unmapped - before.pages_unmapped,
+        (MB2 / PAGE) as u64
+    );
+    expect_fault(dev.exec(&mut [Cmd::fill(addr, 8, 1)]), addr, true)?;
+    // New memory at the same place: the GPU sees the new contents.
+    let b = Map::with_flags(
+        MB2,
+        RW,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+    );
+    let _ = b.addr();
+    Ok(())
+}
+
+/// mprotect to read-only drops write access: a GPU write faults, a GPU read
+/// still works.
+fn mprotect_invalidates() -> TestResult {
+    let dev = bound(0)?;
+    let a = Map::new(16 * PAGE, RW);
+    exec(
+        &dev,
+        &mut [Cmd::fill(a.addr(), 16 * PAGE as u64, 0x6666_6666_6666_6666)],
+    )?;
+    a.protect(libc::PROT_READ);
+    expect_fault(
+        dev.exec(&mut [Cmd::fill(a.addr(), 8, 0x77)]),
+        a.addr(),
+        true,
+    )?;
+    check!(a.bytes().iter().all(|&b| b == 0x66));
+    check!(gpu_read(&dev, a.addr(), 16 * PAGE)?
+        .iter()
+        .all(|&b| b == 0x66));
+    Ok(())
+}
+
+/// madvise(DONTNEED) frees the pages: the GPU then reads zeros, not the
+/// stale data of the freed pages.
+fn madvise_dontneed() -> TestResult {
+    let dev = bound(0)?;
+    let a = Map::new(MB2, RW);
+    exec(&dev, &mut [Cmd::fill(a.addr(), MB2 as u64, 0x7777)])?;
+    check!(a.bytes().iter().step_by(8).all(|&b| b == 0x77));
+    // SAFETY: Our own mapping.
+    check_eq!(
+        unsafe { libc::madvise(a.ptr.cast(), MB2, libc::MADV_DONTNEED) },
+        0
+    );
+    check!(gpu_read(&dev, a.addr(), MB2)?.iter().all(|&b| b == 0));
+    a.bytes()[100] = 9;
+    check_eq!(gpu_read(&dev, a.addr() + 100, 1)?[0], 9);
+    Ok(())
+}
+
+/// mremap moves the pages: the GPU sees them at the new address and faults
+/// at the old one.
+fn mremap_moves() -> TestResult {
+    let dev = bound(0)?;
+    let a = Map::new(4 * PAGE, RW);
+    a.bytes().copy_from_slice(&pattern(5, 4 * PAGE));
+    check!(gpu_read(&dev, a.addr(), 4 * PAGE)? == pattern(5, 4 * PAGE));
+    let old = a.addr();
+    // SAFETY: Moves our own mapping; `a` is forgotten, `new` owns it.
+    let new = unsafe { libc::mremap(a.ptr.cast(), 4 * PAGE, 8 * PAGE, libc::MREMAP_MAYMOVE) };
+    check!(new != libc::MAP_FAILED);
+    std::mem::forget(a);
+    let b = Map {
+        ptr: new.cast(),
+        len: 8 * PAGE,
+    };
+    if b.addr() != old {
+        let e = dev.exec(&mut [Cmd::fill(old, 8, 1)]);
+        expect_fault(e, old, true)?;
+    }
+    check!(gpu_read(&dev, b.addr(), 4 * PAGE)? == pattern(5, 4 * PAGE));
+    Ok(())
+}
+
+/// After fork, the parent's pages are COW: a GPU write in the parent goes
+/// to the parent's new copy, and the child keeps the old data.
+fn fork_cow() -> TestResult {
+    let dev = bound(0)?;
+    let a = Map::new(MB2, RW);
+    exec(&dev, &mut [Cmd::fill(a.addr(), MB2 as u64, 0x1010)])?;
+    let mut go = [0i32; 2];
+    let mut back = [0i32; 2];
+    // SAFETY: Two pipes.
+    unsafe {
+        check_eq!(libc::pipe(go.as_mut_ptr()), 0);
+        check_eq!(libc::pipe(back.as_mut_ptr()), 0);
+    }
+    let bytes = a.bytes().as_ptr() as usize;
+    let st = {
+        let _ = std::io::stdout().flush();
+        // SAFETY: The child reads its own copy and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut x = 0u8;
+            // SAFETY: Waits for the parent's GPU write.
+            unsafe { libc::read(go[0], (&raw mut x).cast(), 1) };
+            // SAFETY: The child's copy of the mapping.
+            let ok = unsafe { std::slice::from_raw_parts(bytes as *const u8, MB2) }
+                .iter()
+                .step_by(8)
+                .all(|&b| b == 0x10);
+            // SAFETY: Ends the child.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        exec(&dev, &mut [Cmd::fill(a.addr(), MB2 as u64, 0x2020)])?;
+        check!(
+            a.bytes().iter().step_by(8).all(|&b| b == 0x20),
+            "parent did not see the GPU write"
+        );
+        // SAFETY: Releases the child.
+        unsafe { libc::write(go[1], [1u8].as_ptr().cast(), 1) };
+        let mut st = 0;
+        // SAFETY: Our child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        st
+    };
+    check!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+        "child saw the parent's GPU write"
+    );
+    let _ = back;
+    Ok(())
+}
+
+/// A device read racing munmap in another thread: the read either completes
+/// or faults cleanly; never a splat.
+fn read_racing_munmap() -> TestResult {
+    let dev = bound(0)?;
+    for round in 0..20u64 {
+        let a = Map::new(MB2, RW);
+        a.bytes().fill(round as u8);
+        let (ptr, len) = (a.ptr as usize, a.len);
+        std::mem::forget(a);
+        let t = std::thread::spawn(move || {
+            std::thread::yield_now();
+            // SAFETY: Unmaps the region the other thread reads.
+            unsafe { libc::munmap(ptr as *mut _, len) };
+        });
+        let mut out = vec![0u8; len];
+        match dev.exec(&mut [Cmd::read(out.as_mut_ptr() as u64, ptr as u64, len as u64)]) {
+            Ok(()) => check!(out.iter().all(|&b| b == round as u8), "stale or torn read"),
+            Err(e) => check_eq!(e.error, errno(libc::EFAULT)),
+        }
+        t.join()
+            .map_err(|_| Outcome::Fail("munmap thread".into()))?;
+    }
+    Ok(())
+}
+
+/// A THP-backed range is mapped huge on the GPU.
+fn thp_huge() -> TestResult {
+    let dev = bound(0)?;
+    let big = Map::new(2 * MB2, RW);
+    let aligned = (big.addr() + MB2 as u64 - 1) & !(MB2 as u64 - 1);
+    // SAFETY: Inside our mapping.
+    unsafe { libc::madvise(aligned as *mut _, MB2, libc::MADV_HUGEPAGE) };
+    // SAFETY: Touch the first byte: the fault allocates a THP.
+    unsafe { *(aligned as *mut u8) = 1 };
+    exec(&dev, &mut [Cmd::fill(aligned, MB2 as u64, 0x99)])?;
+    let s = states(&dev, aligned, MB2 / PAGE)?;
+    if s[0] & sys::DRM_NSVM_PTE_HUGE as u8 == 0 {
+        skip!("no THP for the range (THP disabled or memory fragmented)");
+    }
+    check!(s.iter().all(|&x| x & sys::DRM_NSVM_PTE_HUGE as u8 != 0));
+    Ok(())
+}
+
+/// A snapshot of mixed states: untouched, GPU-read, GPU-written.
+fn snapshot_mixed() -> TestResult {
+    let dev = bound(0)?;
+    // A 4 KiB fault window keeps the states apart.
+    drop(dev);
+    let dev = open(0)?;
+    dev.svm_init(PAGE as u64)?;
+    let a = Map::new(4 * PAGE, RW);
+    a.bytes().fill(1);
+    gpu_read(&dev, a.addr() + PAGE as u64, 8)?;
+    exec(&dev, &mut [Cmd::fill(a.addr() + 2 * PAGE as u64, 8, 0)])?;
+    let s = states(&dev, a.addr(), 4)?;
+    let (v, w) = (sys::DRM_NSVM_PTE_VALID as u8, sys::DRM_NSVM_PTE_WRITE as u8);
+    check_eq!(s[0], 0);
+    check_eq!(s[1] & v, v);
+    check_eq!(s[2], v | w);
+    check_eq!(s[3], 0);
+    Ok(())
+}
+
+/// Two devices mirror the same memory: what one GPU writes the other reads.
+fn two_devices() -> TestResult {
+    let d0 = bound(0)?;
+    let d1 = bound(1)?;
+    let a = Map::new(MB2, RW);
+    exec(&d0, &mut [Cmd::fill(a.addr(), MB2 as u64, 0x4242)])?;
+    check!(gpu_read(&d1, a.addr(), MB2)?
+        .iter()
+        .step_by(8)
+        .all(|&b| b == 0x42));
+    exec(&d1, &mut [Cmd::fill(a.addr(), 8, 0x4343)])?;
+    check_eq!(gpu_read(&d0, a.addr(), 1)?[0], 0x43);
+    Ok(())
+}
+
+/// File-backed shared memory: GPU writes reach the file (checked with pread).
+fn file_write() -> TestResult {
+    let dev = bound(0)?;
+    let path = "/tmp/nsvm-file-write";
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    f.set_len(4 * PAGE as u64)?;
+    // SAFETY: Maps our file.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            4 * PAGE,
+            RW,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    check!(p != libc::MAP_FAILED);
+    let m = Map {
+        ptr: p.cast(),
+        len: 4 * PAGE,
+    };
+    exec(
+        &dev,
+        &mut [Cmd::fill(m.addr(), 4 * PAGE as u64, 0x5a5a_5a5a_5a5a_5a5a)],
+    )?;
+    let mut buf = vec![0u8; 4 * PAGE];
+    // SAFETY: Reads into `buf`.
+    let n = unsafe { libc::pread(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    check_eq!(n, buf.len() as isize);
+    check!(buf.iter().all(|&b| b == 0x5a));
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+igt_main! {
+    "double-init" => double_init,
+    "before-init" => before_init,
+    "init-bad-args" => init_bad_args,
+    "fork-child-eperm" => fork_child_eperm,
+    "scm-rights-owner-exits" => scm_rights,
+    "exit-with-mappings" => exit_with_mappings,
+    "init-close-cycles" => init_close_cycles,
+    "close-while-faulting" => close_while_faulting,
+    "exec-data" => exec_data,
+    "repeated-reads" => repeated_reads,
+    "exec-bad-args" => exec_bad_args,
+    "read-prot-none" => read_prot_none,
+    "write-read-only" => write_read_only,
+    "no-vma" => no_vma,
+    "munmap-invalidates" => munmap_invalidates,
+    "mprotect-invalidates" => mprotect_invalidates,
+    "madvise-dontneed" => madvise_dontneed,
+    "mremap-moves" => mremap_moves,
+    "fork-cow" => fork_cow,
+    "read-racing-munmap" => read_racing_munmap,
+    "thp-huge" => thp_huge,
+    "snapshot-mixed" => snapshot_mixed,
+    "two-devices" => two_devices,
+    "file-write" => file_write,
+}
