@@ -139,6 +139,15 @@ impl<V: GpuVm> Invalidate for MirrorVm<V> {
     }
 }
 
+/// A GPU page fault, as the fault queue holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fault {
+    /// The faulting address.
+    pub(crate) addr: usize,
+    /// A write (or atomic) access.
+    pub(crate) write: bool,
+}
+
 /// A GPU fault the mirror could not serve.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Unserved {
@@ -196,6 +205,35 @@ impl<V: GpuVm> Mirror<V> {
     /// The GPU side.
     pub(crate) fn vm(&self) -> &MirrorVm<V> {
         self.notifier.data()
+    }
+
+    /// Serves a batch of GPU faults: sorts them, merges those of one fault
+    /// window (a write anywhere in it makes the window's fault a write), and
+    /// serves each window once. The first fault that cannot be served stops
+    /// the batch.
+    pub(crate) fn serve(&self, mm: &MmWithUser, faults: &mut [Fault]) -> Result<(), Unserved> {
+        let win = |f: &Fault| f.addr & !(self.window - 1);
+        faults.sort_unstable_by_key(|f| f.addr);
+        let mut i = 0;
+        while i < faults.len() {
+            let mut j = i + 1;
+            let mut write = faults[i].write;
+            while j < faults.len() && win(&faults[j]) == win(&faults[i]) {
+                write |= faults[j].write;
+                j += 1;
+            }
+            // A window may hold several VMAs: each fault's own VMA clips its
+            // range, so serve the first fault of each VMA run; the probe of
+            // the replay queues what is still missing.
+            let f = faults[i];
+            self.fault(mm, f.addr, write).map_err(|err| Unserved {
+                addr: f.addr,
+                write,
+                err,
+            })?;
+            i = j;
+        }
+        Ok(())
     }
 
     /// Serves a GPU fault at `addr`: maps the fault window around it, clipped

@@ -4,10 +4,13 @@
 //!
 //! Runs `DRM_NSVM_OP_*` commands the way a GPU would: every access walks
 //! the GPU page table, and a miss (no entry, or a write to a read-only one)
-//! raises a page fault. The SVM core serves it from the CPU page tables and
-//! the access is replayed, as with a replayable fault buffer. Accesses
-//! happen page by page under the mirror's VM lock, so an invalidation can
-//! never pull a page from under one.
+//! raises a page fault. Like the many warps of a real GPU, a command first
+//! touches every page it will use: all misses go to the fault queue at
+//! once (up to [`FAULT_BATCH`]), the SVM core serves the batch, and the
+//! command is replayed, as with a replayable fault buffer. The accesses
+//! themselves happen page by page under the mirror's VM lock, so an
+//! invalidation can never pull a page from under one; a miss there (an
+//! invalidation raced the batch) is served on its own.
 
 use kernel::{
     mm::MmWithUser,
@@ -29,6 +32,7 @@ use crate::{
     },
     svm::{
         Counters,
+        Fault,
         Mirror,
         Unserved, //
     },
@@ -38,6 +42,10 @@ use crate::{
 /// A fault served this many times in a row without the access going
 /// through (invalidations keep racing it) gives up with `EBUSY`.
 const MAX_REPLAYS: u32 = 64;
+
+/// Most faults one batch queues, as a GPU's fault buffer holds a bounded
+/// number of entries.
+pub(crate) const FAULT_BATCH: usize = 64;
 
 /// Why a command stopped.
 pub(crate) enum Stop {
@@ -58,6 +66,8 @@ pub(crate) struct Engine<'a, V: GpuVm> {
     mirror: &'a Mirror<V>,
     mm: &'a MmWithUser,
     bounce: KVec<u8>,
+    /// The fault queue: what the last probe missed.
+    queue: KVec<Fault>,
 }
 
 impl<'a, V: GpuVm> Engine<'a, V> {
@@ -67,6 +77,7 @@ impl<'a, V: GpuVm> Engine<'a, V> {
             mirror,
             mm,
             bounce: KVec::from_elem(0u8, PAGE_SIZE_4K, GFP_KERNEL)?,
+            queue: KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?,
         })
     }
 
@@ -105,9 +116,69 @@ impl<'a, V: GpuVm> Engine<'a, V> {
         Err(Stop::Error(EBUSY))
     }
 
+    /// The GPU address ranges `cmd` touches, and whether it writes them.
+    fn ranges(cmd: &uapi::drm_nsvm_cmd) -> [(usize, usize, bool); 2] {
+        let len = cmd.len as usize;
+        let (src, dst) = (cmd.src as usize, cmd.dst as usize);
+        match cmd.op {
+            uapi::DRM_NSVM_OP_FILL => [(dst, len, true), (0, 0, false)],
+            uapi::DRM_NSVM_OP_COPY => [(src, len, false), (dst, len, true)],
+            // READ writes `dst` through the CPU, not the GPU.
+            uapi::DRM_NSVM_OP_READ => [(src, len, false), (0, 0, false)],
+            uapi::DRM_NSVM_OP_ATOMIC_ADD32 => [(dst, 4, true), (0, 0, false)],
+            uapi::DRM_NSVM_OP_ATOMIC_ADD64 => [(dst, 8, true), (0, 0, false)],
+            _ => [(0, 0, false), (0, 0, false)],
+        }
+    }
+
+    /// Touches every page `cmd` uses and queues the misses, at most
+    /// [`FAULT_BATCH`], in `queue`.
+    fn probe(mirror: &Mirror<V>, cmd: &uapi::drm_nsvm_cmd, queue: &mut KVec<Fault>) -> Result {
+        queue.clear();
+        let vm = mirror.vm().vm.lock();
+        for (start, len, write) in Self::ranges(cmd) {
+            if len == 0 {
+                continue;
+            }
+            let mut va = start & !(PAGE_SIZE_4K - 1);
+            while va < start + len && queue.len() < FAULT_BATCH {
+                if !vm.lookup(va).is_some_and(|p| p.writable || !write) {
+                    // The queue was allocated with room for a whole batch.
+                    queue
+                        .push_within_capacity(Fault { addr: va, write })
+                        .map_err(|_| ENOMEM)?;
+                }
+                va += PAGE_SIZE_4K;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs one (validated) command.
     pub(crate) fn run(&mut self, cmd: &mut uapi::drm_nsvm_cmd) -> Result<(), Stop> {
         let (mirror, mm) = (self.mirror, self.mm);
+        // Every batch maps at least its first fault, so a command needs at
+        // most one batch per page it touches; more means invalidations keep
+        // undoing the work.
+        let pages: usize = Self::ranges(cmd)
+            .iter()
+            .map(|&(_, len, _)| len.div_ceil(PAGE_SIZE_4K) + 1)
+            .sum();
+        let mut batches = 0;
+        loop {
+            Self::probe(mirror, cmd, &mut self.queue)?;
+            if self.queue.is_empty() {
+                break;
+            }
+            batches += 1;
+            if batches > pages + MAX_REPLAYS as usize {
+                return Err(Stop::Error(EBUSY));
+            }
+            let vm = mirror.vm();
+            Counters::add(&vm.counters.faults, self.queue.len() as u64);
+            mirror.serve(mm, &mut self.queue).map_err(Stop::Unserved)?;
+            Counters::add(&vm.counters.batches, 1);
+        }
         let len = cmd.len as usize;
         match cmd.op {
             uapi::DRM_NSVM_OP_FILL => {
