@@ -166,3 +166,88 @@ impl GpuVm for SoftVm {
         self.dirs.get(&dir_index(va))?.ptes[pte_index(va)]
     }
 }
+
+#[kunit_tests(nsvm_soft_vm)]
+mod tests {
+    use super::*;
+    use crate::mm::notifier::CpuPage;
+
+    const BASE: usize = 0x7f00_0000_0000;
+
+    fn ptes(n: usize, writable: bool, huge: bool) -> Result<KVec<Option<Pte>>> {
+        let mut v = KVec::with_capacity(n, GFP_KERNEL)?;
+        for i in 0..n {
+            v.push(
+                Some(Pte {
+                    page: CpuPage::fake(i + 1),
+                    writable,
+                    huge,
+                }),
+                GFP_KERNEL,
+            )?;
+        }
+        Ok(v)
+    }
+
+    fn map(vm: &mut SoftVm, start: usize, p: &[Option<Pte>]) -> Result<usize> {
+        let res = SoftVm::reserve(start, start + p.len() * PAGE_SIZE_4K)?;
+        Ok(vm.map(res, start, p))
+    }
+
+    #[test]
+    fn map_lookup_unmap() -> Result {
+        let mut vm = SoftVm::new();
+        // Four pages straddling a directory boundary.
+        let start = BASE + PAGE_SIZE_2M - 2 * PAGE_SIZE_4K;
+        assert_eq!(map(&mut vm, start, &ptes(4, true, false)?)?, 4);
+        assert_eq!(
+            vm.lookup(start + PAGE_SIZE_4K).map(|p| p.page),
+            Some(CpuPage::fake(2))
+        );
+        assert!(vm.lookup(start - PAGE_SIZE_4K).is_none());
+        assert_eq!(vm.unmap(start + PAGE_SIZE_4K, start + 3 * PAGE_SIZE_4K), 2);
+        assert!(vm.lookup(start + PAGE_SIZE_4K).is_none());
+        assert!(vm.lookup(start).is_some());
+        assert!(vm.lookup(start + 3 * PAGE_SIZE_4K).is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn huge_unmaps_whole() -> Result {
+        let mut vm = SoftVm::new();
+        assert_eq!(map(&mut vm, BASE, &ptes(ENTRIES, true, true)?)?, ENTRIES);
+        // Splitting is not possible: one page drops the whole 2 MiB.
+        assert_eq!(
+            vm.unmap(BASE + PAGE_SIZE_4K, BASE + 2 * PAGE_SIZE_4K),
+            ENTRIES
+        );
+        assert!(vm.lookup(BASE).is_none());
+        assert!(vm.dirs.iter().next().is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn unmap_everything_is_quick() -> Result {
+        // exit_mmap() invalidates 0..ULONG_MAX: only present directories
+        // may be walked.
+        let mut vm = SoftVm::new();
+        map(&mut vm, BASE, &ptes(3, false, false)?)?;
+        map(&mut vm, BASE * 2, &ptes(3, false, false)?)?;
+        assert_eq!(vm.unmap(0, usize::MAX & !(PAGE_SIZE_4K - 1)), 6);
+        assert!(vm.dirs.iter().next().is_none());
+        assert_eq!(vm.unmap(0, usize::MAX), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn remap_keeps_count() -> Result {
+        let mut vm = SoftVm::new();
+        map(&mut vm, BASE, &ptes(2, false, false)?)?;
+        // Upgrading an entry to writable does not count it twice.
+        map(&mut vm, BASE, &ptes(2, true, false)?)?;
+        assert!(vm.lookup(BASE).is_some_and(|p| p.writable));
+        assert_eq!(vm.unmap(BASE, BASE + PAGE_SIZE_2M), 2);
+        assert!(vm.dirs.iter().next().is_none());
+        Ok(())
+    }
+}

@@ -272,6 +272,13 @@ unsafe impl Send for CpuPage {}
 unsafe impl Sync for CpuPage {}
 
 impl CpuPage {
+    /// A stand-in for tests of page-table code, which stores and compares
+    /// pages but never touches them.
+    #[cfg(CONFIG_KUNIT = "y")]
+    pub(crate) fn fake(n: usize) -> Self {
+        Self(NonNull::<bindings::page>::dangling().map_addr(|a| a.saturating_add(n * 64)))
+    }
+
     /// The `struct page`.
     pub(crate) fn as_ptr(self) -> NonNull<bindings::page> {
         self.0
