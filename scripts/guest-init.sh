@@ -45,6 +45,8 @@ run)
 	/bin/nsvm-info || fail "nsvm-info"
 	;;
 test)
+	# Huge pages for the hugetlbfs subtests (nsvm's and the C peer's).
+	echo 64 >/proc/sys/vm/nr_hugepages
 	# nsvm_igt=BINARY[:GLOB] runs one binary, or some of its subtests.
 	for t in /igt/*; do
 		bin=${igt%%:*}
@@ -61,7 +63,6 @@ test)
 
 	[ "$hmm" = 1 ] || { step "rmmod nsvm"; rmmod nsvm; echo "NSVM-EXIT rc=$rc"; reboot -f; }
 	step "hmm-tests (C peer: lib/test_hmm.c)"
-	echo 64 >/proc/sys/vm/nr_hugepages
 	if insmod /lib/modules/test_hmm.ko; then
 		(cd /tmp && /bin/hmm-tests)
 		echo "NSVM-HMM-EXIT $?"

@@ -885,6 +885,157 @@ fn file_write() -> TestResult {
     Ok(())
 }
 
+/// Faults come in batches and are deduplicated by fault window: a fill of
+/// fresh memory raises one fault per page it misses but is served with
+/// about one batch per 2 MiB window.
+fn fault_batching() -> TestResult {
+    let dev = bound(0)?;
+    let big = Map::new(5 * MB2, RW);
+    let aligned = (big.addr() + MB2 as u64 - 1) & !(MB2 as u64 - 1);
+    let before = dev.counters()?;
+    exec(
+        &dev,
+        &mut [Cmd::fill(aligned, 4 * MB2 as u64, 0x0101_0101_0101_0101)],
+    )?;
+    let c = dev.counters()?;
+    let (faults, batches) = (c.faults - before.faults, c.batches - before.batches);
+    check!(batches >= 4 && batches <= 8, "batches {batches}");
+    check!(
+        faults >= 4 * 64,
+        "faults {faults}: a batch should queue many"
+    );
+    check_eq!(
+        c.pages_mapped - before.pages_mapped,
+        (4 * MB2 / PAGE) as u64
+    );
+    // The whole range is mapped: a second pass raises nothing.
+    exec(&dev, &mut [Cmd::fill(aligned, 4 * MB2 as u64, 0)])?;
+    check_eq!(dev.counters()?.faults, c.faults);
+    Ok(())
+}
+
+/// The process exits while a thread is in EXEC with faults pending: the
+/// EXEC's mmget keeps the address space until it returns, and everything
+/// is torn down cleanly.
+fn exit_during_exec() -> TestResult {
+    for delay_us in [0u32, 200, 2000, 20000] {
+        let st = in_child(|| {
+            let Ok(dev) = Device::open_render(0) else {
+                return 1;
+            };
+            if dev.svm_init(PAGE as u64).is_err() {
+                return 1;
+            }
+            let buf = Map::new(64 * MB2, RW);
+            let addr = buf.addr();
+            std::mem::forget(buf);
+            let dev = std::sync::Arc::new(dev);
+            let d = dev.clone();
+            std::thread::spawn(move || loop {
+                let _ = d.exec(&mut [Cmd::fill(addr, 64 * MB2 as u64, 3)]);
+            });
+            // SAFETY: Plain sleep, then exit the whole process.
+            unsafe {
+                libc::usleep(delay_us);
+                libc::_exit(0)
+            }
+        });
+        check_eq!(st, 0, "delay {delay_us}");
+    }
+    Ok(())
+}
+
+/// MAP_SHARED anonymous memory across fork: the child's GPU writes (through
+/// its own file) reach the parent.
+fn shared_child_writes() -> TestResult {
+    open(0)?;
+    let a = Map::with_flags(MB2, RW, libc::MAP_SHARED | libc::MAP_ANONYMOUS);
+    let addr = a.addr();
+    let st = in_child(|| {
+        let Ok(dev) = Device::open_render(0) else {
+            return 1;
+        };
+        if dev.svm_init(0).is_err() {
+            return 1;
+        }
+        match dev.exec(&mut [Cmd::fill(addr, MB2 as u64, 0x3c3c_3c3c_3c3c_3c3c)]) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        }
+    });
+    check_eq!(st, 0);
+    check!(a.bytes().iter().all(|&b| b == 0x3c));
+    Ok(())
+}
+
+/// hugetlbfs-backed memory: the GPU writes it, the CPU reads it.
+fn hugetlbfs_write() -> TestResult {
+    let dev = bound(0)?;
+    // SAFETY: A fresh anonymous hugetlb mapping.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            MB2,
+            RW,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        skip!("no huge pages reserved");
+    }
+    let m = Map {
+        ptr: p.cast(),
+        len: MB2,
+    };
+    exec(
+        &dev,
+        &mut [Cmd::fill(m.addr(), MB2 as u64, 0x2e2e_2e2e_2e2e_2e2e)],
+    )?;
+    check!(m.bytes().iter().all(|&b| b == 0x2e));
+    m.bytes()[MB2 - 1] = 7;
+    check_eq!(gpu_read(&dev, m.addr() + MB2 as u64 - 1, 1)?[0], 7);
+    Ok(())
+}
+
+/// A file written with pwrite and mapped read-only: the GPU reads its
+/// contents, and cannot write them.
+fn file_read() -> TestResult {
+    let dev = bound(0)?;
+    let path = "/tmp/nsvm-file-read";
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let data = pattern(11, 4 * PAGE);
+    // SAFETY: Writes `data`.
+    let n = unsafe { libc::pwrite(f.as_raw_fd(), data.as_ptr().cast(), data.len(), 0) };
+    check_eq!(n, data.len() as isize);
+    // SAFETY: Maps our file.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            4 * PAGE,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    check!(p != libc::MAP_FAILED);
+    let m = Map {
+        ptr: p.cast(),
+        len: 4 * PAGE,
+    };
+    check!(gpu_read(&dev, m.addr(), 4 * PAGE)? == data);
+    expect_fault(dev.exec(&mut [Cmd::fill(m.addr(), 8, 0)]), m.addr(), true)?;
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
 igt_main! {
     "double-init" => double_init,
     "before-init" => before_init,
@@ -910,4 +1061,9 @@ igt_main! {
     "snapshot-mixed" => snapshot_mixed,
     "two-devices" => two_devices,
     "file-write" => file_write,
+    "file-read" => file_read,
+    "fault-batching" => fault_batching,
+    "exit-during-exec" => exit_during_exec,
+    "shared-child-writes" => shared_child_writes,
+    "hugetlbfs-write" => hugetlbfs_write,
 }
