@@ -1036,6 +1036,45 @@ fn file_read() -> TestResult {
     Ok(())
 }
 
+fn clients(index: u32) -> Result<Vec<std::path::PathBuf>, Outcome> {
+    let dir = format!("/sys/kernel/debug/nsvm/nsvm.{index}");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        skip!("no {dir}")
+    };
+    let mut v: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Each mirror has a debugfs file that shows the counters SNAPSHOT reports,
+/// and goes away with the file.
+fn debugfs_counters() -> TestResult {
+    let dev = open(0)?;
+    let before = clients(0)?;
+    dev.svm_init(0)?;
+    let a = Map::new(MB2, RW);
+    exec(&dev, &mut [Cmd::fill(a.addr(), MB2 as u64, 1)])?;
+    let after = clients(0)?;
+    let new: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+    check_eq!(new.len(), 1);
+    let text = std::fs::read_to_string(new[0])?;
+    let c = dev.counters()?;
+    for (key, val) in [
+        ("faults", c.faults),
+        ("batches", c.batches),
+        ("pages_mapped", c.pages_mapped),
+    ] {
+        check!(
+            text.lines().any(|l| l == format!("{key}: {val}")),
+            "{key} {val} not in {text:?}"
+        );
+    }
+    let path = new[0].clone();
+    drop(dev);
+    check!(!path.exists(), "{} outlived its file", path.display());
+    Ok(())
+}
+
 igt_main! {
     "double-init" => double_init,
     "before-init" => before_init,
@@ -1066,4 +1105,5 @@ igt_main! {
     "exit-during-exec" => exit_during_exec,
     "shared-child-writes" => shared_child_writes,
     "hugetlbfs-write" => hugetlbfs_write,
+    "debugfs-counters" => debugfs_counters,
 }

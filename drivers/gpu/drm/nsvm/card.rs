@@ -9,6 +9,7 @@
 //! [`Card`] keeps them side by side and orders their destruction itself.
 
 use kernel::{
+    debugfs,
     device::Bound,
     drm,
     faux,
@@ -35,9 +36,11 @@ pub(crate) struct Card {
 }
 
 impl Card {
-    /// Creates faux device `nsvm.<index>` and registers a DRM device on it.
-    pub(crate) fn new(index: u32) -> Result<Self> {
+    /// Creates faux device `nsvm.<index>` and registers a DRM device on it,
+    /// with its debugfs directory `nsvm.<index>` under `debugfs`.
+    pub(crate) fn new(index: u32, debugfs: &debugfs::Dir) -> Result<Self> {
         let name = CString::try_from_fmt(fmt!("nsvm.{index}"))?;
+        let dir = debugfs.subdir(&name);
         let faux = faux::Registration::new(&name, None)?;
 
         let fdev: *const faux::Device<Bound> = faux.as_ref();
@@ -50,7 +53,7 @@ impl Card {
         let fdev: &'static faux::Device<Bound> = unsafe { &*fdev };
 
         let unregistered =
-            drm::UnregisteredDevice::<NsvmDriver>::new(fdev, DeviceData::new(index))?;
+            drm::UnregisteredDevice::<NsvmDriver>::new(fdev, DeviceData::new(index, dir))?;
         // SAFETY: The registration is stored in the returned `Card` and
         // dropped with it; it is never forgotten.
         let drm = unsafe { drm::Registration::new(fdev.as_ref(), unregistered, (), 0)? };
@@ -76,11 +79,12 @@ mod tests {
     /// every insmod.
     #[test]
     fn register_unregister() -> Result {
-        let card = Card::new(1000)?;
+        let root = debugfs::Dir::new(c"nsvm-kunit");
+        let card = Card::new(1000, &root)?;
         assert_eq!(card.device().index, 1000);
         drop(card);
         // The name is free again: the faux device is gone.
-        let card = Card::new(1000)?;
+        let card = Card::new(1000, &root)?;
         assert_eq!(card.device().index, 1000);
         Ok(())
     }

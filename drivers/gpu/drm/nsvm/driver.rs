@@ -3,13 +3,18 @@
 //! The DRM driver: what the DRM core knows of nsvm.
 
 use kernel::{
+    debugfs,
     device::DeviceContext,
     drm::{
         self,
         gem, //
     },
     faux,
-    prelude::*, //
+    prelude::*,
+    sync::atomic::{
+        Atomic,
+        Relaxed, //
+    },
 };
 
 use crate::{
@@ -37,11 +42,24 @@ const INFO: drm::DriverInfo = drm::DriverInfo {
 pub(crate) struct DeviceData {
     /// Index among the devices of this module instance (`nsvm.<index>`).
     pub(crate) index: u32,
+    /// `<debugfs>/nsvm/nsvm.<index>`: one `client-<id>` file per mirror.
+    pub(crate) debugfs: debugfs::Dir,
+    /// The id of the next mirror bound on this device.
+    next_client: Atomic<u64>,
 }
 
 impl DeviceData {
-    pub(crate) fn new(index: u32) -> impl PinInit<Self, Error> {
-        try_pin_init!(Self { index })
+    pub(crate) fn new(index: u32, debugfs: debugfs::Dir) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            index,
+            debugfs,
+            next_client: Atomic::new(0),
+        })
+    }
+
+    /// A new client id, unique on this device.
+    pub(crate) fn client_id(&self) -> u64 {
+        self.next_client.fetch_add(1, Relaxed)
     }
 }
 

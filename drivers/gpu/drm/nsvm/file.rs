@@ -105,7 +105,7 @@ impl Ioctl for SvmInit {
     const FLAGS: u32 = RENDER_ALLOW;
 
     fn handle(
-        _dev: &NsvmDevice<Registered>,
+        dev: &NsvmDevice<Registered>,
         file: &drm::File<NsvmFile>,
         arg: &mut Self::Arg,
     ) -> Result<u32> {
@@ -123,7 +123,7 @@ impl Ioctl for SvmInit {
         }
         let task = kernel::current!();
         let mm = mm::current_mm(task).ok_or(ESRCH)?;
-        let mirror = Mirror::new(mm, SoftVm::new(), window)?;
+        let mirror = Mirror::new(mm, SoftVm::new(), window, &dev.debugfs, dev.client_id())?;
         // A racing SVM_INIT may have won: this mirror is then dropped.
         if !file.mirror.populate(mirror) {
             return Err(EBUSY);

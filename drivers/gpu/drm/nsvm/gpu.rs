@@ -38,7 +38,7 @@ pub(crate) struct Pte {
 
 /// A GPU address space: its page table and TLB. The SVM core serializes
 /// every call with its own lock.
-pub(crate) trait GpuVm: Send + Sync + Unpin {
+pub(crate) trait GpuVm: Send + Sync + Unpin + 'static {
     /// Page-table memory reserved for one [`GpuVm::map`] call.
     type Reservation;
 

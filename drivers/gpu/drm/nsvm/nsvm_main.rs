@@ -18,7 +18,10 @@ mod param;
 mod svm;
 mod uapi;
 
-use kernel::prelude::*;
+use kernel::{
+    debugfs,
+    prelude::*, //
+};
 
 use crate::card::Card;
 
@@ -40,7 +43,9 @@ module! {
 const MAX_DEVICES: u32 = 16;
 
 struct NsvmModule {
+    /// Declared first: the cards go before their debugfs root.
     _cards: KVec<Card>,
+    _debugfs: debugfs::Dir,
 }
 
 impl kernel::Module for NsvmModule {
@@ -51,9 +56,10 @@ impl kernel::Module for NsvmModule {
             return Err(EINVAL);
         }
 
+        let debugfs = debugfs::Dir::new(c"nsvm");
         let mut cards = KVec::with_capacity(count as usize, GFP_KERNEL)?;
         for index in 0..count {
-            cards.push(Card::new(index)?, GFP_KERNEL)?;
+            cards.push(Card::new(index, &debugfs)?, GFP_KERNEL)?;
         }
         pr_info!(
             "registered {count} device(s), uapi {}.{}\n",
@@ -61,6 +67,9 @@ impl kernel::Module for NsvmModule {
             uapi::DRM_NSVM_UAPI_MINOR
         );
 
-        Ok(Self { _cards: cards })
+        Ok(Self {
+            _cards: cards,
+            _debugfs: debugfs,
+        })
     }
 }

@@ -29,13 +29,17 @@
 //!    so under it nothing allocates with `GFP_KERNEL`, touches user memory
 //!    or takes `mmap_lock`; page-table memory is reserved before.
 
+use core::fmt;
+
 use kernel::{
+    debugfs,
     mm::{
         Mm,
         MmWithUser, //
     },
     new_mutex,
     prelude::*,
+    str::CString,
     sync::{
         aref::ARef,
         atomic::{
@@ -156,10 +160,36 @@ pub(crate) struct Unserved {
     pub(crate) err: Error,
 }
 
+/// What `<debugfs>/nsvm/nsvm.<index>/client-<id>` shows of a mirror.
+struct Stats<V: GpuVm> {
+    vm: Arc<MirrorVm<V>>,
+    window: usize,
+}
+
+impl<V: GpuVm> fmt::Debug for Stats<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self.vm.counters.to_uapi();
+        writeln!(f, "fault_window: {}", self.window)?;
+        writeln!(
+            f,
+            "gpu_ptes: {}",
+            c.pages_mapped.saturating_sub(c.pages_unmapped)
+        )?;
+        writeln!(f, "faults: {}", c.faults)?;
+        writeln!(f, "batches: {}", c.batches)?;
+        writeln!(f, "retries: {}", c.retries)?;
+        writeln!(f, "invalidations: {}", c.invalidations)?;
+        writeln!(f, "pages_mapped: {}", c.pages_mapped)?;
+        write!(f, "pages_unmapped: {}", c.pages_unmapped)
+    }
+}
+
 /// The SVM mirror of one DRM file.
 pub(crate) struct Mirror<V: GpuVm> {
+    /// The debugfs file; removed first, while everything it shows lives.
+    _debugfs: Pin<KBox<debugfs::File<Stats<V>>>>,
     /// Subscribed to every invalidation of the address space. Declared
-    /// first: it is removed before `mm` is dropped.
+    /// before `mm`: it is removed before `mm` is dropped.
     notifier: IntervalNotifier<MirrorVm<V>>,
     /// `mmgrab` on the mirrored address space, until the file is released.
     mm: ARef<Mm>,
@@ -168,8 +198,15 @@ pub(crate) struct Mirror<V: GpuVm> {
 }
 
 impl<V: GpuVm> Mirror<V> {
-    /// Binds a new mirror with GPU address space `vm` to `mm`.
-    pub(crate) fn new(mm: &MmWithUser, vm: V, window: usize) -> Result<Self> {
+    /// Binds a new mirror with GPU address space `vm` to `mm`; its stats
+    /// appear as `client-<id>` in `debugfs`.
+    pub(crate) fn new(
+        mm: &MmWithUser,
+        vm: V,
+        window: usize,
+        debugfs: &debugfs::Dir,
+        id: u64,
+    ) -> Result<Self> {
         let data = Arc::pin_init(
             try_pin_init!(MirrorVm {
                 vm <- new_mutex!(vm, "Mirror::vm"),
@@ -178,9 +215,16 @@ impl<V: GpuVm> Mirror<V> {
             GFP_KERNEL,
         )?;
         // The whole user address space, as one subscription.
+        let stats = Stats {
+            vm: data.clone(),
+            window,
+        };
+        let name = CString::try_from_fmt(fmt!("client-{id}"))?;
+        let debugfs = KBox::pin_init(debugfs.read_only_file(&name, stats), GFP_KERNEL)?;
         let notifier = IntervalNotifier::new(mm, 0, usize::MAX & !(PAGE_SIZE_4K - 1), data)?;
         let grab: &Mm = mm;
         Ok(Self {
+            _debugfs: debugfs,
             notifier,
             mm: grab.into(),
             window,
