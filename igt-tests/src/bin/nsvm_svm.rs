@@ -402,10 +402,45 @@ fn init_close_cycles() -> TestResult {
     Ok(())
 }
 
-/// Another thread closes the file while one keeps the GPU faulting through
-/// a dup of it: the close only drops a reference, the mirror lives on
-/// until the last one, and nothing breaks.
+/// The only fd is closed while another thread is in EXEC with faults
+/// pending: the running EXEC holds the file, which is released when it
+/// returns; the thread's next EXEC gets EBADF. Then the same through a dup,
+/// where the mirror lives on.
 fn close_while_faulting() -> TestResult {
+    for round in 0..8u32 {
+        let dev = bound(0)?;
+        let buf = Map::new(16 * MB2, RW);
+        let (addr, fd) = (buf.addr(), dev.file().as_raw_fd());
+        let t = std::thread::spawn(move || {
+            let mut cmd = [Cmd::fill(addr, 16 * MB2 as u64, 1)];
+            let mut arg = sys::drm_nsvm_exec {
+                size: nsvm::size_of_u32::<sys::drm_nsvm_exec>(),
+                num_cmds: 1,
+                cmds: cmd.as_mut_ptr() as u64,
+                cmd_size: nsvm::size_of_u32::<Cmd>(),
+                ..Default::default()
+            };
+            loop {
+                // SAFETY: `arg` and the command outlive the call; the fd
+                // number may be closed under us, which the kernel handles.
+                let ret = unsafe { libc::ioctl(fd, nsvm::DRM_IOCTL_NSVM_EXEC as _, &raw mut arg) };
+                if ret < 0 {
+                    return std::io::Error::last_os_error().raw_os_error();
+                }
+            }
+        });
+        // SAFETY: Plain sleep.
+        unsafe { libc::usleep(round * 3000) };
+        drop(dev);
+        match t.join() {
+            Ok(Some(libc::EBADF)) => {}
+            other => {
+                return Err(Outcome::Fail(format!(
+                    "round {round}: faulting thread: {other:?}"
+                )))
+            }
+        }
+    }
     let dev = bound(0)?;
     let dup = nsvm_fd_device(&dev.file().try_clone()?.into())?;
     let buf = Map::new(8 * MB2, RW);
@@ -767,6 +802,44 @@ fn fork_cow() -> TestResult {
     Ok(())
 }
 
+/// After fork, the child's GPU write (through its own file) goes to the
+/// child's private copy: the parent keeps its data, and its own GPU
+/// mapping keeps seeing it.
+fn child_writes_private() -> TestResult {
+    let dev = bound(0)?;
+    let a = Map::new(MB2, RW);
+    a.bytes().fill(0x11);
+    check!(gpu_read(&dev, a.addr(), MB2)?.iter().all(|&b| b == 0x11));
+    let addr = a.addr();
+    let st = in_child(|| {
+        let Ok(d) = Device::open_render(0) else {
+            return 1;
+        };
+        if d.svm_init(0).is_err() {
+            return 1;
+        }
+        if d.exec(&mut [Cmd::fill(addr, MB2 as u64, 0x2222_2222_2222_2222)])
+            .is_err()
+        {
+            return 1;
+        }
+        // SAFETY: The child's own copy of the mapping.
+        let mine = unsafe { std::slice::from_raw_parts(addr as *const u8, MB2) };
+        if mine.iter().all(|&b| b == 0x22) {
+            0
+        } else {
+            2
+        }
+    });
+    check_eq!(st, 0);
+    check!(
+        a.bytes().iter().all(|&b| b == 0x11),
+        "the child's write reached the parent"
+    );
+    check!(gpu_read(&dev, a.addr(), MB2)?.iter().all(|&b| b == 0x11));
+    Ok(())
+}
+
 /// A device read racing munmap in another thread: the read either completes
 /// or faults cleanly; never a splat.
 fn read_racing_munmap() -> TestResult {
@@ -1095,6 +1168,7 @@ igt_main! {
     "madvise-dontneed" => madvise_dontneed,
     "mremap-moves" => mremap_moves,
     "fork-cow" => fork_cow,
+    "child-writes-private" => child_writes_private,
     "read-racing-munmap" => read_racing_munmap,
     "thp-huge" => thp_huge,
     "snapshot-mixed" => snapshot_mixed,
