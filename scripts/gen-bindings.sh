@@ -34,10 +34,10 @@ gen_uapi() {
 
 # mm_struct and page come from the kernel crate's bindings: the including
 # module brings them into scope.
+# kernel::ffi, as the kernel's own bindings use: c_ulong is usize there.
 gen_shim() {
 	bindgen "$NSVM_TOP/drivers/gpu/drm/nsvm/mm/shim.h" \
-		--use-core --ctypes-prefix core::ffi \
-		--with-derive-default \
+		--use-core --ctypes-prefix kernel::ffi \
 		--allowlist-function 'nsvm_.*' --allowlist-type 'nsvm_.*' \
 		--blocklist-type mm_struct --blocklist-type page \
 		--no-doc-comments \

@@ -64,8 +64,14 @@ impl Map {
         self.ptr as u64
     }
 
-    fn bytes(&self) -> &mut [u8] {
-        // SAFETY: The mapping is readable and writable when this is used.
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: The mapping is readable when this is used; the GPU writes
+        // it only inside EXEC calls, which this borrow cannot span.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: As above, and writable when this is used.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 
@@ -466,10 +472,10 @@ fn close_while_faulting() -> TestResult {
 fn exec_data() -> TestResult {
     let dev = bound(0)?;
     let len = 3 * MB2 + 3 * PAGE + 100;
-    let a = Map::new(len, RW);
+    let mut a = Map::new(len, RW);
     let b = Map::new(len, RW);
     let src = pattern(1, len);
-    a.bytes().copy_from_slice(&src);
+    a.bytes_mut().copy_from_slice(&src);
     // GPU reads what the CPU wrote.
     check!(gpu_read(&dev, a.addr(), len)? == src);
     // GPU copies; CPU checks.
@@ -493,8 +499,8 @@ fn exec_data() -> TestResult {
         Cmd::add32(word, 7),
         Cmd::add64(word + 8, u64::MAX),
     ];
-    a.bytes()[64..68].copy_from_slice(&10u32.to_le_bytes());
-    a.bytes()[72..80].copy_from_slice(&3u64.to_le_bytes());
+    a.bytes_mut()[64..68].copy_from_slice(&10u32.to_le_bytes());
+    a.bytes_mut()[72..80].copy_from_slice(&3u64.to_le_bytes());
     exec(&dev, &mut cmds)?;
     check_eq!(cmds[0].value, 10);
     check_eq!(cmds[1].value, 15);
@@ -512,8 +518,8 @@ fn exec_data() -> TestResult {
 /// Repeated GPU reads: the second one needs no fault.
 fn repeated_reads() -> TestResult {
     let dev = bound(0)?;
-    let a = Map::new(MB2, RW);
-    a.bytes().copy_from_slice(&pattern(9, MB2));
+    let mut a = Map::new(MB2, RW);
+    a.bytes_mut().copy_from_slice(&pattern(9, MB2));
     for _ in 0..4 {
         check!(gpu_read(&dev, a.addr(), MB2)? == pattern(9, MB2));
     }
@@ -597,8 +603,8 @@ fn expect_fault(e: std::result::Result<(), ExecError>, addr: u64, write: bool) -
 /// mprotect it succeeds and sees the data.
 fn read_prot_none() -> TestResult {
     let dev = bound(0)?;
-    let a = Map::new(4 * PAGE, RW);
-    a.bytes().copy_from_slice(&pattern(3, 4 * PAGE));
+    let mut a = Map::new(4 * PAGE, RW);
+    a.bytes_mut().copy_from_slice(&pattern(3, 4 * PAGE));
     a.protect(libc::PROT_NONE);
     let mut out = vec![0u8; 4 * PAGE];
     let mut cmds = [
@@ -617,8 +623,8 @@ fn read_prot_none() -> TestResult {
 /// leaves it untouched; after mprotect it goes through.
 fn write_read_only() -> TestResult {
     let dev = bound(0)?;
-    let a = Map::new(4 * PAGE, RW);
-    a.bytes().fill(0x33);
+    let mut a = Map::new(4 * PAGE, RW);
+    a.bytes_mut().fill(0x33);
     a.protect(libc::PROT_READ);
     // Read first, so the GPU holds read-only entries.
     check!(gpu_read(&dev, a.addr(), 4 * PAGE)?
@@ -714,7 +720,7 @@ fn mprotect_invalidates() -> TestResult {
 /// stale data of the freed pages.
 fn madvise_dontneed() -> TestResult {
     let dev = bound(0)?;
-    let a = Map::new(MB2, RW);
+    let mut a = Map::new(MB2, RW);
     exec(&dev, &mut [Cmd::fill(a.addr(), MB2 as u64, 0x7777)])?;
     check!(a.bytes().iter().step_by(8).all(|&b| b == 0x77));
     // SAFETY: Our own mapping.
@@ -723,7 +729,7 @@ fn madvise_dontneed() -> TestResult {
         0
     );
     check!(gpu_read(&dev, a.addr(), MB2)?.iter().all(|&b| b == 0));
-    a.bytes()[100] = 9;
+    a.bytes_mut()[100] = 9;
     check_eq!(gpu_read(&dev, a.addr() + 100, 1)?[0], 9);
     Ok(())
 }
@@ -732,8 +738,8 @@ fn madvise_dontneed() -> TestResult {
 /// at the old one.
 fn mremap_moves() -> TestResult {
     let dev = bound(0)?;
-    let a = Map::new(4 * PAGE, RW);
-    a.bytes().copy_from_slice(&pattern(5, 4 * PAGE));
+    let mut a = Map::new(4 * PAGE, RW);
+    a.bytes_mut().copy_from_slice(&pattern(5, 4 * PAGE));
     check!(gpu_read(&dev, a.addr(), 4 * PAGE)? == pattern(5, 4 * PAGE));
     let old = a.addr();
     // SAFETY: Moves our own mapping; `a` is forgotten, `new` owns it.
@@ -807,8 +813,8 @@ fn fork_cow() -> TestResult {
 /// mapping keeps seeing it.
 fn child_writes_private() -> TestResult {
     let dev = bound(0)?;
-    let a = Map::new(MB2, RW);
-    a.bytes().fill(0x11);
+    let mut a = Map::new(MB2, RW);
+    a.bytes_mut().fill(0x11);
     check!(gpu_read(&dev, a.addr(), MB2)?.iter().all(|&b| b == 0x11));
     let addr = a.addr();
     let st = in_child(|| {
@@ -845,8 +851,8 @@ fn child_writes_private() -> TestResult {
 fn read_racing_munmap() -> TestResult {
     let dev = bound(0)?;
     for round in 0..20u64 {
-        let a = Map::new(MB2, RW);
-        a.bytes().fill(round as u8);
+        let mut a = Map::new(MB2, RW);
+        a.bytes_mut().fill(round as u8);
         let (ptr, len) = (a.ptr as usize, a.len);
         std::mem::forget(a);
         let t = std::thread::spawn(move || {
@@ -890,8 +896,8 @@ fn snapshot_mixed() -> TestResult {
     drop(dev);
     let dev = open(0)?;
     dev.svm_init(PAGE as u64)?;
-    let a = Map::new(4 * PAGE, RW);
-    a.bytes().fill(1);
+    let mut a = Map::new(4 * PAGE, RW);
+    a.bytes_mut().fill(1);
     gpu_read(&dev, a.addr() + PAGE as u64, 8)?;
     exec(&dev, &mut [Cmd::fill(a.addr() + 2 * PAGE as u64, 8, 0)])?;
     let s = states(&dev, a.addr(), 4)?;
@@ -972,7 +978,7 @@ fn fault_batching() -> TestResult {
     )?;
     let c = dev.counters()?;
     let (faults, batches) = (c.faults - before.faults, c.batches - before.batches);
-    check!(batches >= 4 && batches <= 8, "batches {batches}");
+    check!((4..=8).contains(&batches), "batches {batches}");
     check!(
         faults >= 4 * 64,
         "faults {faults}: a batch should queue many"
@@ -1058,7 +1064,7 @@ fn hugetlbfs_write() -> TestResult {
     if p == libc::MAP_FAILED {
         skip!("no huge pages reserved");
     }
-    let m = Map {
+    let mut m = Map {
         ptr: p.cast(),
         len: MB2,
     };
@@ -1067,7 +1073,7 @@ fn hugetlbfs_write() -> TestResult {
         &mut [Cmd::fill(m.addr(), MB2 as u64, 0x2e2e_2e2e_2e2e_2e2e)],
     )?;
     check!(m.bytes().iter().all(|&b| b == 0x2e));
-    m.bytes()[MB2 - 1] = 7;
+    m.bytes_mut()[MB2 - 1] = 7;
     check_eq!(gpu_read(&dev, m.addr() + MB2 as u64 - 1, 1)?[0], 7);
     Ok(())
 }

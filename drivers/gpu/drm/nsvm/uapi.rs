@@ -12,6 +12,7 @@
     non_upper_case_globals,
     unreachable_pub,
     clippy::all,
+    clippy::undocumented_unsafe_blocks,
     reason = "generated bindgen code"
 )]
 mod generated {

@@ -52,12 +52,12 @@ pub(crate) struct Invalidation<'a> {
 impl Invalidation<'_> {
     /// First invalidated address.
     pub(crate) fn start(&self) -> usize {
-        self.raw.start as usize
+        self.raw.start
     }
 
     /// End (exclusive) of the invalidated range.
     pub(crate) fn end(&self) -> usize {
-        self.raw.end as usize
+        self.raw.end
     }
 
     /// Whether the callback may sleep.
@@ -134,8 +134,8 @@ impl<T: Invalidate> IntervalNotifier<T> {
         let raw = unsafe {
             sys::nsvm_notifier_create(
                 mm.as_raw(),
-                start as _,
-                len as _,
+                start,
+                len,
                 Arc::as_ptr(&data).cast(),
                 Some(callback::<T>),
                 core::ptr::null_mut(),
@@ -166,7 +166,7 @@ impl<T: Invalidate> IntervalNotifier<T> {
     /// under the lock [`Invalidate::invalidate`] takes.
     pub(crate) fn read_retry(&self, seq: Seq) -> bool {
         // SAFETY: `raw` is a live notifier (type invariants).
-        unsafe { sys::nsvm_notifier_read_retry(self.raw.as_ptr(), seq.0 as _) }
+        unsafe { sys::nsvm_notifier_read_retry(self.raw.as_ptr(), seq.0) }
     }
 
     /// Runs `hmm_range_fault()`: see [`RangeFault`].
@@ -199,9 +199,9 @@ impl<T: Invalidate> IntervalNotifier<T> {
         let ret = unsafe {
             sys::nsvm_range_fault(
                 self.raw.as_ptr(),
-                addr as _,
-                win_start as _,
-                win_end as _,
+                addr,
+                win_start,
+                win_end,
                 pfns.as_mut_ptr().cast(),
                 fault,
                 write,
@@ -211,15 +211,15 @@ impl<T: Invalidate> IntervalNotifier<T> {
             )
         };
         kernel::error::to_result(ret)?;
-        let first = (start as usize - win_start) >> PAGE_SHIFT;
-        let last = (end as usize - win_start) >> PAGE_SHIFT;
+        let first = (start - win_start) >> PAGE_SHIFT;
+        let last = (end - win_start) >> PAGE_SHIFT;
         let mut pages = KVec::with_capacity(last - first, GFP_KERNEL)?;
         for &hmm_pfn in &pfns[first..last] {
             pages.push(self.decode(hmm_pfn), GFP_KERNEL)?;
         }
         Ok(RangeFault {
-            start: start as usize,
-            seq: Seq(seq as usize),
+            start,
+            seq: Seq(seq),
             pages,
         })
     }
@@ -234,7 +234,7 @@ impl<T: Invalidate> IntervalNotifier<T> {
             device_private: false,
         };
         // SAFETY: `raw` is a live notifier (type invariants); `out` is valid.
-        unsafe { sys::nsvm_pfn_decode(self.raw.as_ptr(), hmm_pfn as _, &mut out) };
+        unsafe { sys::nsvm_pfn_decode(self.raw.as_ptr(), hmm_pfn, &mut out) };
         match NonNull::new(out.page) {
             Some(page) if out.valid => PageState::Present {
                 page: CpuPage(page),

@@ -8,11 +8,11 @@ pub struct nsvm_notifier {
     _unused: [u8; 0],
 }
 #[repr(C)]
-#[derive(Debug, Default, Copy, Clone)]
+#[derive(Debug, Copy, Clone)]
 pub struct nsvm_invalidation {
-    pub start: core::ffi::c_ulong,
-    pub end: core::ffi::c_ulong,
-    pub cur_seq: core::ffi::c_ulong,
+    pub start: kernel::ffi::c_ulong,
+    pub end: kernel::ffi::c_ulong,
+    pub cur_seq: kernel::ffi::c_ulong,
     pub blockable: bool,
     pub own_migration: bool,
 }
@@ -33,7 +33,7 @@ const _: () = {
 };
 pub type nsvm_invalidate_fn = ::core::option::Option<
     unsafe extern "C" fn(
-        ctx: *const core::ffi::c_void,
+        ctx: *const kernel::ffi::c_void,
         notifier: *mut nsvm_notifier,
         inv: *const nsvm_invalidation,
     ) -> bool,
@@ -41,25 +41,25 @@ pub type nsvm_invalidate_fn = ::core::option::Option<
 unsafe extern "C" {
     pub fn nsvm_notifier_create(
         mm: *mut mm_struct,
-        start: core::ffi::c_ulong,
-        length: core::ffi::c_ulong,
-        ctx: *const core::ffi::c_void,
+        start: kernel::ffi::c_ulong,
+        length: kernel::ffi::c_ulong,
+        ctx: *const kernel::ffi::c_void,
         invalidate: nsvm_invalidate_fn,
-        owner: *mut core::ffi::c_void,
-        err: *mut core::ffi::c_int,
+        owner: *mut kernel::ffi::c_void,
+        err: *mut kernel::ffi::c_int,
     ) -> *mut nsvm_notifier;
 }
 unsafe extern "C" {
     pub fn nsvm_notifier_destroy(n: *mut nsvm_notifier);
 }
 unsafe extern "C" {
-    pub fn nsvm_notifier_read_begin(n: *mut nsvm_notifier) -> core::ffi::c_ulong;
+    pub fn nsvm_notifier_read_begin(n: *mut nsvm_notifier) -> kernel::ffi::c_ulong;
 }
 unsafe extern "C" {
-    pub fn nsvm_notifier_read_retry(n: *mut nsvm_notifier, seq: core::ffi::c_ulong) -> bool;
+    pub fn nsvm_notifier_read_retry(n: *mut nsvm_notifier, seq: kernel::ffi::c_ulong) -> bool;
 }
 unsafe extern "C" {
-    pub fn nsvm_notifier_set_seq(n: *mut nsvm_notifier, cur_seq: core::ffi::c_ulong);
+    pub fn nsvm_notifier_set_seq(n: *mut nsvm_notifier, cur_seq: kernel::ffi::c_ulong);
 }
 unsafe extern "C" {
     pub fn nsvm_notifier_mm(n: *mut nsvm_notifier) -> *mut mm_struct;
@@ -71,7 +71,7 @@ unsafe extern "C" {
 #[derive(Debug, Copy, Clone)]
 pub struct nsvm_pfn {
     pub page: *mut page,
-    pub order: core::ffi::c_uint,
+    pub order: kernel::ffi::c_uint,
     pub valid: bool,
     pub write: bool,
     pub error: bool,
@@ -89,33 +89,24 @@ const _: () = {
     ["Offset of field: nsvm_pfn::device_private"]
         [::core::mem::offset_of!(nsvm_pfn, device_private) - 15usize];
 };
-impl Default for nsvm_pfn {
-    fn default() -> Self {
-        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
-        unsafe {
-            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-            s.assume_init()
-        }
-    }
-}
 unsafe extern "C" {
     pub fn nsvm_range_fault(
         n: *mut nsvm_notifier,
-        addr: core::ffi::c_ulong,
-        win_start: core::ffi::c_ulong,
-        win_end: core::ffi::c_ulong,
-        pfns: *mut core::ffi::c_ulong,
+        addr: kernel::ffi::c_ulong,
+        win_start: kernel::ffi::c_ulong,
+        win_end: kernel::ffi::c_ulong,
+        pfns: *mut kernel::ffi::c_ulong,
         fault: bool,
         write: bool,
-        start: *mut core::ffi::c_ulong,
-        end: *mut core::ffi::c_ulong,
-        seq: *mut core::ffi::c_ulong,
-    ) -> core::ffi::c_int;
+        start: *mut kernel::ffi::c_ulong,
+        end: *mut kernel::ffi::c_ulong,
+        seq: *mut kernel::ffi::c_ulong,
+    ) -> kernel::ffi::c_int;
 }
 unsafe extern "C" {
     pub fn nsvm_pfn_decode(
         n: *const nsvm_notifier,
-        hmm_pfn: core::ffi::c_ulong,
+        hmm_pfn: kernel::ffi::c_ulong,
         out: *mut nsvm_pfn,
     );
 }

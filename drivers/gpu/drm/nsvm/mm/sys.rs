@@ -9,6 +9,7 @@
     non_camel_case_types,
     unreachable_pub,
     clippy::all,
+    clippy::undocumented_unsafe_blocks,
     reason = "generated bindgen code"
 )]
 
