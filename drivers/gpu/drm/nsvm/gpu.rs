@@ -53,6 +53,10 @@ pub(crate) trait GpuVm: Send + Sync + Unpin + 'static {
     /// Unmaps `[start, end)`; returns how many entries were dropped.
     fn unmap(&mut self, start: usize, end: usize) -> usize;
 
+    /// Makes the entries of `[start, end)` read-only; returns how many lost
+    /// write access.
+    fn protect(&mut self, start: usize, end: usize) -> usize;
+
     /// Flushes the GPU TLB for `[start, end)`.
     fn flush_tlb(&mut self, start: usize, end: usize);
 

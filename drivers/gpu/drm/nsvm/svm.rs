@@ -133,6 +133,16 @@ impl<V: GpuVm> Invalidate for MirrorVm<V> {
             }
         };
         inv.set_seq();
+        // Only a write-protect event leaves the pages where they are; for
+        // anything else (mprotect included: the notifier does not say what
+        // the new protection is) the entries go.
+        if inv.write_protect() {
+            if vm.protect(inv.start(), inv.end()) > 0 {
+                vm.flush_tlb(inv.start(), inv.end());
+                Counters::add(&self.counters.invalidations, 1);
+            }
+            return true;
+        }
         let dropped = vm.unmap(inv.start(), inv.end());
         if dropped > 0 {
             vm.flush_tlb(inv.start(), inv.end());

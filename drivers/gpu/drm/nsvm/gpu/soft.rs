@@ -158,6 +158,33 @@ impl GpuVm for SoftVm {
         dropped
     }
 
+    fn protect(&mut self, start: usize, end: usize) -> usize {
+        if start >= end {
+            return 0;
+        }
+        let last = dir_index(end - 1);
+        let mut changed = 0;
+        let mut cursor = self.dirs.cursor_lower_bound_mut(&dir_index(start));
+        while let Some(mut c) = cursor {
+            let (&idx, dir) = c.current_mut();
+            if idx > last {
+                break;
+            }
+            let base = idx * PAGE_SIZE_2M;
+            let lo = pte_index(start.max(base));
+            let hi = pte_index(end.min(base + PAGE_SIZE_2M) - 1) + 1;
+            // A huge mapping keeps its size: only its permission changes.
+            for pte in dir.ptes[lo..hi].iter_mut().flatten() {
+                if pte.writable {
+                    pte.writable = false;
+                    changed += 1;
+                }
+            }
+            cursor = c.move_next();
+        }
+        changed
+    }
+
     fn flush_tlb(&mut self, _start: usize, _end: usize) {
         // The software GPU has no TLB: every access walks the page table.
     }
@@ -236,6 +263,21 @@ mod tests {
         assert_eq!(vm.unmap(0, usize::MAX & !(PAGE_SIZE_4K - 1)), 6);
         assert!(vm.dirs.iter().next().is_none());
         assert_eq!(vm.unmap(0, usize::MAX), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn protect_keeps_mapping() -> Result {
+        let mut vm = SoftVm::new();
+        map(&mut vm, BASE, &ptes(4, true, false)?)?;
+        assert_eq!(vm.protect(BASE + PAGE_SIZE_4K, BASE + 3 * PAGE_SIZE_4K), 2);
+        assert!(vm.lookup(BASE).is_some_and(|p| p.writable));
+        assert!(vm.lookup(BASE + PAGE_SIZE_4K).is_some_and(|p| !p.writable));
+        assert!(vm
+            .lookup(BASE + 3 * PAGE_SIZE_4K)
+            .is_some_and(|p| p.writable));
+        assert_eq!(vm.protect(0, usize::MAX), 2);
+        assert_eq!(vm.unmap(0, usize::MAX), 4);
         Ok(())
     }
 

@@ -72,6 +72,12 @@ impl Invalidation<'_> {
         self.raw.own_migration
     }
 
+    /// The pages stay mapped and only lose write access: a device may keep
+    /// read access to them.
+    pub(crate) fn write_protect(&self) -> bool {
+        self.raw.write_protect
+    }
+
     /// Records the invalidation sequence: makes every
     /// [`IntervalNotifier::read_retry`] of an older read report a collision.
     /// Call under the driver lock.

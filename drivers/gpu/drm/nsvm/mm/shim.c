@@ -34,6 +34,7 @@ static bool nsvm_shim_invalidate(struct mmu_interval_notifier *mni,
 		.blockable = mmu_notifier_range_blockable(range),
 		.own_migration = range->event == MMU_NOTIFY_MIGRATE &&
 				 n->owner && range->owner == n->owner,
+		.write_protect = range->event == MMU_NOTIFY_PROTECTION_PAGE,
 	};
 
 	return n->invalidate(n->ctx, n, &inv);

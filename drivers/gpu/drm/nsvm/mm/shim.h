@@ -23,6 +23,9 @@ struct nsvm_notifier;
  *	when it cannot proceed without sleeping.
  * @own_migration: the invalidation is a migration started by the owner
  *	passed to nsvm_notifier_create(), which handles its own mappings.
+ * @write_protect: the pages stay mapped and only lose write access
+ *	(MMU_NOTIFY_PROTECTION_PAGE: fork's COW, KSM, uffd-wp); a device may
+ *	keep read access.
  */
 struct nsvm_invalidation {
 	unsigned long start;
@@ -30,6 +33,7 @@ struct nsvm_invalidation {
 	unsigned long cur_seq;
 	_Bool blockable;
 	_Bool own_migration;
+	_Bool write_protect;
 };
 
 /* The driver's invalidate callback: returns false only if !inv->blockable

@@ -15,6 +15,7 @@ pub struct nsvm_invalidation {
     pub cur_seq: kernel::ffi::c_ulong,
     pub blockable: bool,
     pub own_migration: bool,
+    pub write_protect: bool,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -30,6 +31,8 @@ const _: () = {
         [::core::mem::offset_of!(nsvm_invalidation, blockable) - 24usize];
     ["Offset of field: nsvm_invalidation::own_migration"]
         [::core::mem::offset_of!(nsvm_invalidation, own_migration) - 25usize];
+    ["Offset of field: nsvm_invalidation::write_protect"]
+        [::core::mem::offset_of!(nsvm_invalidation, write_protect) - 26usize];
 };
 pub type nsvm_invalidate_fn = ::core::option::Option<
     unsafe extern "C" fn(
