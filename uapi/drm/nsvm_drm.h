@@ -180,7 +180,8 @@ struct drm_nsvm_cmd {
 /**
  * struct drm_nsvm_exec - argument of DRM_IOCTL_NSVM_EXEC.
  *
- * Runs the commands in order on the GPU, synchronously. A GPU fault the
+ * Runs the commands in order on the GPU and returns when they are done
+ * (or when a signal interrupted them: -EINTR). A GPU fault the
  * driver cannot serve (no VMA, PROT_NONE, a write to read-only memory)
  * stops the EXEC: it fails with -EFAULT, @completed counts the commands
  * that completed and @fault_addr names the address; commands already run
@@ -192,8 +193,8 @@ struct drm_nsvm_cmd {
  * DRM_NSVM_CMD_MAX_LEN, an unaligned atomic, overlapping copy ranges or a
  * range that wraps; -EFAULT for an unreadable @cmds array, an unwritable
  * READ buffer, or a GPU fault that cannot be served (see above); -ENOENT,
- * -EPERM, -ESRCH: see "SVM lifetime rules"; -EINTR if a fatal signal
- * interrupted it.
+ * -EPERM, -ESRCH: see "SVM lifetime rules"; -EINTR if a signal
+ * interrupted it (the interrupted command may be partly done).
  */
 struct drm_nsvm_exec {
 	/** @size: in, sizeof(struct drm_nsvm_exec). */

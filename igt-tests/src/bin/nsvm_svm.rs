@@ -1115,6 +1115,66 @@ fn file_read() -> TestResult {
     Ok(())
 }
 
+extern "C" fn on_usr1(_: i32) {}
+
+/// A signal interrupts a long EXEC: it returns EINTR (or completes first),
+/// the GPU's job is cancelled and waited for, and the mirror keeps working.
+fn exec_interrupted() -> TestResult {
+    let dev = open(0)?;
+    // 4 KiB windows: a long fill is many batches, plenty of time to signal.
+    dev.svm_init(PAGE as u64)?;
+    // SAFETY: Installs a no-op handler without SA_RESTART.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_usr1 as *const () as usize;
+        check_eq!(libc::sigaction(libc::SIGUSR1, &sa, ptr::null_mut()), 0);
+    }
+    let dev = std::sync::Arc::new(dev);
+    let mut interrupted = 0;
+    for round in 0..6u32 {
+        let buf = Map::new(32 * MB2, RW);
+        let addr = buf.addr();
+        let d = dev.clone();
+        // A plain ioctl: nsvm_uapi (like drmIoctl) restarts on EINTR.
+        let t = std::thread::spawn(move || {
+            let mut cmd = [Cmd::fill(addr, 32 * MB2 as u64, 9)];
+            let mut arg = sys::drm_nsvm_exec {
+                size: nsvm::size_of_u32::<sys::drm_nsvm_exec>(),
+                num_cmds: 1,
+                cmds: cmd.as_mut_ptr() as u64,
+                cmd_size: nsvm::size_of_u32::<Cmd>(),
+                ..Default::default()
+            };
+            let fd = d.file().as_raw_fd();
+            // SAFETY: `arg` and the command outlive the call.
+            match unsafe { libc::ioctl(fd, nsvm::DRM_IOCTL_NSVM_EXEC as _, &raw mut arg) } {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
+            }
+        });
+        // SAFETY: Plain sleep, then a signal to the EXEC thread.
+        unsafe {
+            libc::usleep(2000 + round * 5000);
+            libc::pthread_kill(
+                std::os::unix::thread::JoinHandleExt::as_pthread_t(&t) as libc::pthread_t,
+                libc::SIGUSR1,
+            );
+        }
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(libc::EINTR)) => interrupted += 1,
+            other => return Err(Outcome::Fail(format!("round {round}: {other:?}"))),
+        }
+        // Still usable: what the GPU reads is what the CPU sees.
+        let mut b = buf;
+        b.bytes_mut()[..8].copy_from_slice(&5u64.to_le_bytes());
+        check_eq!(gpu_read(&dev, addr, 8)?, 5u64.to_le_bytes().to_vec());
+    }
+    println!("{interrupted} of 6 EXECs interrupted");
+    check!(interrupted > 0, "no EXEC was interrupted");
+    Ok(())
+}
+
 fn clients(index: u32) -> Result<Vec<std::path::PathBuf>, Outcome> {
     let dir = format!("/sys/kernel/debug/nsvm/nsvm.{index}");
     let Ok(rd) = std::fs::read_dir(&dir) else {
@@ -1186,4 +1246,5 @@ igt_main! {
     "shared-child-writes" => shared_child_writes,
     "hugetlbfs-write" => hugetlbfs_write,
     "debugfs-counters" => debugfs_counters,
+    "exec-interrupted" => exec_interrupted,
 }

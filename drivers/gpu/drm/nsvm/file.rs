@@ -23,11 +23,7 @@ use kernel::{
 use crate::{
     driver::NsvmDevice,
     gpu::{
-        engine::{
-            self,
-            Engine,
-            Stop, //
-        },
+        engine::{self, Job},
         soft::SoftVm,
         PAGE_SIZE_4K,
     },
@@ -36,6 +32,7 @@ use crate::{
     param,
     svm::{
         Mirror,
+        Stop,
         DEFAULT_WINDOW,
         MAX_WINDOW, //
     },
@@ -169,10 +166,9 @@ impl Ioctl for Exec {
             cmds.push(cmd, GFP_KERNEL)?;
         }
 
-        let mut engine = Engine::new(mirror, &mm)?;
         let mut ret = Ok(0);
         for cmd in cmds.iter_mut() {
-            match engine.run(cmd) {
+            match run_cmd(mirror, &mm, cmd) {
                 Ok(()) => arg.completed += 1,
                 Err(Stop::Unserved(u)) => {
                     arg.fault_addr = u.addr as u64;
@@ -198,6 +194,35 @@ impl Ioctl for Exec {
         }
         ret
     }
+}
+
+/// Runs one command: a READ in pieces of at most [`Job::MAX_READ`] bytes,
+/// each copied to the user buffer as it completes.
+fn run_cmd(
+    mirror: &Mirror<SoftVm>,
+    mm: &kernel::mm::MmWithUser,
+    cmd: &mut uapi::drm_nsvm_cmd,
+) -> Result<(), Stop> {
+    if cmd.op != uapi::DRM_NSVM_OP_READ {
+        return mirror.run(mm, cmd).map(|_| ());
+    }
+    let len = cmd.len as usize;
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(Job::<SoftVm>::MAX_READ);
+        let mut piece = uapi::drm_nsvm_cmd {
+            src: cmd.src + off as u64,
+            len: n as u64,
+            ..*cmd
+        };
+        let out = mirror.run(mm, &mut piece)?;
+        // Outside every lock: this may fault on user memory.
+        UserSlice::new(UserPtr::from_addr(cmd.dst as usize + off), n)
+            .writer()
+            .write_slice(&out)?;
+        off += n;
+    }
+    Ok(())
 }
 
 /// `DRM_IOCTL_NSVM_SNAPSHOT`.

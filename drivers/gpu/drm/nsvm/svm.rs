@@ -52,6 +52,10 @@ use kernel::{
 
 use crate::{
     gpu::{
+        engine::{
+            Job,
+            Phase, //
+        },
         GpuVm,
         Pte,
         PAGE_SIZE_2M,
@@ -170,6 +174,20 @@ pub(crate) struct Unserved {
     pub(crate) err: Error,
 }
 
+/// Why a command stopped.
+pub(crate) enum Stop {
+    /// A GPU fault could not be served.
+    Unserved(Unserved),
+    /// Anything else (`ENOMEM`, `EBUSY`, `EINTR`, ...).
+    Error(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Error(e)
+    }
+}
+
 /// What `<debugfs>/nsvm/nsvm.<index>/client-<id>` shows of a mirror.
 struct Stats<V: GpuVm> {
     vm: Arc<MirrorVm<V>>,
@@ -259,6 +277,70 @@ impl<V: GpuVm> Mirror<V> {
     /// The GPU side.
     pub(crate) fn vm(&self) -> &MirrorVm<V> {
         self.notifier.data()
+    }
+
+    /// Runs one (validated) command on the GPU and returns what a READ read.
+    ///
+    /// The GPU's worker executes it; this thread, which holds the ioctl's
+    /// `mmget`, plays the fault interrupt handler: it serves each batch the
+    /// job stalls on and replays it, or cancels it on a fault that cannot
+    /// be served. A signal cancels the job (`EINTR`). Either way this waits
+    /// until the job is done: no job outlives the ioctl.
+    pub(crate) fn run(
+        &self,
+        mm: &MmWithUser,
+        cmd: &mut uapi::drm_nsvm_cmd,
+    ) -> Result<KVVec<u8>, Stop> {
+        let vm = self.vm();
+        let mut batch = KVec::with_capacity(crate::gpu::engine::FAULT_BATCH, GFP_KERNEL)
+            .map_err(Error::from)?;
+        let job = Job::new(self.notifier.data().clone(), *cmd)?;
+        job.submit();
+        let mut unserved = None;
+        let mut interrupted = false;
+        let mut st = job.state.lock();
+        while st.phase != Phase::Done {
+            if st.phase == Phase::Faulted && unserved.is_none() && !interrupted {
+                batch.clear();
+                // Capacity for a whole batch was reserved above.
+                for f in st.faults.iter() {
+                    batch.push_within_capacity(*f).map_err(|_| ENOMEM)?;
+                }
+                drop(st);
+                Counters::add(&vm.counters.faults, batch.len() as u64);
+                let served = self.serve(mm, &mut batch);
+                Counters::add(&vm.counters.batches, 1);
+                st = job.state.lock();
+                st.phase = match served {
+                    Ok(()) => Phase::Replay,
+                    Err(u) => {
+                        unserved = Some(u);
+                        Phase::Cancel
+                    }
+                };
+                job.cond.notify_all();
+            } else if interrupted {
+                job.cond.wait(&mut st);
+            } else if job.cond.wait_interruptible(&mut st) {
+                interrupted = true;
+                if st.phase != Phase::Done {
+                    st.phase = Phase::Cancel;
+                    job.cond.notify_all();
+                }
+            }
+        }
+        cmd.value = st.cmd.value;
+        let result = st.result;
+        let out = core::mem::take(&mut st.out);
+        drop(st);
+        if let Some(u) = unserved {
+            return Err(Stop::Unserved(u));
+        }
+        if interrupted && result.is_err() {
+            return Err(Stop::Error(EINTR));
+        }
+        result?;
+        Ok(out)
     }
 
     /// Serves a batch of GPU faults: sorts them, merges those of one fault

@@ -1,27 +1,42 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The software GPU's command processor.
+//! The software GPU's command processor: a worker that executes commands.
 //!
-//! Runs `DRM_NSVM_OP_*` commands the way a GPU would: every access walks
-//! the GPU page table, and a miss (no entry, or a write to a read-only one)
-//! raises a page fault. Like the many warps of a real GPU, a command first
-//! touches every page it will use: all misses go to the fault queue at
-//! once (up to [`FAULT_BATCH`]), the SVM core serves the batch, and the
-//! command is replayed, as with a replayable fault buffer. The accesses
-//! themselves happen page by page under the mirror's VM lock, so an
-//! invalidation can never pull a page from under one; a miss there (an
-//! invalidation raced the batch) is served on its own.
+//! Each command becomes a [`Job`] run on the unbound workqueue, the way a
+//! GPU runs a submitted push buffer. The job touches memory only through
+//! the GPU page table ([`GpuVm::lookup`]), under the mirror's VM lock, so an
+//! invalidation can never pull a page from under an access; it never
+//! touches the CPU address space itself.
+//!
+//! Faults work as with a replayable fault buffer. Before executing, the job
+//! touches every page the command will use and queues the misses (at most
+//! [`FAULT_BATCH`]); it then stalls in [`Phase::Faulted`]. The submitting
+//! ioctl thread plays the fault interrupt handler: it takes the batch,
+//! has the SVM core serve it (under the ioctl's `mmget`) and replays the
+//! job, or cancels it when a fault cannot be served. A miss during
+//! execution (an invalidation raced the batch) stalls the job the same way.
+//!
+//! The ioctl always waits for the job to finish before returning, also when
+//! a signal interrupts it (it cancels the job first): no job outlives the
+//! ioctl, so none can use the page table after the file, and with it the
+//! notifier, is gone.
 
 use kernel::{
-    mm::MmWithUser,
+    new_condvar, new_mutex, new_work,
     page::{
         BorrowedPage,
         Page, //
     },
     prelude::*,
-    uaccess::{
-        UserPtr,
-        UserSlice, //
+    sync::{
+        Arc,
+        CondVar,
+        Mutex, //
+    },
+    workqueue::{
+        self,
+        Work,
+        WorkItem, //
     },
 };
 
@@ -31,119 +46,175 @@ use crate::{
         PAGE_SIZE_4K, //
     },
     svm::{
-        Counters,
         Fault,
-        Mirror,
-        Unserved, //
+        MirrorVm, //
     },
     uapi,
 };
-
-/// A fault served this many times in a row without the access going
-/// through (invalidations keep racing it) gives up with `EBUSY`.
-const MAX_REPLAYS: u32 = 64;
 
 /// Most faults one batch queues, as a GPU's fault buffer holds a bounded
 /// number of entries.
 pub(crate) const FAULT_BATCH: usize = 64;
 
-/// Why a command stopped.
-pub(crate) enum Stop {
-    /// A GPU fault could not be served.
-    Unserved(Unserved),
-    /// Anything else (`ENOMEM`, `EFAULT` on the user buffer, ...).
-    Error(Error),
+/// Replays beyond one per page a command touches: every batch maps at
+/// least its first fault, so more means invalidations keep undoing it.
+const MAX_EXTRA_REPLAYS: usize = 64;
+
+/// Where a job is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Queued or executing.
+    Running,
+    /// Stalled on the faults in [`JobState::faults`].
+    Faulted,
+    /// The faults were served: execute again.
+    Replay,
+    /// Stop at the next opportunity.
+    Cancel,
+    /// Finished; [`JobState::result`] says how.
+    Done,
 }
 
-impl From<Error> for Stop {
-    fn from(e: Error) -> Self {
-        Stop::Error(e)
+/// The part of a job the worker and the ioctl share, under [`Job::state`].
+pub(crate) struct JobState {
+    /// The command; atomics leave the old value in `value`.
+    pub(crate) cmd: uapi::drm_nsvm_cmd,
+    /// The phase.
+    pub(crate) phase: Phase,
+    /// The fault buffer.
+    pub(crate) faults: KVec<Fault>,
+    /// For READ: what the GPU read (at most [`Job::MAX_READ`] bytes).
+    pub(crate) out: KVVec<u8>,
+    /// How it ended, once [`Phase::Done`].
+    pub(crate) result: Result,
+}
+
+/// One command on the software GPU.
+#[pin_data]
+pub(crate) struct Job<V: GpuVm> {
+    vm: Arc<MirrorVm<V>>,
+    /// Shared with the submitting ioctl.
+    #[pin]
+    pub(crate) state: Mutex<JobState>,
+    /// Signalled on every phase change.
+    #[pin]
+    pub(crate) cond: CondVar,
+    #[pin]
+    work: Work<Job<V>>,
+}
+
+kernel::impl_has_work! {
+    impl{V: GpuVm} HasWork<Job<V>> for Job<V> { self.work }
+}
+
+impl<V: GpuVm> WorkItem for Job<V> {
+    type Pointer = Arc<Job<V>>;
+
+    fn run(this: Arc<Job<V>>) {
+        let result = this.execute();
+        let mut st = this.state.lock();
+        st.result = result;
+        st.phase = Phase::Done;
+        drop(st);
+        this.cond.notify_all();
     }
 }
 
-/// Runs commands against one mirror, for one ioctl.
-pub(crate) struct Engine<'a, V: GpuVm> {
-    mirror: &'a Mirror<V>,
-    mm: &'a MmWithUser,
-    bounce: KVec<u8>,
-    /// The fault queue: what the last probe missed.
-    queue: KVec<Fault>,
-}
+impl<V: GpuVm> Job<V> {
+    /// Largest READ one job carries; the ioctl splits longer ones.
+    pub(crate) const MAX_READ: usize = 1 << 20;
 
-impl<'a, V: GpuVm> Engine<'a, V> {
-    /// An engine for `mirror`, whose address space `mm` the caller entered.
-    pub(crate) fn new(mirror: &'a Mirror<V>, mm: &'a MmWithUser) -> Result<Self> {
-        Ok(Self {
-            mirror,
-            mm,
-            bounce: KVec::from_elem(0u8, PAGE_SIZE_4K, GFP_KERNEL)?,
-            queue: KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?,
-        })
+    /// A job for `cmd` (validated; a READ at most [`Self::MAX_READ`] long)
+    /// on the GPU address space `vm`.
+    pub(crate) fn new(vm: Arc<MirrorVm<V>>, cmd: uapi::drm_nsvm_cmd) -> Result<Arc<Self>> {
+        let out_len = if cmd.op == uapi::DRM_NSVM_OP_READ {
+            cmd.len as usize
+        } else {
+            0
+        };
+        let state = JobState {
+            cmd,
+            phase: Phase::Running,
+            faults: KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?,
+            out: KVVec::from_elem(0u8, out_len, GFP_KERNEL)?,
+            result: Ok(()),
+        };
+        Arc::pin_init(
+            pin_init!(Self {
+                vm,
+                state <- new_mutex!(state, "Job::state"),
+                cond <- new_condvar!("Job::cond"),
+                work <- new_work!("Job::work"),
+            }),
+            GFP_KERNEL,
+        )
     }
 
-    /// Runs `f` on the page the GPU maps at `va`, with the offset of `va` in
-    /// it, faulting and replaying as needed.
-    fn access<R>(
-        mirror: &Mirror<V>,
-        mm: &MmWithUser,
-        va: usize,
-        write: bool,
-        mut f: impl FnMut(&Page, usize) -> Result<R>,
-    ) -> Result<R, Stop> {
-        let vm = mirror.vm();
-        for _ in 0..MAX_REPLAYS {
-            {
-                let guard = vm.vm.lock();
-                if let Some(pte) = guard.lookup(va).filter(|p| p.writable || !write) {
-                    // SAFETY: The entry is in the GPU page table and we hold the
-                    // VM lock, which the invalidation callback takes before the
-                    // CPU may unmap (and so free) the page: the page stays
-                    // valid until the guard drops, after `f` returns.
-                    let page = unsafe { BorrowedPage::from_raw(pte.page.as_ptr()) };
-                    return f(&page, va % PAGE_SIZE_4K).map_err(Stop::Error);
+    /// Hands the job to the GPU.
+    pub(crate) fn submit(self: &Arc<Self>) {
+        // A new job is never queued yet, so this cannot fail.
+        let _ = workqueue::system_unbound().enqueue(self.clone());
+    }
+
+    /// The worker's side: probe, stall on faults, execute; until done.
+    fn execute(&self) -> Result {
+        let cmd = self.state.lock().cmd;
+        let pages: usize = ranges(&cmd)
+            .iter()
+            .map(|&(_, len, _)| len.div_ceil(PAGE_SIZE_4K) + 1)
+            .sum();
+        let mut queue = KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?;
+        let mut done = 0;
+        let mut scratch = KVec::from_elem(0u8, PAGE_SIZE_4K, GFP_KERNEL)?;
+        for _ in 0..pages + MAX_EXTRA_REPLAYS {
+            self.probe(&cmd, done, &mut queue)?;
+            if queue.is_empty() {
+                match self.run_from(&cmd, &mut done, &mut scratch)? {
+                    None => return Ok(()),
+                    Some(miss) => queue.push(miss, GFP_KERNEL)?,
                 }
             }
-            Counters::add(&vm.counters.faults, 1);
-            mirror.fault(mm, va, write).map_err(|err| {
-                Stop::Unserved(Unserved {
-                    addr: va,
-                    write,
-                    err,
-                })
-            })?;
-            Counters::add(&vm.counters.batches, 1);
+            self.stall(&mut queue)?;
         }
-        Err(Stop::Error(EBUSY))
+        Err(EBUSY)
     }
 
-    /// The GPU address ranges `cmd` touches, and whether it writes them.
-    fn ranges(cmd: &uapi::drm_nsvm_cmd) -> [(usize, usize, bool); 2] {
-        let len = cmd.len as usize;
-        let (src, dst) = (cmd.src as usize, cmd.dst as usize);
-        match cmd.op {
-            uapi::DRM_NSVM_OP_FILL => [(dst, len, true), (0, 0, false)],
-            uapi::DRM_NSVM_OP_COPY => [(src, len, false), (dst, len, true)],
-            // READ writes `dst` through the CPU, not the GPU.
-            uapi::DRM_NSVM_OP_READ => [(src, len, false), (0, 0, false)],
-            uapi::DRM_NSVM_OP_ATOMIC_ADD32 => [(dst, 4, true), (0, 0, false)],
-            uapi::DRM_NSVM_OP_ATOMIC_ADD64 => [(dst, 8, true), (0, 0, false)],
-            _ => [(0, 0, false), (0, 0, false)],
+    /// Reports the faults in `queue` and waits for the replay; `ECANCELED`
+    /// if the ioctl cancelled the job instead.
+    fn stall(&self, queue: &mut KVec<Fault>) -> Result {
+        let mut st = self.state.lock();
+        if st.phase == Phase::Cancel {
+            return Err(ECANCELED);
+        }
+        core::mem::swap(&mut st.faults, queue);
+        st.phase = Phase::Faulted;
+        self.cond.notify_all();
+        while st.phase == Phase::Faulted {
+            self.cond.wait(&mut st);
+        }
+        core::mem::swap(&mut st.faults, queue);
+        match st.phase {
+            Phase::Cancel => Err(ECANCELED),
+            _ => {
+                st.phase = Phase::Running;
+                Ok(())
+            }
         }
     }
 
-    /// Touches every page `cmd` uses and queues the misses, at most
-    /// [`FAULT_BATCH`], in `queue`.
-    fn probe(mirror: &Mirror<V>, cmd: &uapi::drm_nsvm_cmd, queue: &mut KVec<Fault>) -> Result {
+    /// Touches every page `cmd` still has to use (from byte `done` on) and
+    /// queues the misses, at most [`FAULT_BATCH`].
+    fn probe(&self, cmd: &uapi::drm_nsvm_cmd, done: usize, queue: &mut KVec<Fault>) -> Result {
         queue.clear();
-        let vm = mirror.vm().vm.lock();
-        for (start, len, write) in Self::ranges(cmd) {
-            if len == 0 {
+        let vm = self.vm.vm.lock();
+        for (start, len, write) in ranges(cmd) {
+            if len <= done {
                 continue;
             }
-            let mut va = start & !(PAGE_SIZE_4K - 1);
+            let mut va = (start + done) & !(PAGE_SIZE_4K - 1);
             while va < start + len && queue.len() < FAULT_BATCH {
                 if !vm.lookup(va).is_some_and(|p| p.writable || !write) {
-                    // The queue was allocated with room for a whole batch.
+                    // The queue has room for a whole batch.
                     queue
                         .push_within_capacity(Fault { addr: va, write })
                         .map_err(|_| ENOMEM)?;
@@ -154,84 +225,98 @@ impl<'a, V: GpuVm> Engine<'a, V> {
         Ok(())
     }
 
-    /// Runs one (validated) command.
-    pub(crate) fn run(&mut self, cmd: &mut uapi::drm_nsvm_cmd) -> Result<(), Stop> {
-        let (mirror, mm) = (self.mirror, self.mm);
-        // Every batch maps at least its first fault, so a command needs at
-        // most one batch per page it touches; more means invalidations keep
-        // undoing the work.
-        let pages: usize = Self::ranges(cmd)
-            .iter()
-            .map(|&(_, len, _)| len.div_ceil(PAGE_SIZE_4K) + 1)
-            .sum();
-        let mut batches = 0;
-        loop {
-            Self::probe(mirror, cmd, &mut self.queue)?;
-            if self.queue.is_empty() {
-                break;
-            }
-            batches += 1;
-            if batches > pages + MAX_REPLAYS as usize {
-                return Err(Stop::Error(EBUSY));
-            }
-            let vm = mirror.vm();
-            Counters::add(&vm.counters.faults, self.queue.len() as u64);
-            mirror.serve(mm, &mut self.queue).map_err(Stop::Unserved)?;
-            Counters::add(&vm.counters.batches, 1);
-        }
+    /// Runs `f` on the page the GPU maps at `va`, with the offset of `va` in
+    /// it; `Ok(None)` on a miss.
+    fn access<R>(
+        &self,
+        va: usize,
+        write: bool,
+        f: impl FnOnce(&Page, usize) -> Result<R>,
+    ) -> Result<Option<R>> {
+        let guard = self.vm.vm.lock();
+        let Some(pte) = guard.lookup(va).filter(|p| p.writable || !write) else {
+            return Ok(None);
+        };
+        // SAFETY: The entry is in the GPU page table and we hold the VM lock,
+        // which the invalidation callback takes before the CPU may unmap (and
+        // so free) the page: the page stays valid until the guard drops,
+        // after `f` returns.
+        let page = unsafe { BorrowedPage::from_raw(pte.page.as_ptr()) };
+        f(&page, va % PAGE_SIZE_4K).map(Some)
+    }
+
+    /// Executes `cmd` from byte `*done` on; returns the first miss, if any,
+    /// with `*done` at the first byte not done.
+    fn run_from(
+        &self,
+        cmd: &uapi::drm_nsvm_cmd,
+        done: &mut usize,
+        buf: &mut KVec<u8>,
+    ) -> Result<Option<Fault>> {
         let len = cmd.len as usize;
+        let (src, dst) = (cmd.src as usize, cmd.dst as usize);
+        let miss = |addr, write| Ok(Some(Fault { addr, write }));
         match cmd.op {
             uapi::DRM_NSVM_OP_FILL => {
                 let pattern = cmd.value.to_le_bytes();
-                let dst = cmd.dst as usize;
-                let mut done = 0;
-                while done < len {
-                    let va = dst + done;
-                    let n = chunk(va, len - done);
-                    for (i, b) in self.bounce[..n].iter_mut().enumerate() {
-                        *b = pattern[(done + i) % 8];
+                while *done < len {
+                    let va = dst + *done;
+                    let n = chunk(va, len - *done);
+                    for (i, b) in buf[..n].iter_mut().enumerate() {
+                        *b = pattern[(*done + i) % 8];
                     }
-                    let buf = &self.bounce[..n];
-                    // SAFETY: `buf` holds `n` bytes; the page is user memory,
-                    // which the process may race on as with `copy_to_user()`.
-                    Self::access(mirror, mm, va, true, |p, off| unsafe {
-                        p.write_raw(buf.as_ptr(), off, n)
+                    let bytes = &buf[..n];
+                    // SAFETY: `bytes` holds `n` bytes; the page is user
+                    // memory, which the process may race on as with
+                    // `copy_to_user()`.
+                    let r = self.access(va, true, |p, off| unsafe {
+                        p.write_raw(bytes.as_ptr(), off, n)
                     })?;
-                    done += n;
+                    if r.is_none() {
+                        return miss(va, true);
+                    }
+                    *done += n;
                 }
             }
             uapi::DRM_NSVM_OP_COPY => {
-                let (src, dst) = (cmd.src as usize, cmd.dst as usize);
-                let mut done = 0;
-                while done < len {
-                    let n = chunk(src + done, len - done).min(chunk(dst + done, len - done));
-                    let buf = &mut self.bounce[..n];
-                    // SAFETY: `buf` holds `n` bytes; see FILL for the page.
-                    Self::access(mirror, mm, src + done, false, |p, off| unsafe {
-                        p.read_raw(buf.as_mut_ptr(), off, n)
+                while *done < len {
+                    let (s, d) = (src + *done, dst + *done);
+                    let n = chunk(s, len - *done).min(chunk(d, len - *done));
+                    let bytes = &mut buf[..n];
+                    // SAFETY: `bytes` holds `n` bytes; see FILL for the page.
+                    let r = self.access(s, false, |p, off| unsafe {
+                        p.read_raw(bytes.as_mut_ptr(), off, n)
                     })?;
-                    let buf = &self.bounce[..n];
+                    if r.is_none() {
+                        return miss(s, false);
+                    }
+                    let bytes = &buf[..n];
                     // SAFETY: As above.
-                    Self::access(mirror, mm, dst + done, true, |p, off| unsafe {
-                        p.write_raw(buf.as_ptr(), off, n)
+                    let r = self.access(d, true, |p, off| unsafe {
+                        p.write_raw(bytes.as_ptr(), off, n)
                     })?;
-                    done += n;
+                    if r.is_none() {
+                        return miss(d, true);
+                    }
+                    *done += n;
                 }
             }
             uapi::DRM_NSVM_OP_READ => {
-                let src = cmd.src as usize;
-                let mut out = UserSlice::new(UserPtr::from_addr(cmd.dst as usize), len).writer();
-                let mut done = 0;
-                while done < len {
-                    let n = chunk(src + done, len - done);
-                    let buf = &mut self.bounce[..n];
+                while *done < len {
+                    let s = src + *done;
+                    let n = chunk(s, len - *done);
+                    let bytes = &mut buf[..n];
                     // SAFETY: As for COPY.
-                    Self::access(mirror, mm, src + done, false, |p, off| unsafe {
-                        p.read_raw(buf.as_mut_ptr(), off, n)
+                    let r = self.access(s, false, |p, off| unsafe {
+                        p.read_raw(bytes.as_mut_ptr(), off, n)
                     })?;
-                    // Outside the VM lock: this may fault on user memory.
-                    out.write_slice(&self.bounce[..n])?;
-                    done += n;
+                    if r.is_none() {
+                        return miss(s, false);
+                    }
+                    let mut st = self.state.lock();
+                    st.out[*done..*done + n].copy_from_slice(&buf[..n]);
+                    drop(st);
+                    *done += n;
                 }
             }
             uapi::DRM_NSVM_OP_ATOMIC_ADD32 | uapi::DRM_NSVM_OP_ATOMIC_ADD64 => {
@@ -241,7 +326,7 @@ impl<'a, V: GpuVm> Engine<'a, V> {
                 // Read-modify-write under one hold of the VM lock: atomic
                 // against every other GPU access. CPU-side atomicity comes
                 // with exclusive access (make_device_exclusive), later.
-                let old = Self::access(mirror, mm, cmd.dst as usize, true, |p, off| {
+                let old = self.access(dst, true, |p, off| {
                     let mut bytes = [0u8; 8];
                     // SAFETY: `bytes` holds 8 >= `size` bytes; the operand is
                     // aligned, so it does not cross the page.
@@ -256,11 +341,29 @@ impl<'a, V: GpuVm> Engine<'a, V> {
                     unsafe { p.write_raw(new.to_le_bytes().as_ptr(), off, size)? };
                     Ok(old)
                 })?;
-                cmd.value = old;
+                let Some(old) = old else {
+                    return miss(dst, true);
+                };
+                self.state.lock().cmd.value = old;
             }
-            _ => return Err(Stop::Error(EINVAL)),
+            _ => return Err(EINVAL),
         }
-        Ok(())
+        Ok(None)
+    }
+}
+
+/// The GPU address ranges `cmd` touches, and whether it writes them.
+fn ranges(cmd: &uapi::drm_nsvm_cmd) -> [(usize, usize, bool); 2] {
+    let len = cmd.len as usize;
+    let (src, dst) = (cmd.src as usize, cmd.dst as usize);
+    match cmd.op {
+        uapi::DRM_NSVM_OP_FILL => [(dst, len, true), (0, 0, false)],
+        uapi::DRM_NSVM_OP_COPY => [(src, len, false), (dst, len, true)],
+        // READ writes `dst` through the CPU, not the GPU.
+        uapi::DRM_NSVM_OP_READ => [(src, len, false), (0, 0, false)],
+        uapi::DRM_NSVM_OP_ATOMIC_ADD32 => [(dst, 4, true), (0, 0, false)],
+        uapi::DRM_NSVM_OP_ATOMIC_ADD64 => [(dst, 8, true), (0, 0, false)],
+        _ => [(0, 0, false), (0, 0, false)],
     }
 }
 
