@@ -23,9 +23,10 @@ use kernel::{
 use crate::{
     driver::NsvmDevice,
     gpu::{
-        engine::{self, Job},
+        engine,
         soft::SoftVm,
-        PAGE_SIZE_4K,
+        GpuVm,
+        PAGE_SIZE_4K, //
     },
     ioctl::Ioctl,
     mm,
@@ -196,7 +197,7 @@ impl Ioctl for Exec {
     }
 }
 
-/// Runs one command: a READ in pieces of at most [`Job::MAX_READ`] bytes,
+/// Runs one command: a READ in pieces of at most [`GpuVm::MAX_READ`] bytes,
 /// each copied to the user buffer as it completes.
 fn run_cmd(
     mirror: &Mirror<SoftVm>,
@@ -209,7 +210,7 @@ fn run_cmd(
     let len = cmd.len as usize;
     let mut off = 0;
     while off < len {
-        let n = (len - off).min(Job::<SoftVm>::MAX_READ);
+        let n = (len - off).min(SoftVm::MAX_READ);
         let mut piece = uapi::drm_nsvm_cmd {
             src: cmd.src + off as u64,
             len: n as u64,

@@ -16,9 +16,16 @@
 pub(crate) mod engine;
 pub(crate) mod soft;
 
-use kernel::prelude::*;
+use kernel::{
+    prelude::*,
+    sync::Arc, //
+};
 
-use crate::mm::notifier::CpuPage;
+use crate::{
+    mm::notifier::CpuPage,
+    svm::MirrorVm,
+    uapi, //
+};
 
 /// Size of a small GPU page.
 pub(crate) const PAGE_SIZE_4K: usize = 1 << 12;
@@ -36,9 +43,60 @@ pub(crate) struct Pte {
     pub(crate) huge: bool,
 }
 
-/// A GPU address space: its page table and TLB. The SVM core serializes
-/// every call with its own lock.
-pub(crate) trait GpuVm: Send + Sync + Unpin + 'static {
+/// A GPU page fault: an entry of the replayable fault buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fault {
+    /// The faulting address.
+    pub(crate) addr: usize,
+    /// A write (or atomic) access.
+    pub(crate) write: bool,
+}
+
+/// What a submitted command reports to its fault handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum JobEvent {
+    /// Stalled on faults: serve them, then [`GpuJob::replay`] (or
+    /// [`GpuJob::cancel`]).
+    Faulted,
+    /// Finished: see [`GpuJob::finish`].
+    Done,
+}
+
+/// A command running on a GPU, as its fault handler sees it: on real
+/// hardware, the channel's completion and the replayable fault buffer.
+pub(crate) trait GpuJob: Send + Sync {
+    /// Waits for the next event; on [`JobEvent::Faulted`] the faults are in
+    /// `faults` (which has room for [`FAULT_BATCH`]). With `interruptible`,
+    /// a signal makes it return `EINTR`.
+    fn wait(&self, faults: &mut KVec<Fault>, interruptible: bool) -> Result<JobEvent>;
+
+    /// Resumes the job after its faults were served.
+    fn replay(&self);
+
+    /// Stops the job as soon as it can; it still reports
+    /// [`JobEvent::Done`].
+    fn cancel(&self);
+
+    /// After [`JobEvent::Done`]: how it ended, the old value of an atomic,
+    /// and what a READ read.
+    fn finish(&self) -> (Result, u64, KVVec<u8>);
+}
+
+/// Most faults a GPU reports at once: its fault buffer's size.
+pub(crate) const FAULT_BATCH: usize = 64;
+
+/// A GPU address space: its page table, TLB and command submission. The
+/// SVM core serializes the page-table calls with its own lock.
+pub(crate) trait GpuVm: Sized + Send + Sync + Unpin + 'static {
+    /// A submitted command.
+    type Job: GpuJob;
+
+    /// Most bytes one READ command may carry; the ioctl splits longer ones.
+    const MAX_READ: usize;
+
+    /// Submits `cmd` (validated) to run on the address space `vm`.
+    fn submit(vm: Arc<MirrorVm<Self>>, cmd: uapi::drm_nsvm_cmd) -> Result<Arc<Self::Job>>;
+
     /// Page-table memory reserved for one [`GpuVm::map`] call.
     type Reservation;
 

@@ -52,12 +52,12 @@ use kernel::{
 
 use crate::{
     gpu::{
-        engine::{
-            Job,
-            Phase, //
-        },
+        Fault,
+        GpuJob,
         GpuVm,
+        JobEvent,
         Pte,
+        FAULT_BATCH,
         PAGE_SIZE_2M,
         PAGE_SIZE_4K, //
     },
@@ -155,15 +155,6 @@ impl<V: GpuVm> Invalidate for MirrorVm<V> {
         }
         true
     }
-}
-
-/// A GPU page fault, as the fault queue holds it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Fault {
-    /// The faulting address.
-    pub(crate) addr: usize,
-    /// A write (or atomic) access.
-    pub(crate) write: bool,
 }
 
 /// A GPU fault the mirror could not serve.
@@ -292,47 +283,33 @@ impl<V: GpuVm> Mirror<V> {
         cmd: &mut uapi::drm_nsvm_cmd,
     ) -> Result<KVVec<u8>, Stop> {
         let vm = self.vm();
-        let mut batch = KVec::with_capacity(crate::gpu::engine::FAULT_BATCH, GFP_KERNEL)
-            .map_err(Error::from)?;
-        let job = Job::new(self.notifier.data().clone(), *cmd)?;
-        job.submit();
+        let mut batch = KVec::with_capacity(FAULT_BATCH, GFP_KERNEL).map_err(Error::from)?;
+        let job = V::submit(self.notifier.data().clone(), *cmd)?;
         let mut unserved = None;
         let mut interrupted = false;
-        let mut st = job.state.lock();
-        while st.phase != Phase::Done {
-            if st.phase == Phase::Faulted && unserved.is_none() && !interrupted {
-                batch.clear();
-                // Capacity for a whole batch was reserved above.
-                for f in st.faults.iter() {
-                    batch.push_within_capacity(*f).map_err(|_| ENOMEM)?;
-                }
-                drop(st);
-                Counters::add(&vm.counters.faults, batch.len() as u64);
-                let served = self.serve(mm, &mut batch);
-                Counters::add(&vm.counters.batches, 1);
-                st = job.state.lock();
-                st.phase = match served {
-                    Ok(()) => Phase::Replay,
-                    Err(u) => {
-                        unserved = Some(u);
-                        Phase::Cancel
+        loop {
+            match job.wait(&mut batch, !interrupted) {
+                Ok(JobEvent::Done) => break,
+                Ok(JobEvent::Faulted) if unserved.is_none() && !interrupted => {
+                    Counters::add(&vm.counters.faults, batch.len() as u64);
+                    match self.serve(mm, &mut batch) {
+                        Ok(()) => job.replay(),
+                        Err(u) => {
+                            unserved = Some(u);
+                            job.cancel();
+                        }
                     }
-                };
-                job.cond.notify_all();
-            } else if interrupted {
-                job.cond.wait(&mut st);
-            } else if job.cond.wait_interruptible(&mut st) {
-                interrupted = true;
-                if st.phase != Phase::Done {
-                    st.phase = Phase::Cancel;
-                    job.cond.notify_all();
+                    Counters::add(&vm.counters.batches, 1);
+                }
+                Ok(JobEvent::Faulted) => job.cancel(),
+                Err(_) => {
+                    interrupted = true;
+                    job.cancel();
                 }
             }
         }
-        cmd.value = st.cmd.value;
-        let result = st.result;
-        let out = core::mem::take(&mut st.out);
-        drop(st);
+        let (result, value, out) = job.finish();
+        cmd.value = value;
         if let Some(u) = unserved {
             return Err(Stop::Unserved(u));
         }

@@ -42,19 +42,16 @@ use kernel::{
 
 use crate::{
     gpu::{
+        Fault,
+        GpuJob,
         GpuVm,
+        JobEvent,
+        FAULT_BATCH,
         PAGE_SIZE_4K, //
     },
-    svm::{
-        Fault,
-        MirrorVm, //
-    },
+    svm::MirrorVm,
     uapi,
 };
-
-/// Most faults one batch queues, as a GPU's fault buffer holds a bounded
-/// number of entries.
-pub(crate) const FAULT_BATCH: usize = 64;
 
 /// Replays beyond one per page a command touches: every batch maps at
 /// least its first fault, so more means invalidations keep undoing it.
@@ -62,7 +59,7 @@ const MAX_EXTRA_REPLAYS: usize = 64;
 
 /// Where a job is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
+enum Phase {
     /// Queued or executing.
     Running,
     /// Stalled on the faults in [`JobState::faults`].
@@ -75,30 +72,31 @@ pub(crate) enum Phase {
     Done,
 }
 
-/// The part of a job the worker and the ioctl share, under [`Job::state`].
-pub(crate) struct JobState {
+/// The part of a job the worker and the fault handler share, under
+/// [`Job::state`].
+struct JobState {
     /// The command; atomics leave the old value in `value`.
-    pub(crate) cmd: uapi::drm_nsvm_cmd,
+    cmd: uapi::drm_nsvm_cmd,
     /// The phase.
-    pub(crate) phase: Phase,
+    phase: Phase,
     /// The fault buffer.
-    pub(crate) faults: KVec<Fault>,
+    faults: KVec<Fault>,
     /// For READ: what the GPU read (at most [`Job::MAX_READ`] bytes).
-    pub(crate) out: KVVec<u8>,
+    out: KVVec<u8>,
     /// How it ended, once [`Phase::Done`].
-    pub(crate) result: Result,
+    result: Result,
 }
 
 /// One command on the software GPU.
 #[pin_data]
 pub(crate) struct Job<V: GpuVm> {
     vm: Arc<MirrorVm<V>>,
-    /// Shared with the submitting ioctl.
+    /// Shared with the fault handler.
     #[pin]
-    pub(crate) state: Mutex<JobState>,
+    state: Mutex<JobState>,
     /// Signalled on every phase change.
     #[pin]
-    pub(crate) cond: CondVar,
+    cond: CondVar,
     #[pin]
     work: Work<Job<V>>,
 }
@@ -117,6 +115,51 @@ impl<V: GpuVm> WorkItem for Job<V> {
         st.phase = Phase::Done;
         drop(st);
         this.cond.notify_all();
+    }
+}
+
+impl<V: GpuVm> GpuJob for Job<V> {
+    fn wait(&self, faults: &mut KVec<Fault>, interruptible: bool) -> Result<JobEvent> {
+        let mut st = self.state.lock();
+        loop {
+            match st.phase {
+                Phase::Done => return Ok(JobEvent::Done),
+                Phase::Faulted => {
+                    faults.clear();
+                    for f in st.faults.iter() {
+                        faults.push_within_capacity(*f).map_err(|_| ENOMEM)?;
+                    }
+                    return Ok(JobEvent::Faulted);
+                }
+                _ => {}
+            }
+            if !interruptible {
+                self.cond.wait(&mut st);
+            } else if self.cond.wait_interruptible(&mut st) {
+                return Err(EINTR);
+            }
+        }
+    }
+
+    fn replay(&self) {
+        let mut st = self.state.lock();
+        if st.phase == Phase::Faulted {
+            st.phase = Phase::Replay;
+            self.cond.notify_all();
+        }
+    }
+
+    fn cancel(&self) {
+        let mut st = self.state.lock();
+        if st.phase != Phase::Done {
+            st.phase = Phase::Cancel;
+            self.cond.notify_all();
+        }
+    }
+
+    fn finish(&self) -> (Result, u64, KVVec<u8>) {
+        let mut st = self.state.lock();
+        (st.result, st.cmd.value, core::mem::take(&mut st.out))
     }
 }
 
@@ -150,7 +193,7 @@ impl<V: GpuVm> Job<V> {
         )
     }
 
-    /// Hands the job to the GPU.
+    /// Hands the job to the worker.
     pub(crate) fn submit(self: &Arc<Self>) {
         // A new job is never queued yet, so this cannot fail.
         let _ = workqueue::system_unbound().enqueue(self.clone());

@@ -15,11 +15,18 @@ use kernel::{
     },
 };
 
+use kernel::sync::Arc;
+
 use super::{
+    engine::Job,
     GpuVm,
     Pte,
     PAGE_SIZE_2M,
     PAGE_SIZE_4K, //
+};
+use crate::{
+    svm::MirrorVm,
+    uapi, //
 };
 
 const ENTRIES: usize = PAGE_SIZE_2M / PAGE_SIZE_4K;
@@ -67,6 +74,14 @@ fn pte_index(va: usize) -> usize {
 
 impl GpuVm for SoftVm {
     type Reservation = Reservation;
+    type Job = Job<SoftVm>;
+    const MAX_READ: usize = Job::<SoftVm>::MAX_READ;
+
+    fn submit(vm: Arc<MirrorVm<Self>>, cmd: uapi::drm_nsvm_cmd) -> Result<Arc<Self::Job>> {
+        let job = Job::new(vm, cmd)?;
+        job.submit();
+        Ok(job)
+    }
 
     fn reserve(start: usize, end: usize) -> Result<Reservation> {
         // Without the lock the tree cannot be read: reserve a directory for
