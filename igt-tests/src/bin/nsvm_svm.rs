@@ -93,6 +93,25 @@ impl Drop for Map {
 
 const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
 
+/// EXEC of one command as a plain ioctl on `fd`: no restart on EINTR (as
+/// nsvm_uapi and drmIoctl do), and `fd` may be closed under it.
+fn raw_exec(fd: i32, cmd: Cmd) -> Result<(), i32> {
+    let mut cmd = [cmd];
+    let mut arg = sys::drm_nsvm_exec {
+        size: nsvm::size_of_u32::<sys::drm_nsvm_exec>(),
+        num_cmds: 1,
+        cmds: cmd.as_mut_ptr() as u64,
+        cmd_size: nsvm::size_of_u32::<Cmd>(),
+        ..Default::default()
+    };
+    // SAFETY: `arg` and the command outlive the call; a closed or reused fd
+    // number is the kernel's to refuse.
+    match unsafe { libc::ioctl(fd, nsvm::DRM_IOCTL_NSVM_EXEC as _, &raw mut arg) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
+    }
+}
+
 fn exec(dev: &Device, cmds: &mut [Cmd]) -> Result<(), Outcome> {
     dev.exec(cmds)
         .map_err(|e| Outcome::Fail(format!("EXEC failed: {e}")))
@@ -417,22 +436,9 @@ fn close_while_faulting() -> TestResult {
         let dev = bound(0)?;
         let buf = Map::new(16 * MB2, RW);
         let (addr, fd) = (buf.addr(), dev.file().as_raw_fd());
-        let t = std::thread::spawn(move || {
-            let mut cmd = [Cmd::fill(addr, 16 * MB2 as u64, 1)];
-            let mut arg = sys::drm_nsvm_exec {
-                size: nsvm::size_of_u32::<sys::drm_nsvm_exec>(),
-                num_cmds: 1,
-                cmds: cmd.as_mut_ptr() as u64,
-                cmd_size: nsvm::size_of_u32::<Cmd>(),
-                ..Default::default()
-            };
-            loop {
-                // SAFETY: `arg` and the command outlive the call; the fd
-                // number may be closed under us, which the kernel handles.
-                let ret = unsafe { libc::ioctl(fd, nsvm::DRM_IOCTL_NSVM_EXEC as _, &raw mut arg) };
-                if ret < 0 {
-                    return std::io::Error::last_os_error().raw_os_error();
-                }
+        let t = std::thread::spawn(move || loop {
+            if let Err(e) = raw_exec(fd, Cmd::fill(addr, 16 * MB2 as u64, 1)) {
+                return Some(e);
             }
         });
         // SAFETY: Plain sleep.
@@ -1134,24 +1140,8 @@ fn exec_interrupted() -> TestResult {
     for round in 0..6u32 {
         let buf = Map::new(32 * MB2, RW);
         let addr = buf.addr();
-        let d = dev.clone();
-        // A plain ioctl: nsvm_uapi (like drmIoctl) restarts on EINTR.
-        let t = std::thread::spawn(move || {
-            let mut cmd = [Cmd::fill(addr, 32 * MB2 as u64, 9)];
-            let mut arg = sys::drm_nsvm_exec {
-                size: nsvm::size_of_u32::<sys::drm_nsvm_exec>(),
-                num_cmds: 1,
-                cmds: cmd.as_mut_ptr() as u64,
-                cmd_size: nsvm::size_of_u32::<Cmd>(),
-                ..Default::default()
-            };
-            let fd = d.file().as_raw_fd();
-            // SAFETY: `arg` and the command outlive the call.
-            match unsafe { libc::ioctl(fd, nsvm::DRM_IOCTL_NSVM_EXEC as _, &raw mut arg) } {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
-            }
-        });
+        let fd = dev.file().as_raw_fd();
+        let t = std::thread::spawn(move || raw_exec(fd, Cmd::fill(addr, 32 * MB2 as u64, 9)));
         // SAFETY: Plain sleep, then a signal to the EXEC thread.
         unsafe {
             libc::usleep(2000 + round * 5000);

@@ -72,6 +72,12 @@ fn pte_index(va: usize) -> usize {
     (va % PAGE_SIZE_2M) / PAGE_SIZE_4K
 }
 
+/// The entries of directory `idx` that `[start, end)` covers.
+fn span(idx: usize, start: usize, end: usize) -> core::ops::Range<usize> {
+    let base = idx * PAGE_SIZE_2M;
+    pte_index(start.max(base))..pte_index(end.min(base + PAGE_SIZE_2M) - 1) + 1
+}
+
 impl GpuVm for SoftVm {
     type Reservation = Reservation;
     type Job = Job<SoftVm>;
@@ -146,18 +152,14 @@ impl GpuVm for SoftVm {
             if idx > last {
                 break;
             }
-            let base = idx * PAGE_SIZE_2M;
             // A huge mapping is dropped whole, as a real big-page PDE is.
             let whole = dir.ptes.iter().any(|p| p.is_some_and(|p| p.huge));
-            let (lo, hi) = if whole {
-                (0, ENTRIES)
+            let entries = if whole {
+                0..ENTRIES
             } else {
-                (
-                    pte_index(start.max(base)),
-                    pte_index(end.min(base + PAGE_SIZE_2M) - 1) + 1,
-                )
+                span(idx, start, end)
             };
-            for slot in &mut dir.ptes[lo..hi] {
+            for slot in &mut dir.ptes[entries] {
                 if slot.take().is_some() {
                     dir.used -= 1;
                     dropped += 1;
@@ -185,11 +187,8 @@ impl GpuVm for SoftVm {
             if idx > last {
                 break;
             }
-            let base = idx * PAGE_SIZE_2M;
-            let lo = pte_index(start.max(base));
-            let hi = pte_index(end.min(base + PAGE_SIZE_2M) - 1) + 1;
             // A huge mapping keeps its size: only its permission changes.
-            for pte in dir.ptes[lo..hi].iter_mut().flatten() {
+            for pte in dir.ptes[span(idx, start, end)].iter_mut().flatten() {
                 if pte.writable {
                     pte.writable = false;
                     changed += 1;
