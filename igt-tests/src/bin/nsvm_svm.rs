@@ -930,16 +930,21 @@ fn two_devices() -> TestResult {
     Ok(())
 }
 
-/// File-backed shared memory: GPU writes reach the file (checked with pread).
-fn file_write() -> TestResult {
-    let dev = bound(0)?;
-    let path = "/tmp/nsvm-file-write";
-    let f = std::fs::OpenOptions::new()
+/// A new, empty file at `path`.
+fn temp_file(path: &str) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(path)?;
+        .open(path)
+}
+
+/// File-backed shared memory: GPU writes reach the file (checked with pread).
+fn file_write() -> TestResult {
+    let dev = bound(0)?;
+    let path = "/tmp/nsvm-file-write";
+    let f = temp_file(path)?;
     f.set_len(4 * PAGE as u64)?;
     // SAFETY: Maps our file.
     let p = unsafe {
@@ -1089,12 +1094,7 @@ fn hugetlbfs_write() -> TestResult {
 fn file_read() -> TestResult {
     let dev = bound(0)?;
     let path = "/tmp/nsvm-file-read";
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
+    let f = temp_file(path)?;
     let data = pattern(11, 4 * PAGE);
     // SAFETY: Writes `data`.
     let n = unsafe { libc::pwrite(f.as_raw_fd(), data.as_ptr().cast(), data.len(), 0) };

@@ -288,6 +288,28 @@ impl<V: GpuVm> Job<V> {
         f(&page, va % PAGE_SIZE_4K).map(Some)
     }
 
+    /// GPU-reads `buf.len()` bytes at `va`, within one page; `false` on a
+    /// miss.
+    fn read(&self, va: usize, buf: &mut [u8]) -> Result<bool> {
+        let n = buf.len();
+        // SAFETY: `buf` holds `n` bytes. The page is user memory, which the
+        // process may race on, as with `copy_from_user()`.
+        let r = self.access(va, false, |p, off| unsafe {
+            p.read_raw(buf.as_mut_ptr(), off, n)
+        })?;
+        Ok(r.is_some())
+    }
+
+    /// GPU-writes `buf` at `va`, within one page; `false` on a miss.
+    fn write(&self, va: usize, buf: &[u8]) -> Result<bool> {
+        let n = buf.len();
+        // SAFETY: As for `read()`.
+        let r = self.access(va, true, |p, off| unsafe {
+            p.write_raw(buf.as_ptr(), off, n)
+        })?;
+        Ok(r.is_some())
+    }
+
     /// Executes `cmd` from byte `*done` on; returns the first miss, if any,
     /// with `*done` at the first byte not done.
     fn run_from(
@@ -308,14 +330,7 @@ impl<V: GpuVm> Job<V> {
                     for (i, b) in buf[..n].iter_mut().enumerate() {
                         *b = pattern[(*done + i) % 8];
                     }
-                    let bytes = &buf[..n];
-                    // SAFETY: `bytes` holds `n` bytes; the page is user
-                    // memory, which the process may race on as with
-                    // `copy_to_user()`.
-                    let r = self.access(va, true, |p, off| unsafe {
-                        p.write_raw(bytes.as_ptr(), off, n)
-                    })?;
-                    if r.is_none() {
+                    if !self.write(va, &buf[..n])? {
                         return miss(va, true);
                     }
                     *done += n;
@@ -325,20 +340,10 @@ impl<V: GpuVm> Job<V> {
                 while *done < len {
                     let (s, d) = (src + *done, dst + *done);
                     let n = chunk(s, len - *done).min(chunk(d, len - *done));
-                    let bytes = &mut buf[..n];
-                    // SAFETY: `bytes` holds `n` bytes; see FILL for the page.
-                    let r = self.access(s, false, |p, off| unsafe {
-                        p.read_raw(bytes.as_mut_ptr(), off, n)
-                    })?;
-                    if r.is_none() {
+                    if !self.read(s, &mut buf[..n])? {
                         return miss(s, false);
                     }
-                    let bytes = &buf[..n];
-                    // SAFETY: As above.
-                    let r = self.access(d, true, |p, off| unsafe {
-                        p.write_raw(bytes.as_ptr(), off, n)
-                    })?;
-                    if r.is_none() {
+                    if !self.write(d, &buf[..n])? {
                         return miss(d, true);
                     }
                     *done += n;
@@ -348,12 +353,7 @@ impl<V: GpuVm> Job<V> {
                 while *done < len {
                     let s = src + *done;
                     let n = chunk(s, len - *done);
-                    let bytes = &mut buf[..n];
-                    // SAFETY: As for COPY.
-                    let r = self.access(s, false, |p, off| unsafe {
-                        p.read_raw(bytes.as_mut_ptr(), off, n)
-                    })?;
-                    if r.is_none() {
+                    if !self.read(s, &mut buf[..n])? {
                         return miss(s, false);
                     }
                     let mut st = self.state.lock();
