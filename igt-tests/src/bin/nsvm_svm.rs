@@ -645,6 +645,30 @@ fn write_read_only() -> TestResult {
     Ok(())
 }
 
+/// A copy from a read-only page to the writable page beside it, in one
+/// fault window: the read is served read-only and the write writable; a
+/// write request must not leak onto the read-only VMA.
+fn copy_across_vmas() -> TestResult {
+    let dev = bound(0)?;
+    let mut big = Map::new(3 * MB2, RW);
+    let off = (MB2 - big.addr() as usize % MB2) % MB2;
+    let src = big.addr() + off as u64;
+    let dst = src + PAGE as u64;
+    big.bytes_mut()[off..off + PAGE].copy_from_slice(&pattern(21, PAGE));
+    // SAFETY: The first page of the aligned window, inside our mapping.
+    check_eq!(
+        unsafe { libc::mprotect(src as *mut _, PAGE, libc::PROT_READ) },
+        0
+    );
+    exec(&dev, &mut [Cmd::copy(dst, src, PAGE as u64)])?;
+    check!(big.bytes()[off + PAGE..off + 2 * PAGE] == pattern(21, PAGE)[..]);
+    let s = states(&dev, src, 2)?;
+    let (v, w) = (sys::DRM_NSVM_PTE_VALID as u8, sys::DRM_NSVM_PTE_WRITE as u8);
+    check_eq!(s[0] & (v | w), v);
+    check_eq!(s[1] & (v | w), v | w);
+    Ok(())
+}
+
 /// An address with no VMA: EFAULT; the commands before it completed.
 fn no_vma() -> TestResult {
     let dev = bound(0)?;
@@ -1219,6 +1243,7 @@ igt_main! {
     "read-prot-none" => read_prot_none,
     "write-read-only" => write_read_only,
     "no-vma" => no_vma,
+    "copy-across-vmas" => copy_across_vmas,
     "munmap-invalidates" => munmap_invalidates,
     "mprotect-invalidates" => mprotect_invalidates,
     "madvise-dontneed" => madvise_dontneed,

@@ -320,31 +320,24 @@ impl<V: GpuVm> Mirror<V> {
         Ok(out)
     }
 
-    /// Serves a batch of GPU faults: sorts them, merges those of one fault
-    /// window (a write anywhere in it makes the window's fault a write), and
-    /// serves each window once. The first fault that cannot be served stops
-    /// the batch.
+    /// Serves a batch of GPU faults with one range fault per fault window.
+    ///
+    /// Write access is asked for a write fault's own address only: another
+    /// fault of the window may lie in a read-only VMA, which a write request
+    /// would wrongly fail. So each window serves its first write fault, or
+    /// else its first fault, and what that fault's VMA does not cover is
+    /// queued again by the replay's probe. The first fault that cannot be
+    /// served stops the batch.
     pub(crate) fn serve(&self, mm: &MmWithUser, faults: &mut [Fault]) -> Result<(), Unserved> {
         let win = |f: &Fault| f.addr & !(self.window - 1);
         faults.sort_unstable_by_key(|f| f.addr);
-        let mut i = 0;
-        while i < faults.len() {
-            let mut j = i + 1;
-            let mut write = faults[i].write;
-            while j < faults.len() && win(&faults[j]) == win(&faults[i]) {
-                write |= faults[j].write;
-                j += 1;
-            }
-            // A window may hold several VMAs: each fault's own VMA clips its
-            // range, so serve the first fault of each VMA run; the probe of
-            // the replay queues what is still missing.
-            let f = faults[i];
-            self.fault(mm, f.addr, write).map_err(|err| Unserved {
+        for run in faults.chunk_by(|a, b| win(a) == win(b)) {
+            let f = run.iter().find(|f| f.write).unwrap_or(&run[0]);
+            self.fault(mm, f.addr, f.write).map_err(|err| Unserved {
                 addr: f.addr,
-                write,
+                write: f.write,
                 err,
             })?;
-            i = j;
         }
         Ok(())
     }
