@@ -355,13 +355,7 @@ fn scm_rights() -> TestResult {
         "owner failed: {st:#x}"
     );
     // The owner exited: its address space is gone.
-    for f in [
-        &dev,
-        &Device::open(format!("/proc/self/fd/{}", fd.as_raw_fd()))?,
-    ] {
-        let _ = f;
-    }
-    let mirror = nsvm_fd_device(&fd)?;
+    let mirror = dev;
     let e = mirror
         .exec(&mut [Cmd::read(out.as_mut_ptr() as u64, addr, 8)])
         .unwrap_err();
@@ -613,12 +607,11 @@ fn read_prot_none() -> TestResult {
     a.bytes_mut().copy_from_slice(&pattern(3, 4 * PAGE));
     a.protect(libc::PROT_NONE);
     let mut out = vec![0u8; 4 * PAGE];
-    let mut cmds = [
-        Cmd::fill(0, 0, 0),
-        Cmd::read(out.as_mut_ptr() as u64, a.addr(), 4 * PAGE as u64),
-    ];
-    cmds[0] = Cmd::fill(out.as_mut_ptr() as u64, 0, 0);
-    let e = dev.exec(&mut cmds);
+    let e = dev.exec(&mut [Cmd::read(
+        out.as_mut_ptr() as u64,
+        a.addr(),
+        4 * PAGE as u64,
+    )]);
     expect_fault(e, a.addr(), false)?;
     a.protect(libc::PROT_READ);
     check!(gpu_read(&dev, a.addr(), 4 * PAGE)? == pattern(3, 4 * PAGE));
@@ -714,13 +707,26 @@ fn munmap_invalidates() -> TestResult {
         (MB2 / PAGE) as u64
     );
     expect_fault(dev.exec(&mut [Cmd::fill(addr, 8, 1)]), addr, true)?;
-    // New memory at the same place: the GPU sees the new contents.
-    let b = Map::with_flags(
-        MB2,
-        RW,
-        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-    );
-    let _ = b.addr();
+    // New memory at the same place: the GPU sees its contents, not the
+    // freed pages'.
+    // SAFETY: Maps the range we just unmapped, failing if it is taken.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut _,
+            MB2,
+            RW,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    check_eq!(p as u64, addr);
+    let mut b = Map {
+        ptr: p.cast(),
+        len: MB2,
+    };
+    b.bytes_mut().copy_from_slice(&pattern(13, MB2));
+    check!(gpu_read(&dev, addr, MB2)? == pattern(13, MB2));
     Ok(())
 }
 
@@ -795,12 +801,8 @@ fn fork_cow() -> TestResult {
     let a = Map::new(MB2, RW);
     exec(&dev, &mut [Cmd::fill(a.addr(), MB2 as u64, 0x1010)])?;
     let mut go = [0i32; 2];
-    let mut back = [0i32; 2];
-    // SAFETY: Two pipes.
-    unsafe {
-        check_eq!(libc::pipe(go.as_mut_ptr()), 0);
-        check_eq!(libc::pipe(back.as_mut_ptr()), 0);
-    }
+    // SAFETY: `go` receives two fds.
+    check_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
     let bytes = a.bytes().as_ptr() as usize;
     let st = {
         let _ = std::io::stdout().flush();
@@ -834,7 +836,6 @@ fn fork_cow() -> TestResult {
         libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
         "child saw the parent's GPU write"
     );
-    let _ = back;
     Ok(())
 }
 
