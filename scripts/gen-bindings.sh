@@ -39,7 +39,8 @@ gen_shim() {
 	bindgen "$NSVM_TOP/drivers/gpu/drm/nsvm/mm/shim.h" \
 		--use-core --ctypes-prefix kernel::ffi \
 		--allowlist-function 'nsvm_.*' --allowlist-type 'nsvm_.*' \
-		--blocklist-type mm_struct --blocklist-type page \
+		--blocklist-type mm_struct --blocklist-type page --blocklist-type vm_fault \
+		--allowlist-var 'NSVM_.*' \
 		--no-doc-comments \
 		-- -nostdinc
 }

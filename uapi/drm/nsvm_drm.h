@@ -34,12 +34,14 @@ extern "C" {
 /** DRM_NSVM_UAPI_MAJOR - incompatible uapi revisions bump this. */
 #define DRM_NSVM_UAPI_MAJOR 0
 /** DRM_NSVM_UAPI_MINOR - compatible additions bump this. */
-#define DRM_NSVM_UAPI_MINOR 2
+#define DRM_NSVM_UAPI_MINOR 3
 
 #define DRM_NSVM_GET_PARAM 0x00
 #define DRM_NSVM_SVM_INIT 0x01
 #define DRM_NSVM_EXEC 0x02
 #define DRM_NSVM_SNAPSHOT 0x03
+#define DRM_NSVM_MIGRATE 0x04
+#define DRM_NSVM_SET_ATTR 0x05
 
 /**
  * enum drm_nsvm_param - what DRM_IOCTL_NSVM_GET_PARAM can report.
@@ -71,6 +73,11 @@ enum drm_nsvm_param {
  */
 /** DRM_NSVM_FEATURE_SVM - SVM_INIT, EXEC and SNAPSHOT work. */
 #define DRM_NSVM_FEATURE_SVM (1ull << 0)
+/**
+ * DRM_NSVM_FEATURE_DEVICE_MEMORY - the device has memory: MIGRATE,
+ * SET_ATTR and DRM_NSVM_SNAPSHOT_CPU work.
+ */
+#define DRM_NSVM_FEATURE_DEVICE_MEMORY (1ull << 1)
 
 /**
  * struct drm_nsvm_get_param - argument of DRM_IOCTL_NSVM_GET_PARAM.
@@ -140,7 +147,8 @@ struct drm_nsvm_svm_init {
  * @DRM_NSVM_OP_COPY: copy @len bytes from @src to @dst (the ranges must not
  *	overlap).
  * @DRM_NSVM_OP_ATOMIC_ADD32: add the low 32 bits of @value to the u32 at
- *	@dst (4-byte aligned); @value receives the old value.
+ *	@dst (4-byte aligned); @value receives the old value. How the access
+ *	is made atomic depends on the range's DRM_NSVM_ATOMIC_* attribute.
  * @DRM_NSVM_OP_ATOMIC_ADD64: add @value to the u64 at @dst (8-byte
  *	aligned); @value receives the old value.
  * @DRM_NSVM_OP_READ: the GPU reads @len bytes at @src and the driver copies
@@ -227,6 +235,17 @@ struct drm_nsvm_exec {
 #define DRM_NSVM_PTE_HUGE (1 << 2)
 /** DRM_NSVM_PTE_DEVICE - backed by device memory. */
 #define DRM_NSVM_PTE_DEVICE (1 << 3)
+/** DRM_NSVM_PTE_ATOMIC - usable by GPU atomics (see DRM_NSVM_ATOMIC_*). */
+#define DRM_NSVM_PTE_ATOMIC (1 << 4)
+
+/**
+ * DRM_NSVM_SNAPSHOT_CPU - SNAPSHOT flag: report the CPU side instead of
+ * the GPU page table: VALID for a page present in the CPU page table (or
+ * in this device's memory), WRITE if writable, HUGE if part of a 2 MiB
+ * mapping, DEVICE if it lives in this device's memory. Pages in another
+ * device's memory read as not present.
+ */
+#define DRM_NSVM_SNAPSHOT_CPU (1u << 0)
 
 /** DRM_NSVM_SNAPSHOT_MAX_PAGES - most pages one SNAPSHOT reports. */
 #define DRM_NSVM_SNAPSHOT_MAX_PAGES (1u << 20)
@@ -265,7 +284,7 @@ struct drm_nsvm_counters {
 struct drm_nsvm_snapshot {
 	/** @size: in, sizeof(struct drm_nsvm_snapshot). */
 	__u32 size;
-	/** @flags: in, must be zero. */
+	/** @flags: in, zero or DRM_NSVM_SNAPSHOT_CPU. */
 	__u32 flags;
 	/** @start: in, first address, page aligned. */
 	__u64 start;
@@ -277,6 +296,134 @@ struct drm_nsvm_snapshot {
 	struct drm_nsvm_counters counters;
 };
 
+/**
+ * enum drm_nsvm_mem - where memory lives.
+ * @DRM_NSVM_MEM_SYSTEM: system memory.
+ * @DRM_NSVM_MEM_DEVICE: this device's memory.
+ */
+enum drm_nsvm_mem {
+	DRM_NSVM_MEM_SYSTEM = 0,
+	DRM_NSVM_MEM_DEVICE = 1,
+};
+
+/** DRM_NSVM_MIGRATE_MAX_LEN - most bytes one MIGRATE covers. */
+#define DRM_NSVM_MIGRATE_MAX_LEN (1ull << 40)
+
+/**
+ * struct drm_nsvm_migrate - argument of DRM_IOCTL_NSVM_MIGRATE.
+ * Moves the pages of [@start, @start + @length) to @target: a prefetch.
+ * Pages move in steps of up to 2 MiB; a 2 MiB-aligned THP moves as one
+ * 2 MiB device folio, and back. Each page either moves whole, with its
+ * data, or stays where it was: there is no half-moved page. What cannot
+ * move is reported, not an error:
+ * - holes, PROT_NONE, hugetlb and I/O mappings are skipped;
+ * - pages already at @target, and pages in another device's memory, are
+ *   not selected;
+ * - selected pages that cannot move are counted in @failed: MAP_SHARED
+ *   and file-backed pages (only anonymous memory moves to a device), pages
+ *   busy or pinned at the time, and pages for which no device memory
+ *   could be freed.
+ * To the device, when its memory is full, the least recently used 2 MiB
+ * chunks are evicted (migrated back to system memory) to make room.
+ * CPU access to a page in device memory migrates it back (a 2 MiB folio
+ * whole) transparently.
+ * Errors: -EINVAL for a bad @size, non-zero @flags or @pad, an unknown
+ * @target, an unaligned @start or @length, a @length of 0 or over
+ * DRM_NSVM_MIGRATE_MAX_LEN, or a range that wraps; -ENOMEM; -EINTR if a
+ * signal interrupted it (what moved stays moved, and is counted);
+ * -ENOENT, -EPERM, -ESRCH: see "SVM lifetime rules".
+ */
+struct drm_nsvm_migrate {
+	/** @size: in, sizeof(struct drm_nsvm_migrate). */
+	__u32 size;
+	/** @flags: in, must be zero. */
+	__u32 flags;
+	/** @start: in, first address, page aligned. */
+	__u64 start;
+	/** @length: in, bytes, a multiple of the page size. */
+	__u64 length;
+	/** @target: in, one of enum drm_nsvm_mem. */
+	__u32 target;
+	/** @pad: in, must be zero. */
+	__u32 pad;
+	/** @migrated: out, pages moved to @target. */
+	__u64 migrated;
+	/** @failed: out, pages selected that could not move. */
+	__u64 failed;
+};
+
+/**
+ * enum drm_nsvm_location - preferred location of a range.
+ * @DRM_NSVM_LOCATION_NONE: no preference: data stays where it is.
+ * @DRM_NSVM_LOCATION_SYSTEM: system memory.
+ * @DRM_NSVM_LOCATION_DEVICE: this device's memory.
+ */
+enum drm_nsvm_location {
+	DRM_NSVM_LOCATION_NONE = 0,
+	DRM_NSVM_LOCATION_SYSTEM = 1,
+	DRM_NSVM_LOCATION_DEVICE = 2,
+};
+
+/**
+ * enum drm_nsvm_atomic - how GPU atomics on system memory of a range are
+ * made atomic.
+ * @DRM_NSVM_ATOMIC_EXCLUSIVE: the device takes exclusive access to the
+ *	page (make_device_exclusive()): the CPU faults on it, which ends the
+ *	exclusive access, so GPU atomics are atomic against the CPU too. Only
+ *	anonymous private memory allows it: an atomic elsewhere is an
+ *	unserved GPU fault (-EFAULT from EXEC).
+ * @DRM_NSVM_ATOMIC_DEVICE: the page migrates to device memory first; where
+ *	it cannot, as for DRM_NSVM_ATOMIC_EXCLUSIVE.
+ * @DRM_NSVM_ATOMIC_SYSTEM: the atomic runs on system memory in place, as
+ *	over a bus without CPU coherence: atomic against other GPU accesses
+ *	only.
+ * Atomics on device memory are always atomic.
+ */
+enum drm_nsvm_atomic {
+	DRM_NSVM_ATOMIC_EXCLUSIVE = 0,
+	DRM_NSVM_ATOMIC_DEVICE = 1,
+	DRM_NSVM_ATOMIC_SYSTEM = 2,
+};
+
+/** DRM_NSVM_ATTR_MAX_RANGES - most distinct attribute ranges per file. */
+#define DRM_NSVM_ATTR_MAX_RANGES 4096
+
+/**
+ * struct drm_nsvm_set_attr - argument of DRM_IOCTL_NSVM_SET_ATTR.
+ * Sets the policy of [@start, @start + @length) for GPU faults, replacing
+ * what was set there before. Attributes belong to the file and address
+ * ranges, not to mappings: they survive munmap and apply to whatever is
+ * mapped there later. The default everywhere is LOCATION_NONE, no
+ * migration on fault, ATOMIC_EXCLUSIVE.
+ * On a GPU fault in a range with @migrate_on_fault, the fault window
+ * first migrates to @preferred (DEVICE: to device memory, as MIGRATE
+ * would; SYSTEM: device pages come back to system memory); without it,
+ * the GPU maps the pages where they are.
+ * Errors: -EINVAL for a bad @size, non-zero @flags or @pad, an unknown
+ * @preferred or @atomic, @migrate_on_fault other than 0 or 1, an
+ * unaligned @start or @length, a @length of 0 or a range that wraps;
+ * -ENOSPC when the file would hold more than DRM_NSVM_ATTR_MAX_RANGES
+ * ranges; -ENOENT, -EPERM, -ESRCH: see "SVM lifetime rules".
+ */
+struct drm_nsvm_set_attr {
+	/** @size: in, sizeof(struct drm_nsvm_set_attr). */
+	__u32 size;
+	/** @flags: in, must be zero. */
+	__u32 flags;
+	/** @start: in, first address, page aligned. */
+	__u64 start;
+	/** @length: in, bytes, a multiple of the page size. */
+	__u64 length;
+	/** @preferred: in, one of enum drm_nsvm_location. */
+	__u32 preferred;
+	/** @migrate_on_fault: in, 1 to migrate to @preferred on GPU faults. */
+	__u32 migrate_on_fault;
+	/** @atomic: in, one of enum drm_nsvm_atomic. */
+	__u32 atomic;
+	/** @pad: in, must be zero. */
+	__u32 pad;
+};
+
 #define DRM_IOCTL_NSVM_GET_PARAM \
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_GET_PARAM, struct drm_nsvm_get_param)
 #define DRM_IOCTL_NSVM_SVM_INIT \
@@ -285,6 +432,10 @@ struct drm_nsvm_snapshot {
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_EXEC, struct drm_nsvm_exec)
 #define DRM_IOCTL_NSVM_SNAPSHOT \
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_SNAPSHOT, struct drm_nsvm_snapshot)
+#define DRM_IOCTL_NSVM_MIGRATE \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_MIGRATE, struct drm_nsvm_migrate)
+#define DRM_IOCTL_NSVM_SET_ATTR \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_SET_ATTR, struct drm_nsvm_set_attr)
 
 #if defined(__cplusplus)
 }

@@ -21,6 +21,7 @@ use crate::driver::{
     DeviceData,
     NsvmDriver, //
 };
+use crate::vram::Vram;
 
 /// An nsvm GPU registered with the DRM core.
 ///
@@ -36,9 +37,11 @@ pub(crate) struct Card {
 }
 
 impl Card {
-    /// Creates faux device `nsvm.<index>` and registers a DRM device on it,
-    /// with its debugfs directory `nsvm.<index>` under `debugfs`.
-    pub(crate) fn new(index: u32, debugfs: &debugfs::Dir) -> Result<Self> {
+    /// Creates faux device `nsvm.<index>` with `vram_size` bytes of device
+    /// memory and registers a DRM device on it, with its debugfs directory
+    /// `nsvm.<index>` under `debugfs`.
+    pub(crate) fn new(index: u32, vram_size: usize, debugfs: &debugfs::Dir) -> Result<Self> {
+        let vram = Vram::new(vram_size)?;
         let name = CString::try_from_fmt(fmt!("nsvm.{index}"))?;
         let dir = debugfs.subdir(&name);
         let faux = faux::Registration::new(&name, None)?;
@@ -53,7 +56,7 @@ impl Card {
         let fdev: &'static faux::Device<Bound> = unsafe { &*fdev };
 
         let unregistered =
-            drm::UnregisteredDevice::<NsvmDriver>::new(fdev, DeviceData::new(index, dir))?;
+            drm::UnregisteredDevice::<NsvmDriver>::new(fdev, DeviceData::new(index, dir, vram)?)?;
         // SAFETY: The registration is stored in the returned `Card` and
         // dropped with it; it is never forgotten.
         let drm = unsafe { drm::Registration::new(fdev.as_ref(), unregistered, (), 0)? };
@@ -80,11 +83,11 @@ mod tests {
     #[test]
     fn register_unregister() -> Result {
         let root = debugfs::Dir::new(c"nsvm-kunit");
-        let card = Card::new(1000, &root)?;
+        let card = Card::new(1000, 1 << 21, &root)?;
         assert_eq!(card.device().index, 1000);
         drop(card);
         // The name is free again: the faux device is gone.
-        let card = Card::new(1000, &root)?;
+        let card = Card::new(1000, 1 << 21, &root)?;
         assert_eq!(card.device().index, 1000);
         Ok(())
     }

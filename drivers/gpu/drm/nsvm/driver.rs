@@ -11,16 +11,20 @@ use kernel::{
     },
     faux,
     prelude::*,
-    sync::atomic::{
-        Atomic,
-        Relaxed, //
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
     },
 };
 
 use crate::{
     file::NsvmFile,
     gem::NsvmObject,
-    ioctl, //
+    ioctl,
+    vram::Vram, //
 };
 
 /// The nsvm DRM driver.
@@ -42,19 +46,32 @@ const INFO: drm::DriverInfo = drm::DriverInfo {
 pub(crate) struct DeviceData {
     /// Index among the devices of this module instance (`nsvm.<index>`).
     pub(crate) index: u32,
+    /// `<debugfs>/nsvm/nsvm.<index>/vram`: the device memory's state.
+    _vram_file: Pin<KBox<debugfs::File<Arc<Vram>>>>,
     /// `<debugfs>/nsvm/nsvm.<index>`: one `client-<id>` file per mirror.
     pub(crate) debugfs: debugfs::Dir,
+    /// The device memory. Every mirror holds a reference, so it goes (and
+    /// with it, everything still in it goes back to system memory) after
+    /// the last file.
+    pub(crate) vram: Arc<Vram>,
     /// The id of the next mirror bound on this device.
     next_client: Atomic<u64>,
 }
 
 impl DeviceData {
-    pub(crate) fn new(index: u32, debugfs: debugfs::Dir) -> impl PinInit<Self, Error> {
-        try_pin_init!(Self {
+    pub(crate) fn new(
+        index: u32,
+        debugfs: debugfs::Dir,
+        vram: Arc<Vram>,
+    ) -> Result<impl PinInit<Self, Error>> {
+        let file = KBox::pin_init(debugfs.read_only_file(c"vram", vram.clone()), GFP_KERNEL)?;
+        Ok(try_pin_init!(Self {
             index,
+            _vram_file: file,
             debugfs,
+            vram,
             next_client: Atomic::new(0),
-        })
+        }))
     }
 
     /// A new client id, unique on this device.

@@ -21,6 +21,7 @@ use kernel::{
 };
 
 use crate::{
+    attr::Attr,
     driver::NsvmDevice,
     gpu::{
         engine,
@@ -30,6 +31,7 @@ use crate::{
     },
     ioctl::Ioctl,
     mm,
+    mm::migrate::Direction,
     param,
     svm::{
         Mirror,
@@ -86,7 +88,7 @@ impl Ioctl for GetParam {
         }
         let facts = param::Facts {
             index: dev.index,
-            vram_size: 0,
+            vram_size: dev.vram.size() as u64,
         };
         arg.value = param::query(&facts, arg.param)?;
         Ok(0)
@@ -121,7 +123,14 @@ impl Ioctl for SvmInit {
         }
         let task = kernel::current!();
         let mm = mm::current_mm(task).ok_or(ESRCH)?;
-        let mirror = Mirror::new(mm, SoftVm::new(), window, &dev.debugfs, dev.client_id())?;
+        let mirror = Mirror::new(
+            mm,
+            SoftVm::new(),
+            dev.vram.clone(),
+            window,
+            &dev.debugfs,
+            dev.client_id(),
+        )?;
         // A racing SVM_INIT may have won: this mirror is then dropped.
         if !file.mirror.populate(mirror) {
             return Err(EBUSY);
@@ -176,11 +185,13 @@ impl Ioctl for Exec {
                     arg.fault_write = u.write.into();
                     // Unservable accesses are one documented error; others
                     // (ENOMEM, EBUSY) pass through.
-                    ret = Err(if u.err == EPERM || u.err == EFAULT {
-                        EFAULT
-                    } else {
-                        u.err
-                    });
+                    ret = Err(
+                        if u.err == EPERM || u.err == EFAULT || u.err == EOPNOTSUPP {
+                            EFAULT
+                        } else {
+                            u.err
+                        },
+                    );
                     break;
                 }
                 Err(Stop::Error(e)) => {
@@ -241,7 +252,7 @@ impl Ioctl for Snapshot {
         arg: &mut Self::Arg,
     ) -> Result<u32> {
         let npages = arg.npages as usize;
-        if arg.flags != 0
+        if arg.flags & !uapi::DRM_NSVM_SNAPSHOT_CPU != 0
             || arg.start as usize % PAGE_SIZE_4K != 0
             || arg.npages > u64::from(uapi::DRM_NSVM_SNAPSHOT_MAX_PAGES)
             || (arg.start as usize)
@@ -251,13 +262,88 @@ impl Ioctl for Snapshot {
             return Err(EINVAL);
         }
         let mirror = file.inner().get_ref().mirror()?;
-        let _mm = mirror.enter()?;
-        let mut states = KVec::from_elem(0u8, npages, GFP_KERNEL)?;
-        mirror.snapshot(arg.start as usize, &mut states);
+        let mm = mirror.enter()?;
+        let mut states = KVVec::from_elem(0u8, npages, GFP_KERNEL)?;
+        if arg.flags & uapi::DRM_NSVM_SNAPSHOT_CPU != 0 {
+            mirror.snapshot_cpu(&mm, arg.start as usize, &mut states)?;
+        } else {
+            mirror.snapshot(arg.start as usize, &mut states);
+        }
         UserSlice::new(UserPtr::from_addr(arg.states as usize), npages)
             .writer()
             .write_slice(&states)?;
         arg.counters = mirror.vm().counters.to_uapi();
+        Ok(0)
+    }
+}
+
+/// Checks a page-aligned range of `length` bytes from `start`: `EINVAL`
+/// if it is empty, unaligned, longer than `max` or wraps; its end if not.
+fn page_range(start: u64, length: u64, max: u64) -> Result<usize> {
+    let page = PAGE_SIZE_4K as u64;
+    if length == 0 || length > max || start % page != 0 || length % page != 0 {
+        return Err(EINVAL);
+    }
+    let end = start.checked_add(length).ok_or(EINVAL)?;
+    usize::try_from(end).map_err(|_| EINVAL)
+}
+
+/// `DRM_IOCTL_NSVM_MIGRATE`.
+pub(crate) struct MigrateIoctl;
+
+impl Ioctl for MigrateIoctl {
+    type Arg = uapi::drm_nsvm_migrate;
+    const NR: u32 = uapi::DRM_NSVM_MIGRATE;
+    const NAME: &'static CStr = c"NSVM_MIGRATE";
+    const FLAGS: u32 = RENDER_ALLOW;
+
+    fn handle(
+        _dev: &NsvmDevice<Registered>,
+        file: &drm::File<NsvmFile>,
+        arg: &mut Self::Arg,
+    ) -> Result<u32> {
+        let end = page_range(arg.start, arg.length, uapi::DRM_NSVM_MIGRATE_MAX_LEN)?;
+        let target = match arg.target {
+            uapi::DRM_NSVM_MEM_SYSTEM => Direction::ToSystem,
+            uapi::DRM_NSVM_MEM_DEVICE => Direction::ToDevice,
+            _ => return Err(EINVAL),
+        };
+        if arg.flags != 0 || arg.pad != 0 {
+            return Err(EINVAL);
+        }
+        arg.migrated = 0;
+        arg.failed = 0;
+        let mirror = file.inner().get_ref().mirror()?;
+        let mm = mirror.enter()?;
+        let moved = mirror.migrate(&mm, arg.start as usize, end, target)?;
+        arg.migrated = moved.migrated;
+        arg.failed = moved.failed;
+        Ok(0)
+    }
+}
+
+/// `DRM_IOCTL_NSVM_SET_ATTR`.
+pub(crate) struct SetAttr;
+
+impl Ioctl for SetAttr {
+    type Arg = uapi::drm_nsvm_set_attr;
+    const NR: u32 = uapi::DRM_NSVM_SET_ATTR;
+    const NAME: &'static CStr = c"NSVM_SET_ATTR";
+    const FLAGS: u32 = RENDER_ALLOW;
+
+    fn handle(
+        _dev: &NsvmDevice<Registered>,
+        file: &drm::File<NsvmFile>,
+        arg: &mut Self::Arg,
+    ) -> Result<u32> {
+        let end = page_range(arg.start, arg.length, u64::MAX)?;
+        let attr = Attr::from_uapi(arg)?;
+        if arg.flags != 0 || arg.pad != 0 {
+            return Err(EINVAL);
+        }
+        let mirror = file.inner().get_ref().mirror()?;
+        let _mm = mirror.enter()?;
+        mirror.set_attr(arg.start as usize, end, attr)?;
         Ok(0)
     }
 }

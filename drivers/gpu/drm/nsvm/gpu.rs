@@ -14,9 +14,13 @@
 //! so nothing under it may allocate with `GFP_KERNEL`.
 
 pub(crate) mod engine;
+pub(crate) mod memory;
 pub(crate) mod soft;
 
+use core::ptr::NonNull;
+
 use kernel::{
+    bindings,
     prelude::*,
     sync::Arc, //
 };
@@ -32,15 +36,28 @@ pub(crate) const PAGE_SIZE_4K: usize = 1 << 12;
 /// Size of a huge GPU page (a PDE maps it whole).
 pub(crate) const PAGE_SIZE_2M: usize = 1 << 21;
 
+/// What a GPU page-table entry points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PteAddr {
+    /// A system page.
+    System(CpuPage),
+    /// A page of device memory, by index.
+    Vram(usize),
+}
+
 /// A GPU page-table entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Pte {
-    /// The system page it maps.
-    pub(crate) page: CpuPage,
+    /// The page it maps.
+    pub(crate) addr: PteAddr,
     /// Writable.
     pub(crate) writable: bool,
     /// Part of a 2 MiB mapping.
     pub(crate) huge: bool,
+    /// Atomics may use it: device memory, memory the device has exclusive
+    /// access to, or memory whose atomics the range's policy leaves to
+    /// the system.
+    pub(crate) atomic: bool,
 }
 
 /// A GPU page fault: an entry of the replayable fault buffer.
@@ -50,6 +67,8 @@ pub(crate) struct Fault {
     pub(crate) addr: usize,
     /// A write (or atomic) access.
     pub(crate) write: bool,
+    /// An atomic access.
+    pub(crate) atomic: bool,
 }
 
 /// What a submitted command reports to its fault handler.
@@ -120,4 +139,43 @@ pub(crate) trait GpuVm: Sized + Send + Sync + Unpin + 'static {
 
     /// The entry mapping `va`, if any.
     fn lookup(&self, va: usize) -> Option<Pte>;
+}
+
+/// A page the copy engine reads or writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MemPage {
+    /// A system page.
+    System(NonNull<bindings::page>),
+    /// A page of device memory, by index.
+    Vram(usize),
+}
+
+/// One page copy of a batch; no source means zeroes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CopyOp {
+    /// Where from; `None` to zero `dst`.
+    pub(crate) src: Option<MemPage>,
+    /// Where to.
+    pub(crate) dst: MemPage,
+}
+
+/// Most 2 MiB chunks a device memory may have.
+pub(crate) const MAX_CHUNKS: usize = 4096;
+
+/// A GPU's memory and its copy engine.
+///
+/// Device memory is managed in 2 MiB chunks (by `crate::vram`); a chunk
+/// becomes usable once [`DeviceMemory::populate`] returned for it.
+pub(crate) trait DeviceMemory: Send + Sync + Sized + 'static {
+    /// Readies chunk `chunk` (`PAGE_SIZE_2M` bytes from page index
+    /// `chunk * 512`). May sleep; idempotent.
+    fn populate(&self, chunk: usize) -> Result;
+
+    /// Runs a batch of page copies on the copy engine and waits for it.
+    ///
+    /// # Safety
+    ///
+    /// Every system page stays allocated for the call and nothing else
+    /// writes a destination; device pages are in populated chunks.
+    unsafe fn copy(&self, ops: &[CopyOp]) -> Result;
 }

@@ -134,6 +134,8 @@ pub(crate) const IOCTLS: &[DrmIoctlDescriptor] = {
         desc::<crate::file::SvmInit>(),
         desc::<crate::file::Exec>(),
         desc::<crate::file::Snapshot>(),
+        desc::<crate::file::MigrateIoctl>(),
+        desc::<crate::file::SetAttr>(),
     ];
     assert_dense(TABLE);
     TABLE

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Safe abstractions of the mm interfaces nsvm needs and the `kernel` crate
-//! lacks: mmu interval notifiers and `hmm_range_fault()`.
+//! lacks: mmu interval notifiers and `hmm_range_fault()` ([`notifier`]),
+//! device-private pagemaps ([`pagemap`]), and page migration and exclusive
+//! access ([`migrate`]).
 //!
 //! Written as if for `rust/kernel/mm/`: nothing here knows about GPUs. The
-//! raw C lives in `mm/shim.c`, which owns every kernel struct involved;
+//! raw C lives in `mm/shim.c` and `mm/devmem.c`, which own every kernel
+//! struct involved;
 //! [`sys`] holds its generated declarations and nothing outside this module
 //! calls them.
 //!
@@ -15,7 +18,9 @@
 //! `&MmWithUser` of the notifier's mm: the address space must have users
 //! for its duration.
 
+pub(crate) mod migrate;
 pub(crate) mod notifier;
+pub(crate) mod pagemap;
 mod sys;
 
 use kernel::{
@@ -47,5 +52,6 @@ pub(crate) use notifier::{
     IntervalNotifier,
     Invalidate,
     Invalidation,
-    PageState, //
+    PageState,
+    Request, //
 };

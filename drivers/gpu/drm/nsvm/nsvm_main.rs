@@ -7,6 +7,7 @@
 //! module instance registers `num_devices` emulated GPUs, each a DRM device
 //! with a render node on a faux device; see `Documentation/nsvm/`.
 
+mod attr;
 mod card;
 mod driver;
 mod file;
@@ -17,6 +18,7 @@ mod mm;
 mod param;
 mod svm;
 mod uapi;
+mod vram;
 
 use kernel::{
     debugfs,
@@ -36,11 +38,17 @@ module! {
             default: 2,
             description: "Number of emulated nsvm GPUs to register (1..=16)",
         },
+        vram_mb: u32 {
+            default: 256,
+            description: "Device memory per GPU in MiB (an even number, 2..=8192)",
+        },
     },
 }
 
 /// Upper bound of `num_devices`: DRM hands out 64 render minors in all.
 const MAX_DEVICES: u32 = 16;
+/// Upper bound of `vram_mb`: `gpu::MAX_CHUNKS` chunks of 2 MiB.
+const MAX_VRAM_MB: u32 = 8192;
 
 struct NsvmModule {
     /// Declared first: the cards go before their debugfs root.
@@ -56,13 +64,20 @@ impl kernel::Module for NsvmModule {
             return Err(EINVAL);
         }
 
+        let vram_mb = module_parameters::vram_mb.value();
+        if !(2..=MAX_VRAM_MB).contains(&vram_mb) || vram_mb % 2 != 0 {
+            pr_err!("vram_mb={vram_mb} is not an even number in 2..={MAX_VRAM_MB}\n");
+            return Err(EINVAL);
+        }
+        let vram_size = vram_mb as usize * (1 << 20);
+
         let debugfs = debugfs::Dir::new(c"nsvm");
         let mut cards = KVec::with_capacity(count as usize, GFP_KERNEL)?;
         for index in 0..count {
-            cards.push(Card::new(index, &debugfs)?, GFP_KERNEL)?;
+            cards.push(Card::new(index, vram_size, &debugfs)?, GFP_KERNEL)?;
         }
         pr_info!(
-            "registered {count} device(s), uapi {}.{}\n",
+            "registered {count} device(s) with {vram_mb} MiB each, uapi {}.{}\n",
             uapi::DRM_NSVM_UAPI_MAJOR,
             uapi::DRM_NSVM_UAPI_MINOR
         );

@@ -27,7 +27,13 @@ pub(crate) fn query(facts: &Facts, param: u32) -> Result<u64> {
         uapi::DRM_NSVM_PARAM_UAPI_VERSION => {
             u64::from(uapi::DRM_NSVM_UAPI_MAJOR << 16 | uapi::DRM_NSVM_UAPI_MINOR)
         }
-        uapi::DRM_NSVM_PARAM_FEATURES => u64::from(uapi::DRM_NSVM_FEATURE_SVM),
+        uapi::DRM_NSVM_PARAM_FEATURES => {
+            let mut f = uapi::DRM_NSVM_FEATURE_SVM;
+            if facts.vram_size > 0 {
+                f |= uapi::DRM_NSVM_FEATURE_DEVICE_MEMORY;
+            }
+            u64::from(f)
+        }
         uapi::DRM_NSVM_PARAM_PAGE_SIZES => PAGE_SIZES,
         uapi::DRM_NSVM_PARAM_VA_BITS => VA_BITS,
         uapi::DRM_NSVM_PARAM_VRAM_SIZE => facts.vram_size,

@@ -24,10 +24,16 @@
 //!
 //! 1. `mmap_lock` (read): taken inside [`IntervalNotifier::range_fault`]
 //!    only, never while holding 2.
-//! 2. [`MirrorVm::vm`] (`"Mirror::vm"`): the GPU page table. The
+//! 2. page locks: a migration's, or the page of an [`ExclusivePage`].
+//! 3. [`MirrorVm::vm`] (`"Mirror::vm"`): the GPU page table. The
 //!    invalidation callback takes it, and callbacks may run from reclaim,
 //!    so under it nothing allocates with `GFP_KERNEL`, touches user memory
 //!    or takes `mmap_lock`; page-table memory is reserved before.
+//! 4. `"Vram::alloc"`: see `vram.rs`.
+//!
+//! [`MirrorVm::attrs`] (`"Mirror::attrs"`) is a leaf, held only to read or
+//! change the attributes. Device memory is reached without any of these:
+//! `Vram::evict` (see `vram.rs`) comes before 1.
 
 use core::fmt;
 
@@ -51,23 +57,39 @@ use kernel::{
 };
 
 use crate::{
+    attr::{
+        AtomicMode,
+        Attr,
+        Attrs, //
+    },
     gpu::{
         Fault,
         GpuJob,
         GpuVm,
         JobEvent,
         Pte,
+        PteAddr,
         FAULT_BATCH,
         PAGE_SIZE_2M,
         PAGE_SIZE_4K, //
     },
     mm::{
+        migrate::{
+            Direction,
+            ExclusivePage,
+            MmapRead, //
+        },
         IntervalNotifier,
         Invalidate,
         Invalidation,
-        PageState, //
+        PageState,
+        Request, //
     },
     uapi,
+    vram::{
+        Moved,
+        Vram, //
+    },
 };
 
 /// Default fault window: the GPU maps this much around a faulting address.
@@ -123,11 +145,21 @@ pub(crate) struct MirrorVm<V: GpuVm> {
     /// The GPU address space; see the lock order.
     #[pin]
     pub(crate) vm: Mutex<V>,
+    /// The memory policy of address ranges; see the lock order.
+    #[pin]
+    pub(crate) attrs: Mutex<Attrs>,
+    /// The GPU's memory.
+    pub(crate) vram: Arc<Vram>,
     pub(crate) counters: Counters,
 }
 
 impl<V: GpuVm> Invalidate for MirrorVm<V> {
     fn invalidate(&self, inv: &Invalidation<'_>) -> bool {
+        // Our own make_device_exclusive(): Mirror::exclusive() maps the page
+        // under its lock; bumping the sequence would only make it retry.
+        if inv.own_exclusive() {
+            return true;
+        }
         let mut vm = if inv.blockable() {
             self.vm.lock()
         } else {
@@ -155,6 +187,11 @@ impl<V: GpuVm> Invalidate for MirrorVm<V> {
         }
         true
     }
+}
+
+/// Whether `pte` maps device memory.
+fn is_vram(pte: &Pte) -> bool {
+    matches!(pte.addr, PteAddr::Vram(_))
 }
 
 /// A GPU fault the mirror could not serve.
@@ -222,13 +259,17 @@ impl<V: GpuVm> Mirror<V> {
     pub(crate) fn new(
         mm: &MmWithUser,
         vm: V,
+        vram: Arc<Vram>,
         window: usize,
         debugfs: &debugfs::Dir,
         id: u64,
     ) -> Result<Self> {
+        let owner = vram.owner();
         let data = Arc::pin_init(
             try_pin_init!(MirrorVm {
                 vm <- new_mutex!(vm, "Mirror::vm"),
+                attrs <- new_mutex!(Attrs::new(), "Mirror::attrs"),
+                vram,
                 counters: Counters::new(),
             }),
             GFP_KERNEL,
@@ -240,7 +281,8 @@ impl<V: GpuVm> Mirror<V> {
         };
         let name = CString::try_from_fmt(fmt!("client-{id}"))?;
         let debugfs = KBox::pin_init(debugfs.read_only_file(&name, stats), GFP_KERNEL)?;
-        let notifier = IntervalNotifier::new(mm, 0, usize::MAX & !(PAGE_SIZE_4K - 1), data)?;
+        let notifier =
+            IntervalNotifier::new(mm, 0, usize::MAX & !(PAGE_SIZE_4K - 1), Some(owner), data)?;
         let grab: &Mm = mm;
         Ok(Self {
             _debugfs: debugfs,
@@ -324,16 +366,20 @@ impl<V: GpuVm> Mirror<V> {
     ///
     /// Write access is asked for a write fault's own address only: another
     /// fault of the window may lie in a read-only VMA, which a write request
-    /// would wrongly fail. So each window serves its first write fault, or
-    /// else its first fault, and what that fault's VMA does not cover is
-    /// queued again by the replay's probe. The first fault that cannot be
-    /// served stops the batch.
+    /// would wrongly fail. So each window serves its first atomic fault, or
+    /// else its first write fault, or else its first fault, and what that
+    /// fault's VMA does not cover is queued again by the replay's probe.
+    /// The first fault that cannot be served stops the batch.
     pub(crate) fn serve(&self, mm: &MmWithUser, faults: &mut [Fault]) -> Result<(), Unserved> {
         let win = |f: &Fault| f.addr & !(self.window - 1);
         faults.sort_unstable_by_key(|f| f.addr);
         for run in faults.chunk_by(|a, b| win(a) == win(b)) {
-            let f = run.iter().find(|f| f.write).unwrap_or(&run[0]);
-            self.fault(mm, f.addr, f.write).map_err(|err| Unserved {
+            let f = run
+                .iter()
+                .find(|f| f.atomic)
+                .or_else(|| run.iter().find(|f| f.write))
+                .unwrap_or(&run[0]);
+            self.fault(mm, f).map_err(|err| Unserved {
                 addr: f.addr,
                 write: f.write,
                 err,
@@ -342,17 +388,54 @@ impl<V: GpuVm> Mirror<V> {
         Ok(())
     }
 
-    /// Serves a GPU fault at `addr`: maps the fault window around it, clipped
-    /// to its VMA, from the CPU page tables.
-    pub(crate) fn fault(&self, mm: &MmWithUser, addr: usize, write: bool) -> Result {
-        let win_start = addr & !(self.window - 1);
-        let win_end = win_start.saturating_add(self.window);
+    /// Serves GPU fault `f` as the policy of its address says: migrates
+    /// the fault window first if asked to, maps the window, and for an
+    /// atomic on system memory takes exclusive access to the page.
+    pub(crate) fn fault(&self, mm: &MmWithUser, f: &Fault) -> Result {
         let vm = self.vm();
+        let attr = vm.attrs.lock().get(f.addr);
+        let win_start = f.addr & !(self.window - 1);
+        let win_end = win_start.saturating_add(self.window);
+        if attr.fault_to_device() || (f.atomic && attr.atomic == AtomicMode::Device) {
+            // Best effort: what cannot move is mapped where it is.
+            match vm.vram.migrate(mm, win_start, win_end, Direction::ToDevice) {
+                Err(e) if e == EINTR => return Err(e),
+                _ => {}
+            }
+        }
+        self.map_window(mm, f, win_start, win_end, &attr)?;
+        if f.atomic && !vm.vm.lock().lookup(f.addr).is_some_and(|p| p.atomic) {
+            self.exclusive(mm, f.addr)?;
+        }
+        Ok(())
+    }
+
+    /// Maps the fault window `[win_start, win_end)` around `f`, clipped to
+    /// its VMA, from the CPU page tables.
+    fn map_window(
+        &self,
+        mm: &MmWithUser,
+        f: &Fault,
+        win_start: usize,
+        win_end: usize,
+        attr: &Attr,
+    ) -> Result {
+        let vm = self.vm();
+        let mut device = !attr.fault_to_system();
         for _ in 0..MAX_RETRIES {
-            let rf = self
-                .notifier
-                .range_fault(mm, addr, win_start, win_end, true, write)?;
+            let rf = self.notifier.range_fault(
+                mm,
+                f.addr,
+                win_start,
+                win_end,
+                Request {
+                    fault: true,
+                    write: f.write,
+                    device,
+                },
+            )?;
             let mut ptes = KVec::with_capacity(rf.pages().len(), GFP_KERNEL)?;
+            let mut vram_page = None;
             for (i, state) in rf.pages().iter().enumerate() {
                 let va = rf.start() + i * PAGE_SIZE_4K;
                 let dir = va & !(PAGE_SIZE_2M - 1);
@@ -361,15 +444,32 @@ impl<V: GpuVm> Mirror<V> {
                         page,
                         writable,
                         order,
-                        ..
-                    } => Some(Pte {
-                        page,
-                        writable,
-                        huge: order >= 9 && rf.start() <= dir && rf.end() >= dir + PAGE_SIZE_2M,
-                    }),
+                        device_private,
+                    } => {
+                        let index = device_private
+                            .then(|| vm.vram.index(page.as_ptr()))
+                            .flatten();
+                        vram_page = vram_page.or(index);
+                        Some(Pte {
+                            addr: index.map_or(PteAddr::System(page), PteAddr::Vram),
+                            writable,
+                            huge: order >= 9 && rf.start() <= dir && rf.end() >= dir + PAGE_SIZE_2M,
+                            atomic: index.is_some() || attr.atomic == AtomicMode::System,
+                        })
+                    }
                     PageState::Absent | PageState::Error => None,
                 };
                 ptes.push(pte, GFP_KERNEL)?;
+            }
+            // A write to a read-only device page (it was read-only when it
+            // migrated): the CPU must break COW, so it comes back first.
+            let own = ptes
+                .get((f.addr - rf.start()) / PAGE_SIZE_4K)
+                .copied()
+                .flatten();
+            if device && f.write && own.is_some_and(|p| !p.writable && is_vram(&p)) {
+                device = false;
+                continue;
             }
             let res = V::reserve(rf.start(), rf.end())?;
 
@@ -382,9 +482,112 @@ impl<V: GpuVm> Mirror<V> {
             let mapped = guard.map(res, rf.start(), &ptes);
             drop(guard);
             Counters::add(&vm.counters.pages_mapped, mapped as u64);
+            if let Some(index) = vram_page {
+                vm.vram.touch(index);
+            }
             return Ok(());
         }
         Err(EBUSY)
+    }
+
+    /// Takes exclusive access to the page at `addr` and maps it for GPU
+    /// atomics: the CPU faults on it until the GPU entry is invalidated.
+    /// `EOPNOTSUPP` for memory that allows no exclusive access.
+    fn exclusive(&self, mm: &MmWithUser, addr: usize) -> Result {
+        let vm = self.vm();
+        let va = addr & !(PAGE_SIZE_4K - 1);
+        for _ in 0..MAX_RETRIES {
+            let res = V::reserve(va, va + PAGE_SIZE_4K)?;
+            // Splits a THP mapping and ends an exclusive access left by a
+            // previous attempt here, before the sequence is read: neither
+            // can then fail the check below.
+            ExclusivePage::prepare(&MmapRead::lock(mm), va)?;
+            let seq = self.notifier.read_begin();
+            let lock = MmapRead::lock(mm);
+            let page = ExclusivePage::new(&lock, va, vm.vram.owner())?;
+            let pte = Pte {
+                addr: PteAddr::System(page.page()),
+                writable: true,
+                huge: false,
+                atomic: true,
+            };
+            let mut guard = vm.vm.lock();
+            // Anything that changed the page since (a concurrent
+            // MADV_DONTNEED under mmap_read_lock) shows here.
+            if self.notifier.read_retry(seq) {
+                drop(guard);
+                Counters::add(&vm.counters.retries, 1);
+                continue;
+            }
+            let mapped = guard.map(res, va, &[Some(pte)]);
+            drop(guard);
+            Counters::add(&vm.counters.pages_mapped, mapped as u64);
+            return Ok(());
+        }
+        Err(EBUSY)
+    }
+
+    /// Migrates `[start, end)` to `target` (`MIGRATE`).
+    pub(crate) fn migrate(
+        &self,
+        mm: &MmWithUser,
+        start: usize,
+        end: usize,
+        target: Direction,
+    ) -> Result<Moved> {
+        self.vm().vram.migrate(mm, start, end, target)
+    }
+
+    /// Sets the attributes of `[start, end)` (`SET_ATTR`).
+    pub(crate) fn set_attr(&self, start: usize, end: usize, attr: Attr) -> Result {
+        self.vm().attrs.lock().set(start, end, attr)
+    }
+
+    /// The CPU-side state of the pages from `start`, one `DRM_NSVM_PTE_*`
+    /// byte each, into `out` (`SNAPSHOT` with `DRM_NSVM_SNAPSHOT_CPU`).
+    pub(crate) fn snapshot_cpu(&self, mm: &MmWithUser, start: usize, out: &mut [u8]) -> Result {
+        let end = start + out.len() * PAGE_SIZE_4K;
+        let mut va = start;
+        while va < end {
+            let wend = end.min((va & !(PAGE_SIZE_2M - 1)) + PAGE_SIZE_2M);
+            let rf = self.notifier.range_fault(
+                mm,
+                va,
+                va,
+                wend,
+                Request {
+                    fault: false,
+                    write: false,
+                    device: true,
+                },
+            )?;
+            let first = (rf.start() - start) / PAGE_SIZE_4K;
+            for (state, byte) in rf.pages().iter().zip(out[first..].iter_mut()) {
+                *byte = match *state {
+                    PageState::Present {
+                        writable,
+                        order,
+                        device_private,
+                        ..
+                    } => {
+                        let mut s = uapi::DRM_NSVM_PTE_VALID;
+                        if writable {
+                            s |= uapi::DRM_NSVM_PTE_WRITE;
+                        }
+                        if order >= 9 {
+                            s |= uapi::DRM_NSVM_PTE_HUGE;
+                        }
+                        if device_private {
+                            s |= uapi::DRM_NSVM_PTE_DEVICE;
+                        }
+                        s as u8
+                    }
+                    PageState::Absent | PageState::Error => 0,
+                };
+            }
+            va = wend;
+        }
+        Ok(())
     }
 
     /// The GPU page-table state of `npages` pages from `start`, one
@@ -401,6 +604,12 @@ impl<V: GpuVm> Mirror<V> {
                     }
                     if pte.huge {
                         s |= uapi::DRM_NSVM_PTE_HUGE;
+                    }
+                    if is_vram(&pte) {
+                        s |= uapi::DRM_NSVM_PTE_DEVICE;
+                    }
+                    if pte.atomic {
+                        s |= uapi::DRM_NSVM_PTE_ATOMIC;
                     }
                     s as u8
                 }

@@ -45,6 +45,8 @@ plain!(
     drm_nsvm_exec,
     drm_nsvm_counters,
     drm_nsvm_snapshot,
+    drm_nsvm_migrate,
+    drm_nsvm_set_attr,
 );
 
 /// An ioctl argument of the nsvm uapi: starts with the `size` userspace was
@@ -69,4 +71,6 @@ sized!(
     drm_nsvm_svm_init,
     drm_nsvm_exec,
     drm_nsvm_snapshot,
+    drm_nsvm_migrate,
+    drm_nsvm_set_attr,
 );

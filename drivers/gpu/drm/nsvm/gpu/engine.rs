@@ -46,6 +46,8 @@ use crate::{
         GpuJob,
         GpuVm,
         JobEvent,
+        Pte,
+        PteAddr,
         FAULT_BATCH,
         PAGE_SIZE_4K, //
     },
@@ -250,16 +252,21 @@ impl<V: GpuVm> Job<V> {
     fn probe(&self, cmd: &uapi::drm_nsvm_cmd, done: usize, queue: &mut KVec<Fault>) -> Result {
         queue.clear();
         let vm = self.vm.vm.lock();
+        let atomic = is_atomic(cmd);
         for (start, len, write) in ranges(cmd) {
             if len <= done {
                 continue;
             }
             let mut va = (start + done) & !(PAGE_SIZE_4K - 1);
             while va < start + len && queue.len() < FAULT_BATCH {
-                if !vm.lookup(va).is_some_and(|p| p.writable || !write) {
+                if !vm.lookup(va).is_some_and(|p| allows(&p, write, atomic)) {
                     // The queue has room for a whole batch.
                     queue
-                        .push_within_capacity(Fault { addr: va, write })
+                        .push_within_capacity(Fault {
+                            addr: va,
+                            write,
+                            atomic,
+                        })
                         .map_err(|_| ENOMEM)?;
                 }
                 va += PAGE_SIZE_4K;
@@ -274,18 +281,29 @@ impl<V: GpuVm> Job<V> {
         &self,
         va: usize,
         write: bool,
+        atomic: bool,
         f: impl FnOnce(&Page, usize) -> Result<R>,
     ) -> Result<Option<R>> {
         let guard = self.vm.vm.lock();
-        let Some(pte) = guard.lookup(va).filter(|p| p.writable || !write) else {
+        let Some(pte) = guard.lookup(va).filter(|p| allows(p, write, atomic)) else {
             return Ok(None);
         };
-        // SAFETY: The entry is in the GPU page table and we hold the VM lock,
-        // which the invalidation callback takes before the CPU may unmap (and
-        // so free) the page: the page stays valid until the guard drops,
-        // after `f` returns.
-        let page = unsafe { BorrowedPage::from_raw(pte.page.as_ptr()) };
-        f(&page, va % PAGE_SIZE_4K).map(Some)
+        let off = va % PAGE_SIZE_4K;
+        match pte.addr {
+            PteAddr::System(page) => {
+                // SAFETY: The entry is in the GPU page table and we hold the
+                // VM lock, which the invalidation callback takes before the
+                // CPU may unmap (and so free) the page: the page stays valid
+                // until the guard drops, after `f` returns.
+                let page = unsafe { BorrowedPage::from_raw(page.as_ptr()) };
+                f(&page, off).map(Some)
+            }
+            // Device pages are mapped only once their chunk is populated.
+            PteAddr::Vram(index) => {
+                let page = self.vm.vram.memory().page(index).ok_or(EINVAL)?;
+                f(page, off).map(Some)
+            }
+        }
     }
 
     /// GPU-reads `buf.len()` bytes at `va`, within one page; `false` on a
@@ -294,7 +312,7 @@ impl<V: GpuVm> Job<V> {
         let n = buf.len();
         // SAFETY: `buf` holds `n` bytes. The page is user memory, which the
         // process may race on, as with `copy_from_user()`.
-        let r = self.access(va, false, |p, off| unsafe {
+        let r = self.access(va, false, false, |p, off| unsafe {
             p.read_raw(buf.as_mut_ptr(), off, n)
         })?;
         Ok(r.is_some())
@@ -304,7 +322,7 @@ impl<V: GpuVm> Job<V> {
     fn write(&self, va: usize, buf: &[u8]) -> Result<bool> {
         let n = buf.len();
         // SAFETY: As for `read()`.
-        let r = self.access(va, true, |p, off| unsafe {
+        let r = self.access(va, true, false, |p, off| unsafe {
             p.write_raw(buf.as_ptr(), off, n)
         })?;
         Ok(r.is_some())
@@ -320,7 +338,13 @@ impl<V: GpuVm> Job<V> {
     ) -> Result<Option<Fault>> {
         let len = cmd.len as usize;
         let (src, dst) = (cmd.src as usize, cmd.dst as usize);
-        let miss = |addr, write| Ok(Some(Fault { addr, write }));
+        let miss = |addr, write| {
+            Ok(Some(Fault {
+                addr,
+                write,
+                atomic: false,
+            }))
+        };
         match cmd.op {
             uapi::DRM_NSVM_OP_FILL => {
                 let pattern = cmd.value.to_le_bytes();
@@ -367,9 +391,11 @@ impl<V: GpuVm> Job<V> {
                 let size = if wide { 8 } else { 4 };
                 let addend = cmd.value;
                 // Read-modify-write under one hold of the VM lock: atomic
-                // against every other GPU access. CPU-side atomicity comes
-                // with exclusive access (make_device_exclusive), later.
-                let old = self.access(dst, true, |p, off| {
+                // against every other GPU access. Against the CPU, the
+                // entry's `atomic` permission says the page is device memory
+                // or exclusive to the device (or that the range's policy
+                // does not ask for it).
+                let old = self.access(dst, true, true, |p, off| {
                     let mut bytes = [0u8; 8];
                     // SAFETY: `bytes` holds 8 >= `size` bytes; the operand is
                     // aligned, so it does not cross the page.
@@ -385,7 +411,11 @@ impl<V: GpuVm> Job<V> {
                     Ok(old)
                 })?;
                 let Some(old) = old else {
-                    return miss(dst, true);
+                    return Ok(Some(Fault {
+                        addr: dst,
+                        write: true,
+                        atomic: true,
+                    }));
                 };
                 self.state.lock().cmd.value = old;
             }
@@ -408,6 +438,19 @@ fn ranges(cmd: &uapi::drm_nsvm_cmd) -> [(usize, usize, bool); 2] {
         uapi::DRM_NSVM_OP_ATOMIC_ADD64 => [(dst, 8, true), (0, 0, false)],
         _ => [(0, 0, false), (0, 0, false)],
     }
+}
+
+/// Whether `cmd` is an atomic.
+fn is_atomic(cmd: &uapi::drm_nsvm_cmd) -> bool {
+    matches!(
+        cmd.op,
+        uapi::DRM_NSVM_OP_ATOMIC_ADD32 | uapi::DRM_NSVM_OP_ATOMIC_ADD64
+    )
+}
+
+/// Whether entry `p` allows the access.
+fn allows(p: &Pte, write: bool, atomic: bool) -> bool {
+    (p.writable || !write) && (p.atomic || !atomic)
 }
 
 /// Bytes from `va` to the end of its page, at most `left`.

@@ -211,7 +211,10 @@ impl GpuVm for SoftVm {
 #[kunit_tests(nsvm_soft_vm)]
 mod tests {
     use super::*;
-    use crate::mm::notifier::CpuPage;
+    use crate::{
+        gpu::PteAddr,
+        mm::notifier::CpuPage, //
+    };
 
     const BASE: usize = 0x7f00_0000_0000;
 
@@ -220,9 +223,10 @@ mod tests {
         for i in 0..n {
             v.push(
                 Some(Pte {
-                    page: CpuPage::fake(i + 1),
+                    addr: PteAddr::System(CpuPage::fake(i + 1)),
                     writable,
                     huge,
+                    atomic: false,
                 }),
                 GFP_KERNEL,
             )?;
@@ -242,8 +246,8 @@ mod tests {
         let start = BASE + PAGE_SIZE_2M - 2 * PAGE_SIZE_4K;
         assert_eq!(map(&mut vm, start, &ptes(4, true, false)?)?, 4);
         assert_eq!(
-            vm.lookup(start + PAGE_SIZE_4K).map(|p| p.page),
-            Some(CpuPage::fake(2))
+            vm.lookup(start + PAGE_SIZE_4K).map(|p| p.addr),
+            Some(PteAddr::System(CpuPage::fake(2)))
         );
         assert!(vm.lookup(start - PAGE_SIZE_4K).is_none());
         assert_eq!(vm.unmap(start + PAGE_SIZE_4K, start + 3 * PAGE_SIZE_4K), 2);

@@ -29,7 +29,10 @@ use kernel::{
     sync::Arc, //
 };
 
-use super::sys;
+use super::{
+    pagemap::Owner,
+    sys, //
+};
 
 /// Receives the invalidations of an [`IntervalNotifier`].
 pub(crate) trait Invalidate: Send + Sync {
@@ -72,6 +75,13 @@ impl Invalidation<'_> {
         self.raw.own_migration
     }
 
+    /// The owner's own `make_device_exclusive()`, handing the page to its
+    /// device: to be let through, not waited for (that would livelock the
+    /// owner's retry loop).
+    pub(crate) fn own_exclusive(&self) -> bool {
+        self.raw.own_exclusive
+    }
+
     /// The pages stay mapped and only lose write access: a device may keep
     /// read access to them.
     pub(crate) fn write_protect(&self) -> bool {
@@ -86,6 +96,18 @@ impl Invalidation<'_> {
         // for the callback's duration.
         unsafe { sys::nsvm_notifier_set_seq(self.notifier, self.raw.cur_seq) };
     }
+}
+
+/// What [`IntervalNotifier::range_fault`] asks for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Request {
+    /// Fault missing pages in (else only snapshot).
+    pub(crate) fault: bool,
+    /// Fault them in writable.
+    pub(crate) write: bool,
+    /// Report the owner's device pages as they are (else fault them back to
+    /// system memory).
+    pub(crate) device: bool,
 }
 
 /// A sequence number from a notifier's read side.
@@ -130,8 +152,14 @@ unsafe extern "C" fn callback<T: Invalidate>(
 
 impl<T: Invalidate> IntervalNotifier<T> {
     /// Subscribes `data` to the invalidations of `[start, start + len)` of
-    /// `mm`.
-    pub(crate) fn new(mm: &MmWithUser, start: usize, len: usize, data: Arc<T>) -> Result<Self> {
+    /// `mm`, for the device whose pages have owner `owner`.
+    pub(crate) fn new(
+        mm: &MmWithUser,
+        start: usize,
+        len: usize,
+        owner: Option<Owner>,
+        data: Arc<T>,
+    ) -> Result<Self> {
         let mut err = 0;
         // SAFETY:
         // - `mm` has users (`MmWithUser`), as insertion requires.
@@ -144,7 +172,7 @@ impl<T: Invalidate> IntervalNotifier<T> {
                 len,
                 Arc::as_ptr(&data).cast(),
                 Some(callback::<T>),
-                core::ptr::null_mut(),
+                owner.map_or(core::ptr::null_mut(), Owner::as_ptr),
                 &mut err,
             )
         };
@@ -168,6 +196,13 @@ impl<T: Invalidate> IntervalNotifier<T> {
         core::ptr::eq(ours, mm.as_raw())
     }
 
+    /// Starts a read side (`mmu_interval_read_begin()`): may sleep until
+    /// running invalidations are done.
+    pub(crate) fn read_begin(&self) -> Seq {
+        // SAFETY: `raw` is a live notifier (type invariants).
+        Seq(unsafe { sys::nsvm_notifier_read_begin(self.raw.as_ptr()) })
+    }
+
     /// Whether an invalidation ran since the read that returned `seq`. Call
     /// under the lock [`Invalidate::invalidate`] takes.
     pub(crate) fn read_retry(&self, seq: Seq) -> bool {
@@ -177,10 +212,12 @@ impl<T: Invalidate> IntervalNotifier<T> {
 
     /// Runs `hmm_range_fault()`: see [`RangeFault`].
     ///
-    /// With `fault`, the pages of `[win_start, win_end)` clipped to the VMA
-    /// that holds `addr` are faulted in (writable with `write`): an address
+    /// With `req.fault`, the pages of `[win_start, win_end)` clipped to the
+    /// VMA that holds `addr` are faulted in (writable with `req.write`): an address
     /// that cannot be (no VMA, PROT_NONE, write to read-only) fails with
     /// `EFAULT` or `EPERM`. Without `fault`, the window is only snapshot.
+    /// With `device`, the owner's device pages are reported as they are;
+    /// without, faulting migrates them back to system memory first.
     /// `mm` must be this notifier's address space, held with `mmget` for the
     /// call: `EINVAL` otherwise.
     pub(crate) fn range_fault(
@@ -189,9 +226,13 @@ impl<T: Invalidate> IntervalNotifier<T> {
         addr: usize,
         win_start: usize,
         win_end: usize,
-        fault: bool,
-        write: bool,
+        req: Request,
     ) -> Result<RangeFault> {
+        let Request {
+            fault,
+            write,
+            device,
+        } = req;
         if !self.watches(mm) || win_start > addr || addr >= win_end {
             return Err(EINVAL);
         }
@@ -211,6 +252,7 @@ impl<T: Invalidate> IntervalNotifier<T> {
                 pfns.as_mut_ptr().cast(),
                 fault,
                 write,
+                device,
                 &mut start,
                 &mut end,
                 &mut seq,
@@ -283,6 +325,11 @@ impl CpuPage {
     #[cfg(CONFIG_KUNIT = "y")]
     pub(crate) fn fake(n: usize) -> Self {
         Self(NonNull::<bindings::page>::dangling().map_addr(|a| a.saturating_add(n * 64)))
+    }
+
+    /// A page the caller may map as the HMM contract says (see above).
+    pub(super) fn new(page: NonNull<bindings::page>) -> Self {
+        Self(page)
     }
 
     /// The `struct page`.

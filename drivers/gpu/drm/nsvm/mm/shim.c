@@ -34,6 +34,8 @@ static bool nsvm_shim_invalidate(struct mmu_interval_notifier *mni,
 		.blockable = mmu_notifier_range_blockable(range),
 		.own_migration = range->event == MMU_NOTIFY_MIGRATE &&
 				 n->owner && range->owner == n->owner,
+		.own_exclusive = range->event == MMU_NOTIFY_EXCLUSIVE &&
+				 n->owner && range->owner == n->owner,
 		.write_protect = range->event == MMU_NOTIFY_PROTECTION_PAGE,
 	};
 
@@ -97,16 +99,67 @@ struct mm_struct *nsvm_notifier_mm(struct nsvm_notifier *n)
 	return n->mni.mm;
 }
 
+/* Whether @hmm_pfn already satisfies @req, or is a device page of @owner
+ * (which must not be faulted: that would migrate it to system memory). */
+static bool nsvm_pfn_done(unsigned long hmm_pfn, unsigned long req, void *owner)
+{
+	struct page *page;
+
+	if (!(hmm_pfn & HMM_PFN_VALID))
+		return false;
+	page = hmm_pfn_to_page(hmm_pfn);
+	if (owner && is_device_private_page(page) && page_pgmap(page)->owner == owner)
+		return true;
+	return !(req & HMM_PFN_REQ_WRITE) || (hmm_pfn & HMM_PFN_WRITE);
+}
+
+/*
+ * Fault the pages of a snapshot that need it, run by run. One
+ * hmm_range_fault() with HMM_PFN_REQ_FAULT over the whole range would not
+ * do: once a page needs a fault, it calls handle_mm_fault() on every page
+ * up to the end of the page table it walks, device pages of the owner
+ * included, which migrates them back to system memory.
+ */
+static int nsvm_fault_runs(const struct hmm_range *snap, unsigned long req)
+{
+	unsigned long npages = (snap->end - snap->start) >> PAGE_SHIFT;
+	unsigned long i = 0, j;
+	int ret;
+
+	while (i < npages) {
+		if (nsvm_pfn_done(snap->hmm_pfns[i], req, snap->dev_private_owner)) {
+			i++;
+			continue;
+		}
+		for (j = i + 1; j < npages; j++)
+			if (nsvm_pfn_done(snap->hmm_pfns[j], req, snap->dev_private_owner))
+				break;
+		{
+			struct hmm_range run = *snap;
+
+			run.start = snap->start + (i << PAGE_SHIFT);
+			run.end = snap->start + (j << PAGE_SHIFT);
+			run.hmm_pfns = snap->hmm_pfns + i;
+			run.default_flags = req;
+			ret = hmm_range_fault(&run);
+			if (ret)
+				return ret;
+		}
+		i = j;
+	}
+	return 0;
+}
+
 int nsvm_range_fault(struct nsvm_notifier *n, unsigned long addr, unsigned long win_start,
 		     unsigned long win_end, unsigned long *pfns, bool fault, bool write,
-		     unsigned long *start, unsigned long *end, unsigned long *seq)
+		     bool device, unsigned long *start, unsigned long *end, unsigned long *seq)
 {
 	struct mm_struct *mm = n->mni.mm;
 	unsigned long timeout = jiffies + msecs_to_jiffies(HMM_RANGE_DEFAULT_TIMEOUT);
+	unsigned long req = HMM_PFN_REQ_FAULT | (write ? HMM_PFN_REQ_WRITE : 0);
 	struct hmm_range range = {
 		.notifier = &n->mni,
-		.default_flags = fault ? HMM_PFN_REQ_FAULT | (write ? HMM_PFN_REQ_WRITE : 0) : 0,
-		.dev_private_owner = n->owner,
+		.dev_private_owner = device ? n->owner : NULL,
 	};
 	struct vm_area_struct *vma;
 	int ret;
@@ -131,7 +184,12 @@ int nsvm_range_fault(struct nsvm_notifier *n, unsigned long addr, unsigned long 
 			range.end = min(win_end, vma->vm_end);
 		}
 		range.hmm_pfns = pfns + ((range.start - win_start) >> PAGE_SHIFT);
+		/* A snapshot first; then what needs it is faulted. */
+		memset(range.hmm_pfns, 0,
+		       ((range.end - range.start) >> PAGE_SHIFT) * sizeof(*pfns));
 		ret = hmm_range_fault(&range);
+		if (!ret && fault)
+			ret = nsvm_fault_runs(&range, req);
 		mmap_read_unlock(mm);
 	} while (ret == -EBUSY);
 

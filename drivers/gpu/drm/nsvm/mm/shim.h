@@ -23,6 +23,8 @@ struct nsvm_notifier;
  *	when it cannot proceed without sleeping.
  * @own_migration: the invalidation is a migration started by the owner
  *	passed to nsvm_notifier_create(), which handles its own mappings.
+ * @own_exclusive: make_device_exclusive() by the owner, about to hand
+ *	the page to its device: the driver must not wait for or undo it.
  * @write_protect: the pages stay mapped and only lose write access
  *	(MMU_NOTIFY_PROTECTION_PAGE: fork's COW, KSM, uffd-wp); a device may
  *	keep read access.
@@ -33,6 +35,7 @@ struct nsvm_invalidation {
 	unsigned long cur_seq;
 	_Bool blockable;
 	_Bool own_migration;
+	_Bool own_exclusive;
 	_Bool write_protect;
 };
 
@@ -90,7 +93,9 @@ struct nsvm_pfn {
  * With @fault, the range is [win_start, win_end) clipped to the VMA that
  * holds @addr (-EFAULT if none does), and missing pages are faulted in,
  * writable with @write. Without @fault, [win_start, win_end) is only
- * snapshot. The range used is returned in *start and *end; @pfns has one
+ * snapshot. With @device, device pages of the notifier's owner are
+ * reported as they are; without, faulting migrates them to system memory.
+ * The range used is returned in *start and *end; @pfns has one
  * slot per page of the window. On success *seq is the notifier sequence
  * the result is valid for: check it with nsvm_notifier_read_retry() under
  * the driver lock before using it. The caller must hold an mmget reference
@@ -98,8 +103,138 @@ struct nsvm_pfn {
  */
 int nsvm_range_fault(struct nsvm_notifier *n, unsigned long addr, unsigned long win_start,
 		     unsigned long win_end, unsigned long *pfns, _Bool fault, _Bool write,
-		     unsigned long *start, unsigned long *end, unsigned long *seq);
+		     _Bool device, unsigned long *start, unsigned long *end, unsigned long *seq);
 void nsvm_pfn_decode(const struct nsvm_notifier *n, unsigned long hmm_pfn,
 		     struct nsvm_pfn *out);
+
+/*
+ * Device-private memory: a pagemap of MEMORY_DEVICE_PRIVATE struct pages
+ * over a free physical address range (request_free_mem_region()), with
+ * the driver's callbacks. Pages are named by their index in the pagemap.
+ */
+struct nsvm_pagemap;
+struct vm_fault;
+
+/* A device page (or folio of 2^order pages) at @index was freed: called
+ * from any context, it must not sleep. */
+typedef void (*nsvm_folio_free_fn)(const void *ctx, unsigned long index, unsigned int order);
+/* The CPU faulted on a device page of @pm: migrate it (with its folio)
+ * back to system memory. Returns 0 or a negative errno (-ENOMEM: OOM). */
+typedef int (*nsvm_migrate_to_ram_fn)(const void *ctx, struct nsvm_pagemap *pm,
+				      struct vm_fault *vmf);
+
+/*
+ * Create a pagemap of @size bytes (a multiple of 2 MiB) whose owner is the
+ * returned pointer. Returns NULL with *err set on failure.
+ */
+struct nsvm_pagemap *nsvm_pagemap_create(unsigned long size, const void *ctx,
+					 nsvm_folio_free_fn folio_free,
+					 nsvm_migrate_to_ram_fn migrate_to_ram, int *err);
+/* memunmap_pages() (waits until every page is free), release the range. */
+void nsvm_pagemap_destroy(struct nsvm_pagemap *pm);
+/* The first pfn; it is 2 MiB aligned. */
+unsigned long nsvm_pagemap_pfn(const struct nsvm_pagemap *pm);
+/*
+ * Hand out the free device page (folio of 2^@order pages) at @index:
+ * refcount 1, locked, ready to be a migration destination.
+ */
+struct page *nsvm_pagemap_page_init(struct nsvm_pagemap *pm, unsigned long index,
+				    unsigned int order);
+/* If @page is a device page of @pm, its index in *index. */
+_Bool nsvm_pagemap_index(const struct nsvm_pagemap *pm, const struct page *page,
+			 unsigned long *index);
+/* The device page a CPU fault hit, for a migrate_to_ram callback. */
+struct page *nsvm_fault_page(const struct vm_fault *vmf);
+
+/* copy_highpage() and clear_highpage(). */
+void nsvm_copy_page(struct page *dst, struct page *src);
+void nsvm_clear_page(struct page *page);
+
+/*
+ * Migration (migrate_vma_* and migrate_device_*), for at most
+ * NSVM_MIGRATE_MAX_PAGES pages at a time. C owns struct migrate_vma and
+ * the pfn arrays; the driver reads sources and sets destinations by index.
+ */
+#define NSVM_MIGRATE_MAX_PAGES 512
+struct nsvm_migrate;
+
+/**
+ * struct nsvm_mpfn - one source entry of a migration, decoded.
+ * @page: the source page, NULL for a hole (pte_none) or the zero page.
+ * @migrate: the entry is selected for migration (after
+ *	nsvm_migrate_pages(): it was migrated).
+ * @write: the page was mapped writable.
+ * @order: the entry is the head of a folio of 2^order pages (the
+ *	following entries are part of it), 0 for a single page.
+ */
+struct nsvm_mpfn {
+	struct page *page;
+	_Bool migrate;
+	_Bool write;
+	unsigned int order;
+};
+
+enum nsvm_migrate_dir {
+	NSVM_MIGRATE_TO_DEVICE = 0,
+	NSVM_MIGRATE_TO_SYSTEM = 1,
+};
+
+struct nsvm_migrate *nsvm_migrate_alloc(void);
+void nsvm_migrate_free(struct nsvm_migrate *m);
+/*
+ * migrate_vma_setup() over [start, min(end, start + 2 MiB, VMA end)),
+ * under mmap_read_lock of @mm (asserted); 2 MiB folios are selected whole.
+ * To the device, system pages are selected; to the system, the device
+ * pages of @owner. The range used is returned in *out_end. -EFAULT when no
+ * VMA holds @start, with *out_end set to where the next VMA starts (at most
+ * @end); -EINVAL when the VMA cannot migrate (PROT_NONE, hugetlb, VM_IO,
+ * VM_PFNMAP, DAX), with *out_end set to its end.
+ */
+int nsvm_migrate_setup(struct nsvm_migrate *m, struct mm_struct *mm, unsigned long start,
+		       unsigned long end, void *owner, enum nsvm_migrate_dir dir,
+		       unsigned long *out_end);
+/* For a migrate_to_ram callback: the faulting folio (whole if it is
+ * PMD-mapped), to system memory. */
+int nsvm_migrate_setup_fault(struct nsvm_migrate *m, struct vm_fault *vmf, void *owner);
+/* migrate_device_range() over @npages device pages from @pfn (eviction). */
+void nsvm_migrate_setup_device(struct nsvm_migrate *m, unsigned long pfn,
+			       unsigned long npages);
+unsigned long nsvm_migrate_npages(const struct nsvm_migrate *m);
+void nsvm_migrate_src(const struct nsvm_migrate *m, unsigned long i, struct nsvm_mpfn *out);
+/*
+ * Destination of entry @i, mapped writable with @write: a locked device
+ * page from nsvm_pagemap_page_init(). A folio of the entry's order moves
+ * it whole; single pages for each entry of a folio split it.
+ */
+void nsvm_migrate_set_dst(struct nsvm_migrate *m, unsigned long i, struct page *page,
+			  _Bool write);
+/* Allocate a locked system folio of 2^@order pages as destination of
+ * entry @i, as nsvm_migrate_set_dst() would; NULL if none is free. */
+struct page *nsvm_migrate_alloc_dst(struct nsvm_migrate *m, unsigned long i,
+				    unsigned int order, _Bool write);
+/* Drop every destination set so far (before nsvm_migrate_pages()): the
+ * finalize then restores all sources. */
+void nsvm_migrate_abort(struct nsvm_migrate *m);
+/* migrate_vma_pages() / migrate_device_pages(). */
+void nsvm_migrate_pages(struct nsvm_migrate *m);
+/* migrate_vma_finalize() / migrate_device_finalize(). */
+void nsvm_migrate_finalize(struct nsvm_migrate *m);
+
+/*
+ * Fault the page at @addr of @mm in writable and PTE-mapped (splitting a
+ * PMD), under mmap_read_lock of @mm: a device-exclusive entry there goes
+ * back to a normal one. make_device_exclusive() then finds the page as it
+ * wants it and raises no invalidation but its own.
+ */
+int nsvm_fault_in_write(struct mm_struct *mm, unsigned long addr);
+/*
+ * make_device_exclusive() for @owner under mmap_read_lock of @mm: returns
+ * the page, its folio locked and referenced, or NULL with *err set.
+ * Release with nsvm_page_unlock_put().
+ */
+struct page *nsvm_make_exclusive(struct mm_struct *mm, unsigned long addr, void *owner,
+				 int *err);
+/* Unlock and put the folio of @page. */
+void nsvm_page_unlock_put(struct page *page);
 
 #endif /* NSVM_MM_SHIM_H */

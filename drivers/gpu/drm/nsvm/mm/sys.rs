@@ -7,6 +7,7 @@
     dead_code,
     improper_ctypes,
     non_camel_case_types,
+    non_upper_case_globals,
     unreachable_pub,
     clippy::all,
     clippy::undocumented_unsafe_blocks,
@@ -15,7 +16,8 @@
 
 use kernel::bindings::{
     mm_struct,
-    page, //
+    page,
+    vm_fault, //
 };
 
 include!("shim_bindings.rs");
