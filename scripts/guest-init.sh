@@ -16,12 +16,14 @@ mkdir -p /dev/shm && mount -t tmpfs tmpfs /dev/shm
 
 mode=test
 ndev=2
+vram=32
 igt=""
 hmm=1
 for arg in $(cat /proc/cmdline); do
 	case $arg in
 	nsvm_mode=*) mode=${arg#nsvm_mode=} ;;
 	nsvm_devices=*) ndev=${arg#nsvm_devices=} ;;
+	nsvm_vram=*) vram=${arg#nsvm_vram=} ;;
 	nsvm_igt=*) igt=${arg#nsvm_igt=} ;;
 	nsvm_hmm=*) hmm=${arg#nsvm_hmm=} ;;
 	esac
@@ -35,8 +37,8 @@ fail() { echo "NSVM-FAIL $*"; rc=1; }
 echo "NSVM-GUEST kernel $(uname -r) ($(cat /etc/nsvm-kernel)), mode $mode, $(nproc) cpus"
 cat /proc/version
 
-step "insmod nsvm.ko num_devices=$ndev (KUnit runs here)"
-insmod /lib/modules/nsvm.ko num_devices="$ndev" || fail "insmod nsvm"
+step "insmod nsvm.ko num_devices=$ndev vram_mb=$vram (KUnit runs here)"
+insmod /lib/modules/nsvm.ko num_devices="$ndev" vram_mb="$vram" || fail "insmod nsvm"
 ls -l /dev/dri
 
 case $mode in
@@ -60,6 +62,18 @@ test)
 		echo "NSVM-IGT-EXIT $(basename "$t") $st"
 		[ $st = 0 ] || [ $st = 77 ] || fail "igt $(basename "$t") exit $st"
 	done
+
+	# Module unload with pages in device memory (unloads and reloads).
+	case $igt in
+	"" | nsvm_migrate | nsvm_migrate:*unload*)
+		step "igt nsvm_migrate unload"
+		NSVM_UNLOAD=1 NSVM_INSMOD_ARGS="num_devices=$ndev vram_mb=$vram" \
+			/igt/nsvm_migrate --run-subtest unload-keeps-data
+		st=$?
+		echo "NSVM-IGT-EXIT nsvm_migrate-unload $st"
+		[ $st = 0 ] || fail "igt nsvm_migrate unload exit $st"
+		;;
+	esac
 
 	# nsvm_hmm=0 skips the C peer; the unload and kmemleak scan below
 	# run either way.

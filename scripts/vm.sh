@@ -9,7 +9,8 @@
 # Environment: NSVM_DEVICES (default 2), NSVM_ACCEL (default tcg: KVM guests
 # hang on these machines), NSVM_TIMEOUT (seconds, default 1500),
 # NSVM_CACHE_DIR (default ~/.cache/nsvm); for development, NSVM_IGT=BIN[:GLOB]
-# runs one test binary (or some of its subtests) and NSVM_HMM=0 skips the C
+# runs one test binary (or some of its subtests), NSVM_VRAM_MB (default 32:
+# small, so the 4x-device-memory test is quick) and NSVM_HMM=0 skips the C
 # peer's hmm-tests.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -84,7 +85,7 @@ timeout --foreground "$timeout_s" qemu-system-x86_64 \
 	-accel "$accel" -cpu max -smp 2 -m 3G \
 	-nographic -no-reboot -monitor none -serial stdio \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/rootfs.cpio" \
-	-append "console=ttyS0 panic=-1 oops=panic=0 nsvm_mode=$mode nsvm_devices=$ndev nsvm_igt=${NSVM_IGT:-} nsvm_hmm=${NSVM_HMM:-1}" \
+	-append "console=ttyS0 panic=-1 oops=panic=0 nsvm_mode=$mode nsvm_devices=$ndev nsvm_vram=${NSVM_VRAM_MB:-32} nsvm_igt=${NSVM_IGT:-} nsvm_hmm=${NSVM_HMM:-1}" \
 	</dev/null >"$out/guest-$mode.log" 2>&1
 qemu_rc=$?
 set -e

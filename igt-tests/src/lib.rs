@@ -18,6 +18,8 @@
 
 use std::{io::Write, time::Instant};
 
+pub mod svm;
+
 /// IGT's exit status for success.
 pub const EXIT_SUCCESS: i32 = 0;
 /// IGT's exit status when every subtest skipped.

@@ -15,83 +15,8 @@ use std::{
     ptr,
 };
 
-use nsvm_igt_tests::{check, check_eq, igt_main, skip, Outcome, TestResult};
+use nsvm_igt_tests::{check, check_eq, igt_main, skip, svm::*, Outcome, TestResult};
 use nsvm_uapi::{self as nsvm, sys, Cmd, Device, ExecError};
-
-const PAGE: usize = 4096;
-const MB2: usize = 2 << 20;
-
-fn errno(e: i32) -> nsvm::Error {
-    nsvm::Error { errno: e }
-}
-
-fn open(index: u32) -> Result<Device, Outcome> {
-    match Device::open_render(index) {
-        Ok(d) => Ok(d),
-        Err(e) if e.errno == libc::ENOENT => skip!("no nsvm device {index}"),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn bound(index: u32) -> Result<Device, Outcome> {
-    let dev = open(index)?;
-    dev.svm_init(0)?;
-    Ok(dev)
-}
-
-/// Anonymous private memory, unmapped on drop.
-struct Map {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Map {
-    fn new(len: usize, prot: i32) -> Self {
-        Self::with_flags(len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS)
-    }
-
-    fn with_flags(len: usize, prot: i32, flags: i32) -> Self {
-        // SAFETY: A fresh anonymous mapping.
-        let ptr = unsafe { libc::mmap(ptr::null_mut(), len, prot, flags, -1, 0) };
-        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
-        Self {
-            ptr: ptr.cast(),
-            len,
-        }
-    }
-
-    fn addr(&self) -> u64 {
-        self.ptr as u64
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: The mapping is readable when this is used; the GPU writes
-        // it only inside EXEC calls, which this borrow cannot span.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: As above, and writable when this is used.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-
-    fn protect(&self, prot: i32) {
-        // SAFETY: Our own mapping.
-        assert_eq!(
-            unsafe { libc::mprotect(self.ptr.cast(), self.len, prot) },
-            0
-        );
-    }
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        // SAFETY: Our own mapping (munmap of an unmapped range is harmless).
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
-const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
 
 /// EXEC of one command as a plain ioctl on `fd`: no restart on EINTR (as
 /// nsvm_uapi and drmIoctl do), and `fd` may be closed under it.
@@ -109,51 +34,6 @@ fn raw_exec(fd: i32, cmd: Cmd) -> Result<(), i32> {
     match unsafe { libc::ioctl(fd, nsvm::DRM_IOCTL_NSVM_EXEC as _, &raw mut arg) } {
         0 => Ok(()),
         _ => Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
-    }
-}
-
-fn exec(dev: &Device, cmds: &mut [Cmd]) -> Result<(), Outcome> {
-    dev.exec(cmds)
-        .map_err(|e| Outcome::Fail(format!("EXEC failed: {e}")))
-}
-
-/// GPU-reads `len` bytes at `src`.
-fn gpu_read(dev: &Device, src: u64, len: usize) -> Result<Vec<u8>, Outcome> {
-    let mut out = vec![0u8; len];
-    exec(
-        dev,
-        &mut [Cmd::read(out.as_mut_ptr() as u64, src, len as u64)],
-    )?;
-    Ok(out)
-}
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) >> 3) as u8)
-        .collect()
-}
-
-/// Runs `f` in a forked child and returns its exit status (0: it passed).
-fn in_child(f: impl FnOnce() -> i32) -> i32 {
-    let _ = std::io::stdout().flush();
-    // SAFETY: The child runs `f` and exits.
-    match unsafe { libc::fork() } {
-        0 => {
-            let code = f();
-            let _ = std::io::stdout().flush();
-            // SAFETY: Ends the child.
-            unsafe { libc::_exit(code) }
-        }
-        pid => {
-            let mut st = 0;
-            // SAFETY: Our child.
-            unsafe { libc::waitpid(pid, &mut st, 0) };
-            if libc::WIFEXITED(st) {
-                libc::WEXITSTATUS(st)
-            } else {
-                128 + libc::WTERMSIG(st)
-            }
-        }
     }
 }
 
@@ -681,12 +561,6 @@ fn no_vma() -> TestResult {
 
 // ---- coherence ----
 
-fn states(dev: &Device, start: u64, n: usize) -> Result<Vec<u8>, Outcome> {
-    let mut s = vec![0u8; n];
-    dev.snapshot(start, &mut s)?;
-    Ok(s)
-}
-
 /// munmap drops the GPU mappings: the snapshot empties, and a GPU write to
 /// the old address faults instead of reaching the freed page.
 fn munmap_invalidates() -> TestResult {
@@ -953,16 +827,6 @@ fn two_devices() -> TestResult {
     exec(&d1, &mut [Cmd::fill(a.addr(), 8, 0x4343)])?;
     check_eq!(gpu_read(&d0, a.addr(), 1)?[0], 0x43);
     Ok(())
-}
-
-/// A new, empty file at `path`.
-fn temp_file(path: &str) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
 }
 
 /// File-backed shared memory: GPU writes reach the file (checked with pread).

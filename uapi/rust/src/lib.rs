@@ -57,6 +57,42 @@ pub const DRM_IOCTL_NSVM_EXEC: u64 =
 pub const DRM_IOCTL_NSVM_SNAPSHOT: u64 =
     drm_iowr::<sys::drm_nsvm_snapshot>(DRM_COMMAND_BASE + sys::DRM_NSVM_SNAPSHOT);
 
+/// `DRM_IOCTL_NSVM_MIGRATE`.
+pub const DRM_IOCTL_NSVM_MIGRATE: u64 =
+    drm_iowr::<sys::drm_nsvm_migrate>(DRM_COMMAND_BASE + sys::DRM_NSVM_MIGRATE);
+/// `DRM_IOCTL_NSVM_SET_ATTR`.
+pub const DRM_IOCTL_NSVM_SET_ATTR: u64 =
+    drm_iowr::<sys::drm_nsvm_set_attr>(DRM_COMMAND_BASE + sys::DRM_NSVM_SET_ATTR);
+
+/// Where memory lives (`enum drm_nsvm_mem`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mem {
+    /// System memory.
+    System,
+    /// The device's memory.
+    Device,
+}
+
+/// What a MIGRATE did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Pages moved.
+    pub migrated: u64,
+    /// Pages selected that could not move.
+    pub failed: u64,
+}
+
+/// The policy of a range (`struct drm_nsvm_set_attr`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Attr {
+    /// One of `DRM_NSVM_LOCATION_*`.
+    pub preferred: u32,
+    /// Migrate to `preferred` on GPU faults.
+    pub migrate_on_fault: bool,
+    /// One of `DRM_NSVM_ATOMIC_*`.
+    pub atomic: u32,
+}
+
 /// The `size` field value of a uapi struct.
 pub const fn size_of_u32<T>() -> u32 {
     std::mem::size_of::<T>() as u32
@@ -400,6 +436,82 @@ impl Device {
         // `npages` bytes.
         unsafe { raw_ioctl(&self.file, DRM_IOCTL_NSVM_SNAPSHOT, (&raw mut arg).cast())? };
         Ok(arg.counters)
+    }
+
+    /// The CPU-side state of `states.len()` pages from `start` (one
+    /// `DRM_NSVM_PTE_*` byte each: present, writable, huge, in device
+    /// memory).
+    pub fn snapshot_cpu(&self, start: u64, states: &mut [u8]) -> Result<()> {
+        let mut arg = sys::drm_nsvm_snapshot {
+            size: size_of_u32::<sys::drm_nsvm_snapshot>(),
+            flags: sys::DRM_NSVM_SNAPSHOT_CPU,
+            start,
+            npages: states.len() as u64,
+            states: states.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: As for `snapshot()`.
+        unsafe { raw_ioctl(&self.file, DRM_IOCTL_NSVM_SNAPSHOT, (&raw mut arg).cast())? };
+        Ok(())
+    }
+
+    /// `DRM_IOCTL_NSVM_MIGRATE` with the argument as given.
+    pub fn migrate_raw(&self, arg: &mut sys::drm_nsvm_migrate) -> Result<()> {
+        // SAFETY: `arg` is a valid `drm_nsvm_migrate`.
+        unsafe {
+            raw_ioctl(
+                &self.file,
+                DRM_IOCTL_NSVM_MIGRATE,
+                (arg as *mut sys::drm_nsvm_migrate).cast(),
+            )?
+        };
+        Ok(())
+    }
+
+    /// Moves `[start, start + len)` to `target` (a prefetch).
+    pub fn migrate(&self, start: u64, len: u64, target: Mem) -> Result<Moved> {
+        let mut arg = sys::drm_nsvm_migrate {
+            size: size_of_u32::<sys::drm_nsvm_migrate>(),
+            start,
+            length: len,
+            target: match target {
+                Mem::System => sys::DRM_NSVM_MEM_SYSTEM,
+                Mem::Device => sys::DRM_NSVM_MEM_DEVICE,
+            },
+            ..Default::default()
+        };
+        self.migrate_raw(&mut arg)?;
+        Ok(Moved {
+            migrated: arg.migrated,
+            failed: arg.failed,
+        })
+    }
+
+    /// `DRM_IOCTL_NSVM_SET_ATTR` with the argument as given.
+    pub fn set_attr_raw(&self, arg: &mut sys::drm_nsvm_set_attr) -> Result<()> {
+        // SAFETY: `arg` is a valid `drm_nsvm_set_attr`.
+        unsafe {
+            raw_ioctl(
+                &self.file,
+                DRM_IOCTL_NSVM_SET_ATTR,
+                (arg as *mut sys::drm_nsvm_set_attr).cast(),
+            )?
+        };
+        Ok(())
+    }
+
+    /// Sets the policy of `[start, start + len)`.
+    pub fn set_attr(&self, start: u64, len: u64, attr: Attr) -> Result<()> {
+        let mut arg = sys::drm_nsvm_set_attr {
+            size: size_of_u32::<sys::drm_nsvm_set_attr>(),
+            start,
+            length: len,
+            preferred: attr.preferred,
+            migrate_on_fault: attr.migrate_on_fault.into(),
+            atomic: attr.atomic,
+            ..Default::default()
+        };
+        self.set_attr_raw(&mut arg)
     }
 
     /// The file's SVM counters.

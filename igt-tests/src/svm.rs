@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: MIT
+
+//! Helpers shared by the SVM test binaries: devices, memory, GPU commands.
+
+use std::{io::Write, ptr};
+
+use nsvm_uapi::{self as nsvm, Cmd, Device};
+
+use crate::{skip, Outcome};
+
+/// Page size.
+pub const PAGE: usize = 4096;
+/// 2 MiB.
+pub const MB2: usize = 2 << 20;
+
+/// An nsvm error with errno `e`.
+pub fn errno(e: i32) -> nsvm::Error {
+    nsvm::Error { errno: e }
+}
+
+/// Opens render node `index`; skips when there is none.
+pub fn open(index: u32) -> Result<Device, Outcome> {
+    match Device::open_render(index) {
+        Ok(d) => Ok(d),
+        Err(e) if e.errno == libc::ENOENT => skip!("no nsvm device {index}"),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens render node `index` and binds its mirror.
+pub fn bound(index: u32) -> Result<Device, Outcome> {
+    let dev = open(index)?;
+    dev.svm_init(0)?;
+    Ok(dev)
+}
+
+/// Anonymous private memory, unmapped on drop.
+pub struct Map {
+    /// Start.
+    pub ptr: *mut u8,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl Map {
+    pub fn new(len: usize, prot: i32) -> Self {
+        Self::with_flags(len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS)
+    }
+
+    pub fn with_flags(len: usize, prot: i32, flags: i32) -> Self {
+        // SAFETY: A fresh anonymous mapping.
+        let ptr = unsafe { libc::mmap(ptr::null_mut(), len, prot, flags, -1, 0) };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+        Self {
+            ptr: ptr.cast(),
+            len,
+        }
+    }
+
+    pub fn addr(&self) -> u64 {
+        self.ptr as u64
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: The mapping is readable when this is used; the GPU writes
+        // it only inside EXEC calls, which this borrow cannot span.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: As above, and writable when this is used.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    pub fn protect(&self, prot: i32) {
+        // SAFETY: Our own mapping.
+        assert_eq!(
+            unsafe { libc::mprotect(self.ptr.cast(), self.len, prot) },
+            0
+        );
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: Our own mapping (munmap of an unmapped range is harmless).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Readable and writable.
+pub const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
+
+/// EXEC of `cmds`; a failure fails the subtest.
+pub fn exec(dev: &Device, cmds: &mut [Cmd]) -> Result<(), Outcome> {
+    dev.exec(cmds)
+        .map_err(|e| Outcome::Fail(format!("EXEC failed: {e}")))
+}
+
+/// GPU-reads `len` bytes at `src`.
+pub fn gpu_read(dev: &Device, src: u64, len: usize) -> Result<Vec<u8>, Outcome> {
+    let mut out = vec![0u8; len];
+    exec(
+        dev,
+        &mut [Cmd::read(out.as_mut_ptr() as u64, src, len as u64)],
+    )?;
+    Ok(out)
+}
+
+/// `len` bytes of a pattern that differs with `seed`.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) >> 3) as u8)
+        .collect()
+}
+
+/// Runs `f` in a forked child and returns its exit status (0: it passed).
+pub fn in_child(f: impl FnOnce() -> i32) -> i32 {
+    let _ = std::io::stdout().flush();
+    // SAFETY: The child runs `f` and exits.
+    match unsafe { libc::fork() } {
+        0 => {
+            let code = f();
+            let _ = std::io::stdout().flush();
+            // SAFETY: Ends the child.
+            unsafe { libc::_exit(code) }
+        }
+        pid => {
+            let mut st = 0;
+            // SAFETY: Our child.
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                128 + libc::WTERMSIG(st)
+            }
+        }
+    }
+}
+
+/// A new, empty file at `path`.
+pub fn temp_file(path: &str) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
+/// The GPU page-table states of `n` pages from `start`.
+pub fn states(dev: &Device, start: u64, n: usize) -> Result<Vec<u8>, Outcome> {
+    let mut s = vec![0u8; n];
+    dev.snapshot(start, &mut s)?;
+    Ok(s)
+}
