@@ -577,6 +577,24 @@ fn evict_4x() -> TestResult {
     Ok(())
 }
 
+/// With device memory full of a range, migrating that range again selects
+/// nothing and evicts nothing.
+fn resident_no_evict() -> TestResult {
+    let dev = bound(0)?;
+    let vram = dev.get_param(sys::DRM_NSVM_PARAM_VRAM_SIZE)? as usize;
+    if vram == 0 || vram > 64 << 20 {
+        skip!("device memory {vram} too large for a quick run");
+    }
+    let mut m = aligned(vram);
+    cpu_fill(&mut m, 60);
+    check_eq!(migrate(&dev, &m, 0, vram, Mem::Device)?.failed, 0);
+    let before = vram_stat(0, "evictions")?;
+    check_eq!(migrate(&dev, &m, 0, vram, Mem::Device)?, Moved::default());
+    check_eq!(vram_stat(0, "evictions")?, before);
+    check!(m.bytes() == pattern(60, vram).as_slice());
+    Ok(())
+}
+
 /// A process that exits with pages in device memory frees them.
 fn exit_frees() -> TestResult {
     let before = vram_stat(0, "pages_used")?;
@@ -861,6 +879,7 @@ igt_main! {
     "fork-cow" => fork_cow,
     "gup-longterm" => gup_longterm,
     "evict-4x" => evict_4x,
+    "resident-no-evict" => resident_no_evict,
     "exit-frees" => exit_frees,
     "fault-to-device" => fault_to_device,
     "fault-to-system" => fault_to_system,

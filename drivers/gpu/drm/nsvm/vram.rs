@@ -4,14 +4,16 @@
 //! migration to and from them, and eviction.
 //!
 //! The memory is split in 2 MiB chunks. A migration step (at most 2 MiB)
-//! reserves one chunk ([`Vram::reserve`]) and takes from it either the
+//! that selected pages reserves one chunk and takes from it either the
 //! whole chunk as one 2 MiB device folio (a THP moves whole) or single
 //! pages. A chunk's pages return one by one, or all at once, when the core
 //! frees them ([`PagemapOps::free`]); a chunk is reusable whole once all
 //! its pages are back.
 //!
-//! When no chunk has room, the least recently used chunk is evicted: its
-//! pages go back to system memory with `migrate_device_range()`, wherever
+//! When no chunk has room, the step drops what it collected, the least
+//! recently used chunk is evicted ([`Vram::reserve`]), and the step runs
+//! again: never with its own pages locked. Eviction moves the chunk's
+//! pages back to system memory with `migrate_device_range()`, wherever
 //! they are mapped, without knowing the processes. The same runs for every
 //! chunk when the device goes away ([`Drop`]), so device removal never
 //! loses data; `memunmap_pages()` then waits for the last page.
@@ -351,7 +353,7 @@ impl Vram {
     /// chunk for a whole 2 MiB step, else one with room for `npages`,
     /// evicting the least recently used chunk when none has. `ENOSPC` when
     /// nothing can be evicted; a chunk with less room is returned as a
-    /// last resort.
+    /// last resort. Call with no page locked and without `mmap_lock`.
     fn reserve(&self, npages: usize) -> Result<Reserved<'_>> {
         for _ in 0..EVICT_TRIES {
             if let Some(chunk) = self.pick(npages, false) {
@@ -449,36 +451,64 @@ impl Vram {
         let mut mig = Migrate::new()?;
         let mut moved = Moved::default();
         let mut addr = start;
+        // The chunk for the step, once one was needed; and whether making
+        // room failed (the step then counts its pages as failed).
+        let mut res: Option<Reserved<'_>> = None;
+        let mut starved = false;
         while addr < end {
             if kernel::current!().signal_pending() {
                 return Err(EINTR);
             }
             let step = (end.min((addr & !(PAGE_SIZE_2M - 1)) + PAGE_SIZE_2M) - addr) / PAGE_SIZE_4K;
-            // No device memory to be had: the step's pages are counted as
-            // failed, not an error.
-            let mut res = match dir {
-                Direction::ToDevice => match self.reserve(step) {
-                    Ok(r) => Some(r),
-                    Err(e) if e == ENOSPC => None,
-                    Err(e) => return Err(e),
-                },
-                Direction::ToSystem => None,
-            };
-            let lock = MmapRead::lock(mm);
-            let (next, collected) = mig.setup(&lock, addr, end, self.owner(), dir)?;
-            if let Some(mut m) = collected {
-                let selected = selected(&m);
-                let n = match (dir, res.as_mut()) {
-                    (Direction::ToDevice, Some(res)) => self.to_device(res, &mut m)?,
-                    // Dropped unmigrated: every page is restored.
-                    (Direction::ToDevice, None) => 0,
-                    (Direction::ToSystem, _) => {
-                        self.mem().to_system(self.pagemap.get(), &mut m, true)?
+            let (next, evict) = {
+                let lock = MmapRead::lock(mm);
+                let (next, collected) = mig.setup(&lock, addr, end, self.owner(), dir)?;
+                let mut evict = false;
+                if let Some(mut m) = collected {
+                    let selected = selected(&m);
+                    let n = match dir {
+                        Direction::ToSystem => {
+                            self.mem().to_system(self.pagemap.get(), &mut m, true)?
+                        }
+                        Direction::ToDevice if selected == 0 || starved => 0,
+                        Direction::ToDevice => {
+                            // A chunk with room, without evicting: evicting
+                            // under the collected pages' locks and mmap_lock
+                            // is avoided (see the lock order).
+                            if res.is_none() {
+                                res = self
+                                    .pick(step, false)
+                                    .map(|c| self.reserved(c))
+                                    .transpose()?;
+                            }
+                            match res.as_mut() {
+                                Some(r) => self.to_device(r, &mut m)?,
+                                None => {
+                                    evict = true;
+                                    0
+                                }
+                            }
+                        }
+                    };
+                    if !evict {
+                        moved.migrated += n as u64;
+                        moved.failed += (selected - n) as u64;
                     }
-                };
-                moved.migrated += n as u64;
-                moved.failed += (selected - n) as u64;
+                    // Dropping `m` finalizes: what did not move is restored.
+                }
+                (next, evict)
+            };
+            if evict {
+                // Make room with no lock held, then redo the step.
+                match self.reserve(step) {
+                    Ok(r) => res = Some(r),
+                    Err(e) if e == ENOSPC => starved = true,
+                    Err(e) => return Err(e),
+                }
+                continue;
             }
+            res = None;
+            starved = false;
             addr = next.max(addr + PAGE_SIZE_4K);
         }
         let c = match dir {
