@@ -24,8 +24,9 @@
 //!    without `mmap_lock` and without any page locked by the caller.
 //! 2. page locks, `mmap_lock` of the processes, `Mirror::vm` (through the
 //!    invalidations an eviction raises).
-//! 3. [`VramMem::alloc`] (`"Vram::alloc"`): the allocator, a spinlock and
-//!    a leaf; [`PagemapOps::free`] takes it from any context.
+//! 3. [`VramMem::alloc`] (`"Vram::alloc"`): the allocator, an irq-safe
+//!    spinlock and a leaf; [`PagemapOps::free`] takes it from any context
+//!    (the last `folio_put()` of a device page may run anywhere).
 
 use core::{
     fmt,
@@ -35,14 +36,14 @@ use core::{
 use kernel::{
     bindings,
     mm::MmWithUser,
-    new_mutex, new_spinlock,
+    new_mutex, new_spinlock_irq,
     prelude::*,
     sync::{
         atomic::{
             Atomic,
             Relaxed, //
         },
-        Arc, Mutex, SpinLock,
+        Arc, Mutex, SpinLockIrq,
     },
 };
 
@@ -154,7 +155,7 @@ pub(crate) struct VramStats {
 pub(crate) struct VramMem {
     /// See the lock order.
     #[pin]
-    alloc: SpinLock<Chunks>,
+    alloc: SpinLockIrq<Chunks>,
     /// The memory and its copy engine.
     mem: SoftMemory,
     stats: VramStats,
@@ -297,7 +298,7 @@ impl Vram {
         }
         let mem = Arc::pin_init(
             try_pin_init!(VramMem {
-                alloc <- new_spinlock!(Chunks { chunks, clock: 0 }, "Vram::alloc"),
+                alloc <- new_spinlock_irq!(Chunks { chunks, clock: 0 }, "Vram::alloc"),
                 mem: SoftMemory::new(nchunks)?,
                 stats: VramStats {
                     to_device: Atomic::new(0),
