@@ -201,7 +201,7 @@ impl VramMem {
         // chunks (they were handed out).
         unsafe { self.mem.copy(&ops)? };
         m.migrate_pages();
-        Ok(migrated(m))
+        Ok(flagged(m))
     }
 
     /// Marks chunk `index / CHUNK_PAGES` used now.
@@ -245,8 +245,9 @@ fn page_add(head: NonNull<bindings::page>, j: usize) -> NonNull<bindings::page> 
     head.map_addr(|a| a.saturating_add(j * size_of::<bindings::page>()))
 }
 
-/// Pages of `m` that migrated (after `migrate_pages()`).
-fn migrated(m: &Collected<'_>) -> usize {
+/// Pages of `m` whose entry has the migrate flag: selected before
+/// `migrate_pages()`, migrated after.
+fn flagged(m: &Collected<'_>) -> usize {
     let mut n = 0;
     let mut i = 0;
     while i < m.len() {
@@ -466,7 +467,7 @@ impl Vram {
                 let (next, collected) = mig.setup(&lock, addr, end, self.owner(), dir)?;
                 let mut evict = false;
                 if let Some(mut m) = collected {
-                    let selected = selected(&m);
+                    let selected = flagged(&m);
                     let n = match dir {
                         Direction::ToSystem => {
                             self.mem().to_system(self.pagemap.get(), &mut m, true)?
@@ -559,7 +560,7 @@ impl Vram {
         // populated reserved chunk.
         unsafe { self.memory().copy(&ops)? };
         m.migrate_pages();
-        Ok(migrated(m))
+        Ok(flagged(m))
     }
 }
 
@@ -569,12 +570,6 @@ fn vram_op(src: Option<MemPage>, index: usize) -> CopyOp {
         src,
         dst: MemPage::Vram(index),
     }
-}
-
-/// Pages of `m` selected for migration (before `migrate_pages()`).
-fn selected(m: &Collected<'_>) -> usize {
-    // The same flag, read before the move.
-    migrated(m)
 }
 
 #[pinned_drop]
