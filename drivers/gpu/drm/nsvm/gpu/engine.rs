@@ -22,6 +22,7 @@
 //! notifier, is gone.
 
 use kernel::{
+    alloc::flags::__GFP_NOWARN,
     new_condvar, new_mutex, new_work,
     page::{
         BorrowedPage,
@@ -181,7 +182,7 @@ impl<V: GpuVm> Job<V> {
             cmd,
             phase: Phase::Running,
             faults: KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?,
-            out: KVVec::from_elem(0u8, out_len, GFP_KERNEL)?,
+            out: KVVec::from_elem(0u8, out_len, GFP_KERNEL | __GFP_NOWARN)?,
             result: Ok(()),
         };
         Arc::pin_init(
@@ -269,7 +270,11 @@ impl<V: GpuVm> Job<V> {
                         })
                         .map_err(|_| ENOMEM)?;
                 }
-                va += PAGE_SIZE_4K;
+                // The last page of the address space has no next one.
+                va = match va.checked_add(PAGE_SIZE_4K) {
+                    Some(next) => next,
+                    None => break,
+                };
             }
         }
         Ok(())
@@ -477,8 +482,8 @@ pub(crate) fn validate(cmd: &uapi::drm_nsvm_cmd) -> Result {
         {
             Ok(())
         }
-        uapi::DRM_NSVM_OP_ATOMIC_ADD32 if cmd.dst % 4 == 0 => Ok(()),
-        uapi::DRM_NSVM_OP_ATOMIC_ADD64 if cmd.dst % 8 == 0 => Ok(()),
+        uapi::DRM_NSVM_OP_ATOMIC_ADD32 if cmd.dst % 4 == 0 && in_range(cmd.dst, 4) => Ok(()),
+        uapi::DRM_NSVM_OP_ATOMIC_ADD64 if cmd.dst % 8 == 0 && in_range(cmd.dst, 8) => Ok(()),
         _ => Err(EINVAL),
     }
 }
