@@ -7,6 +7,7 @@
 //! rules are in `svm.rs`.
 
 use kernel::{
+    alloc::flags::__GFP_NOWARN,
     drm::{
         self,
         ioctl::RENDER_ALLOW,
@@ -263,7 +264,7 @@ impl Ioctl for Snapshot {
         }
         let mirror = file.inner().get_ref().mirror()?;
         let mm = mirror.enter()?;
-        let mut states = KVVec::from_elem(0u8, npages, GFP_KERNEL)?;
+        let mut states = KVVec::from_elem(0u8, npages, GFP_KERNEL | __GFP_NOWARN)?;
         if arg.flags & uapi::DRM_NSVM_SNAPSHOT_CPU != 0 {
             mirror.snapshot_cpu(&mm, arg.start as usize, &mut states)?;
         } else {

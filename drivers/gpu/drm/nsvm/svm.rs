@@ -38,6 +38,7 @@
 use core::fmt;
 
 use kernel::{
+    alloc::flags::__GFP_NOWARN,
     debugfs,
     mm::{
         Mm,
@@ -434,7 +435,7 @@ impl<V: GpuVm> Mirror<V> {
                     device,
                 },
             )?;
-            let mut ptes = KVec::with_capacity(rf.pages().len(), GFP_KERNEL)?;
+            let mut ptes = KVVec::with_capacity(rf.pages().len(), GFP_KERNEL | __GFP_NOWARN)?;
             let mut vram_page = None;
             for (i, state) in rf.pages().iter().enumerate() {
                 let va = rf.start() + i * PAGE_SIZE_4K;
@@ -459,7 +460,7 @@ impl<V: GpuVm> Mirror<V> {
                     }
                     PageState::Absent | PageState::Error => None,
                 };
-                ptes.push(pte, GFP_KERNEL)?;
+                ptes.push_within_capacity(pte).map_err(|_| ENOMEM)?;
             }
             // A write to a read-only device page (it was read-only when it
             // migrated): the CPU must break COW, so it comes back first.

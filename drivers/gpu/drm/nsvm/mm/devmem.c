@@ -159,7 +159,8 @@ struct nsvm_migrate {
 
 struct nsvm_migrate *nsvm_migrate_alloc(void)
 {
-	return kvzalloc(sizeof(struct nsvm_migrate), GFP_KERNEL);
+	/* Failure is the caller's -ENOMEM, not a warning (injected or not). */
+	return kvzalloc(sizeof(struct nsvm_migrate), GFP_KERNEL | __GFP_NOWARN);
 }
 
 void nsvm_migrate_free(struct nsvm_migrate *m)

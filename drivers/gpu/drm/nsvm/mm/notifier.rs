@@ -22,6 +22,7 @@ use core::{
 };
 
 use kernel::{
+    alloc::flags::__GFP_NOWARN,
     bindings,
     mm::MmWithUser,
     page::PAGE_SHIFT,
@@ -237,7 +238,9 @@ impl<T: Invalidate> IntervalNotifier<T> {
             return Err(EINVAL);
         }
         let npages = (win_end - win_start) >> PAGE_SHIFT;
-        let mut pfns = KVec::from_elem(0usize, npages, GFP_KERNEL)?;
+        // Sized by the caller's window (up to 1 GiB): vmalloc may serve it, and
+        // a failure is the caller's ENOMEM, not a kernel warning.
+        let mut pfns = KVVec::from_elem(0usize, npages, GFP_KERNEL | __GFP_NOWARN)?;
         let (mut start, mut end, mut seq) = (0, 0, 0);
         // SAFETY:
         // - `raw` is a live notifier (type invariants) and `mm`, its address
@@ -261,9 +264,11 @@ impl<T: Invalidate> IntervalNotifier<T> {
         kernel::error::to_result(ret)?;
         let first = (start - win_start) >> PAGE_SHIFT;
         let last = (end - win_start) >> PAGE_SHIFT;
-        let mut pages = KVec::with_capacity(last - first, GFP_KERNEL)?;
+        let mut pages = KVVec::with_capacity(last - first, GFP_KERNEL | __GFP_NOWARN)?;
         for &hmm_pfn in &pfns[first..last] {
-            pages.push(self.decode(hmm_pfn), GFP_KERNEL)?;
+            pages
+                .push_within_capacity(self.decode(hmm_pfn))
+                .map_err(|_| ENOMEM)?;
         }
         Ok(RangeFault {
             start,
@@ -363,7 +368,7 @@ pub(crate) enum PageState {
 pub(crate) struct RangeFault {
     start: usize,
     seq: Seq,
-    pages: KVec<PageState>,
+    pages: KVVec<PageState>,
 }
 
 impl RangeFault {
