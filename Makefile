@@ -4,6 +4,10 @@
 #
 #   make run      build, boot the guest, load nsvm, run the demo
 #   make test     build, boot, run KUnit + the IGT-style suite + hmm-tests
+#   make stress   nsvm_stress at full length: 100000 fuzzed ioctls, 120 s of
+#                 threaded stress (NSVM_FUZZ_CALLS, NSVM_STRESS_SECS,
+#                 NSVM_INJECT_ROUNDS, NSVM_SEED override); make test runs a
+#                 short version
 #
 # The kernel module itself is built by Kbuild (see ./Kbuild) with
 # `make -C $(KDIR) M=$(CURDIR)`; the kernel is built once into a cache
@@ -12,7 +16,7 @@
 SHELL := /bin/bash
 KDIR_CMD = $(CURDIR)/scripts/kernel.sh
 
-.PHONY: all module kernel setup bindings fmt run test clean help
+.PHONY: all module kernel setup bindings fmt run test stress clean help
 
 all: module
 
@@ -40,6 +44,14 @@ run:
 	scripts/vm.sh run
 
 test:
+	scripts/vm.sh test
+
+stress:
+	NSVM_IGT=nsvm_stress NSVM_HMM=0 \
+	NSVM_FUZZ_CALLS=$${NSVM_FUZZ_CALLS:-100000} \
+	NSVM_STRESS_SECS=$${NSVM_STRESS_SECS:-120} \
+	NSVM_INJECT_ROUNDS=$${NSVM_INJECT_ROUNDS:-3000} \
+	NSVM_TIMEOUT=$${NSVM_TIMEOUT:-3000} \
 	scripts/vm.sh test
 
 clean:

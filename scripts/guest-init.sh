@@ -26,6 +26,10 @@ for arg in $(cat /proc/cmdline); do
 	nsvm_vram=*) vram=${arg#nsvm_vram=} ;;
 	nsvm_igt=*) igt=${arg#nsvm_igt=} ;;
 	nsvm_hmm=*) hmm=${arg#nsvm_hmm=} ;;
+	nsvm_seed=*) export NSVM_SEED=${arg#nsvm_seed=} ;;
+	nsvm_fuzz_calls=*) export NSVM_FUZZ_CALLS=${arg#nsvm_fuzz_calls=} ;;
+	nsvm_stress_secs=*) export NSVM_STRESS_SECS=${arg#nsvm_stress_secs=} ;;
+	nsvm_inject_rounds=*) export NSVM_INJECT_ROUNDS=${arg#nsvm_inject_rounds=} ;;
 	esac
 done
 export NSVM_NUM_DEVICES=$ndev

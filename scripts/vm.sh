@@ -85,7 +85,7 @@ timeout --foreground "$timeout_s" qemu-system-x86_64 \
 	-accel "$accel" -cpu max -smp 2 -m 3G \
 	-nographic -no-reboot -monitor none -serial stdio \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/rootfs.cpio" \
-	-append "console=ttyS0 panic=-1 oops=panic=0 nsvm_mode=$mode nsvm_devices=$ndev nsvm_vram=${NSVM_VRAM_MB:-32} nsvm_igt=${NSVM_IGT:-} nsvm_hmm=${NSVM_HMM:-1}" \
+	-append "console=ttyS0 panic=-1 oops=panic=0 nsvm_mode=$mode nsvm_devices=$ndev nsvm_vram=${NSVM_VRAM_MB:-32} nsvm_igt=${NSVM_IGT:-} nsvm_hmm=${NSVM_HMM:-1} nsvm_seed=${NSVM_SEED:-0x5eed} nsvm_fuzz_calls=${NSVM_FUZZ_CALLS:-5000} nsvm_stress_secs=${NSVM_STRESS_SECS:-6} nsvm_inject_rounds=${NSVM_INJECT_ROUNDS:-300}" \
 	</dev/null >"$out/guest-$mode.log" 2>&1
 qemu_rc=$?
 set -e

@@ -154,3 +154,39 @@ pub fn states(dev: &Device, start: u64, n: usize) -> Result<Vec<u8>, Outcome> {
     dev.snapshot(start, &mut s)?;
     Ok(s)
 }
+
+/// CPU-side states (`DRM_NSVM_SNAPSHOT_CPU`) of `n` pages from `start`.
+pub fn cpu_states(dev: &Device, start: u64, n: usize) -> Result<Vec<u8>, Outcome> {
+    let mut s = vec![0u8; n];
+    dev.snapshot_cpu(start, &mut s)?;
+    Ok(s)
+}
+
+/// How many of `states` have `bit` set.
+pub fn count(states: &[u8], bit: u32) -> usize {
+    states.iter().filter(|s| u32::from(**s) & bit != 0).count()
+}
+
+/// A value of `<debugfs>/nsvm/nsvm.<index>/vram`.
+pub fn vram_stat(index: u32, key: &str) -> Result<u64, Outcome> {
+    let path = format!("/sys/kernel/debug/nsvm/nsvm.{index}/vram");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(_) => skip!("no {path}"),
+    };
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix(key).and_then(|r| r.strip_prefix(": ")) {
+            return v
+                .trim()
+                .parse()
+                .map_err(|_| Outcome::Fail(format!("bad {key}")));
+        }
+    }
+    Err(Outcome::Fail(format!("no {key} in {path}")))
+}
+
+/// Fills `m` with `pattern(seed)` from the CPU.
+pub fn cpu_fill(m: &mut Map, seed: u64) {
+    let p = pattern(seed, m.len);
+    m.bytes_mut().copy_from_slice(&p);
+}

@@ -15,24 +15,7 @@ fn migrate(dev: &Device, m: &Map, off: usize, len: usize, to: Mem) -> Result<Mov
     Ok(dev.migrate(m.addr() + off as u64, len as u64, to)?)
 }
 
-/// CPU-side states of the pages of `m`.
-fn cpu_states(dev: &Device, start: u64, n: usize) -> Result<Vec<u8>, Outcome> {
-    let mut s = vec![0u8; n];
-    dev.snapshot_cpu(start, &mut s)?;
-    Ok(s)
-}
-
-fn count(states: &[u8], bit: u32) -> usize {
-    states.iter().filter(|s| u32::from(**s) & bit != 0).count()
-}
-
 const DEVICE: u32 = sys::DRM_NSVM_PTE_DEVICE;
-
-/// Fills `m` with `pattern(seed)` from the CPU.
-fn cpu_fill(m: &mut Map, seed: u64) {
-    let p = pattern(seed, m.len);
-    m.bytes_mut().copy_from_slice(&p);
-}
 
 /// 2 MiB-aligned anonymous memory of `len` bytes (THP-able).
 fn aligned(len: usize) -> Map {
@@ -58,24 +41,6 @@ fn aligned(len: usize) -> Map {
 fn madvise(m: &Map, advice: i32) {
     // SAFETY: Our own mapping.
     assert_eq!(unsafe { libc::madvise(m.ptr.cast(), m.len, advice) }, 0);
-}
-
-/// A value of `<debugfs>/nsvm/nsvm.<index>/vram`.
-fn vram_stat(index: u32, key: &str) -> Result<u64, Outcome> {
-    let path = format!("/sys/kernel/debug/nsvm/nsvm.{index}/vram");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(_) => skip!("no {path}"),
-    };
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix(key).and_then(|r| r.strip_prefix(": ")) {
-            return v
-                .trim()
-                .parse()
-                .map_err(|_| Outcome::Fail(format!("bad {key}")));
-        }
-    }
-    Err(Outcome::Fail(format!("no {key} in {path}")))
 }
 
 // ---- MIGRATE ----
