@@ -72,7 +72,7 @@ test)
 	"" | nsvm_migrate | nsvm_migrate:*unload*)
 		step "igt nsvm_migrate unload"
 		NSVM_UNLOAD=1 NSVM_INSMOD_ARGS="num_devices=$ndev vram_mb=$vram" \
-			/igt/nsvm_migrate --run-subtest unload-keeps-data
+			/igt/nsvm_migrate --run-subtest 'unload-*'
 		st=$?
 		echo "NSVM-IGT-EXIT nsvm_migrate-unload $st"
 		[ $st = 0 ] || fail "igt nsvm_migrate unload exit $st"

@@ -615,6 +615,41 @@ fn unload_keeps_data() -> TestResult {
     Ok(())
 }
 
+/// Unload/reload cycles: with a file open (and device pages of it) rmmod
+/// fails cleanly and nothing changes; once it is closed, rmmod and insmod
+/// work, and the data is intact each time. Only with NSVM_UNLOAD=1.
+fn unload_reload_loop() -> TestResult {
+    if std::env::var("NSVM_UNLOAD").as_deref() != Ok("1") {
+        skip!("set NSVM_UNLOAD=1 to unload and reload nsvm");
+    }
+    let params = std::env::var("NSVM_INSMOD_ARGS").unwrap_or_default();
+    let n = 16;
+    let mut m = Map::new(n * PAGE, RW);
+    for round in 0..3u64 {
+        cpu_fill(&mut m, 70 + round);
+        let dev = bound(0)?;
+        check_eq!(
+            migrate(&dev, &m, 0, n * PAGE, Mem::Device)?.migrated,
+            n as u64
+        );
+        let busy = std::process::Command::new("rmmod").arg("nsvm").status()?;
+        check!(!busy.success(), "rmmod succeeded with a file open");
+        check!(gpu_read(&dev, m.addr(), n * PAGE)? == pattern(70 + round, n * PAGE));
+        drop(dev);
+        check!(std::process::Command::new("rmmod")
+            .arg("nsvm")
+            .status()?
+            .success());
+        check!(m.bytes() == pattern(70 + round, n * PAGE).as_slice());
+        let ins = std::process::Command::new("insmod")
+            .arg("/lib/modules/nsvm.ko")
+            .args(params.split_whitespace())
+            .status()?;
+        check!(ins.success());
+    }
+    Ok(())
+}
+
 // ---- SET_ATTR policies and atomics ----
 
 fn attr(preferred: u32, migrate_on_fault: bool, atomic: u32) -> Attr {
@@ -853,4 +888,5 @@ igt_main! {
     "atomic-mprotect-fork" => atomic_mprotect_fork,
     "bad-args" => bad_args,
     "unload-keeps-data" => unload_keeps_data,
+    "unload-reload-loop" => unload_reload_loop,
 }

@@ -225,6 +225,25 @@ fn scm_rights() -> TestResult {
         .exec(&mut [Cmd::read(out.as_mut_ptr() as u64, addr, 8)])
         .unwrap_err();
     check_eq!(e.error, errno(libc::EPERM));
+    // Nor can it move, inspect or change the policy of the owner's memory.
+    check_eq!(
+        dev.migrate(addr, PAGE as u64, nsvm::Mem::Device).err(),
+        Some(errno(libc::EPERM))
+    );
+    check_eq!(
+        dev.migrate(addr, PAGE as u64, nsvm::Mem::System).err(),
+        Some(errno(libc::EPERM))
+    );
+    check_eq!(
+        dev.set_attr(addr, PAGE as u64, nsvm::Attr::default()).err(),
+        Some(errno(libc::EPERM))
+    );
+    let mut st = [0u8; 1];
+    check_eq!(
+        dev.snapshot_cpu(addr, &mut st).err(),
+        Some(errno(libc::EPERM))
+    );
+    check_eq!(dev.snapshot(addr, &mut st).err(), Some(errno(libc::EPERM)));
     // SAFETY: Releases the child.
     unsafe { libc::write(go[1], [1u8].as_ptr().cast(), 1) };
     let mut st = 0;
