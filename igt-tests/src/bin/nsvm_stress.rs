@@ -711,21 +711,14 @@ fn isolation_fork() -> TestResult {
     let st = in_child(|| {
         let mut bad = 0;
         let mut buf = vec![0u8; 4 * PAGE];
-        let mut cmds = [
+        let cmds = [
             Cmd::read(buf.as_mut_ptr() as u64, addr, PAGE as u64),
             Cmd::fill(addr, PAGE as u64, 0),
             Cmd::copy(buf.as_mut_ptr() as u64, addr, PAGE as u64),
             Cmd::add64(addr, 1),
         ];
-        for c in cmds.iter_mut() {
-            let mut a = sys::drm_nsvm_exec {
-                size: nsvm::size_of_u32::<sys::drm_nsvm_exec>(),
-                num_cmds: 1,
-                cmds: ptr::from_mut(c) as u64,
-                cmd_size: nsvm::size_of_u32::<Cmd>(),
-                ..Default::default()
-            };
-            bad += i32::from(ioctl(fd, nsvm::DRM_IOCTL_NSVM_EXEC, &mut a) != libc::EPERM);
+        for c in cmds {
+            bad += i32::from(raw_exec(fd, c) != Err(libc::EPERM));
         }
         for flags in [0, sys::DRM_NSVM_SNAPSHOT_CPU] {
             let mut a = sys::drm_nsvm_snapshot {
@@ -929,19 +922,12 @@ fn fault_injection() -> TestResult {
         make_it_fail(true);
         let errno = match op {
             0 | 1 => {
-                let mut c = [if op == 0 {
+                let c = if op == 0 {
                     Cmd::fill(m.addr(), len as u64, 0x55)
                 } else {
                     Cmd::read(out.as_mut_ptr() as u64, m.addr(), len as u64)
-                }];
-                let mut a = sys::drm_nsvm_exec {
-                    size: nsvm::size_of_u32::<sys::drm_nsvm_exec>(),
-                    num_cmds: 1,
-                    cmds: c.as_mut_ptr() as u64,
-                    cmd_size: nsvm::size_of_u32::<Cmd>(),
-                    ..Default::default()
                 };
-                ioctl(fd, nsvm::DRM_IOCTL_NSVM_EXEC, &mut a)
+                raw_exec(fd, c).err().unwrap_or(0)
             }
             2 | 3 => {
                 let mut a = sys::drm_nsvm_migrate {

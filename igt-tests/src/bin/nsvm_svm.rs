@@ -18,25 +18,6 @@ use std::{
 use nsvm_igt_tests::{check, check_eq, igt_main, skip, svm::*, Outcome, TestResult};
 use nsvm_uapi::{self as nsvm, sys, Cmd, Device, ExecError};
 
-/// EXEC of one command as a plain ioctl on `fd`: no restart on EINTR (as
-/// nsvm_uapi and drmIoctl do), and `fd` may be closed under it.
-fn raw_exec(fd: i32, cmd: Cmd) -> Result<(), i32> {
-    let mut cmd = [cmd];
-    let mut arg = sys::drm_nsvm_exec {
-        size: nsvm::size_of_u32::<sys::drm_nsvm_exec>(),
-        num_cmds: 1,
-        cmds: cmd.as_mut_ptr() as u64,
-        cmd_size: nsvm::size_of_u32::<Cmd>(),
-        ..Default::default()
-    };
-    // SAFETY: `arg` and the command outlive the call; a closed or reused fd
-    // number is the kernel's to refuse.
-    match unsafe { libc::ioctl(fd, nsvm::DRM_IOCTL_NSVM_EXEC as _, &raw mut arg) } {
-        0 => Ok(()),
-        _ => Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
-    }
-}
-
 // ---- lifetime rules ----
 
 /// SVM_INIT twice on one file: EBUSY; a second file of the same process binds.
