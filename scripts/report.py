@@ -33,6 +33,7 @@ SPLATS = [
         r"list_(add|del) corruption",
         r"UBSAN",
         r"refcount_t:",
+        r"invoked oom-killer",
     )
 ]
 # Lines that look like splats but are benign boot chatter.
@@ -47,6 +48,17 @@ BENIGN = [
         r"kmemleak: Automatic memory scanning thread started",
     )
 ]
+
+# A test that drives the guest out of memory on purpose brackets it with
+# these marks, written to /dev/kmsg so that they are ordered with the
+# kernel's lines. Inside the window, and only there, an OOM-killer report
+# (from "invoked oom-killer" to "Out of memory: Killed process") is
+# expected: its stack dump is not a splat. Anything else still is.
+OOM_BEGIN = "nsvm-igt: expected OOM begins"
+OOM_END = "nsvm-igt: expected OOM ends"
+OOM_REPORT_BEGIN = re.compile(r"invoked oom-killer")
+OOM_REPORT_END = re.compile(r"Out of memory: Killed process|oom-kill:constraint")
+OOM_REPORT_SPLATS = [re.compile(r"Call Trace:"), OOM_REPORT_BEGIN]
 
 KTAP_RESULT = re.compile(r"^(\s+)(not ok|ok) \d+ (\S+)(.*)$")
 KTAP_SUBTEST = re.compile(r"^\s+# Subtest: (\S+)")
@@ -76,6 +88,9 @@ def main():
     exit_rc = None
     in_kmemleak = False
     kmemleak = []
+    oom_window = False
+    oom_report = False
+    oom_kills = 0
 
     for raw in lines:
         m = KERNEL_LINE.match(raw)
@@ -95,6 +110,18 @@ def main():
                 else:
                     kunit[origin]["fail"] += 1
                     kunit_failed.append(f"{suite}.{r.group(3)}")
+            if OOM_BEGIN in msg:
+                oom_window = True
+            elif OOM_END in msg:
+                oom_window = oom_report = False
+            elif oom_window and OOM_REPORT_BEGIN.search(msg):
+                oom_report = True
+                oom_kills += 1
+                continue
+            elif oom_report and OOM_REPORT_END.search(msg):
+                oom_report = False
+            if oom_report and any(p.search(msg) for p in OOM_REPORT_SPLATS):
+                continue
             if any(p.search(msg) for p in SPLATS) and not any(
                 b.search(msg) for b in BENIGN
             ):
@@ -152,6 +179,8 @@ def main():
     print(f"splats      : {len(splats) or 'none'}")
     for s in splats[:20]:
         print(f"  {s}")
+    if oom_kills:
+        print(f"oom         : {oom_kills} expected OOM report(s), inside marked windows")
     print(f"kmemleak    : {len(leaks) or 'clean'}")
     for l in kmemleak[:20]:
         print(f"  {l}")

@@ -89,6 +89,41 @@ class ReportTest(unittest.TestCase):
     def test_failed_hmm_tests_fail(self):
         self.assert_fails(GOOD.replace("fail:0 xfail", "fail:2 xfail"))
 
+    OOM = """\
+[    3.0] hog invoked oom-killer: gfp_mask=0x140dca(GFP_HIGHUSER_MOVABLE|__GFP_COMP|__GFP_ZERO), order=0
+[    3.0] CPU: 1 UID: 0 PID: 90 Comm: hog Not tainted 7.3.4 #1
+[    3.0] Call Trace:
+[    3.0]  <TASK>
+[    3.0]  dump_stack_lvl+0x5d/0x80
+[    3.0]  </TASK>
+[    3.0] oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),task=hog,pid=90,uid=0
+[    3.0] Out of memory: Killed process 90 (hog) total-vm:3000000kB
+"""
+
+    def window(self, body):
+        return (
+            "[    2.9] nsvm-igt: expected OOM begins\n"
+            + body
+            + "[    3.1] nsvm-igt: expected OOM ends\n"
+        )
+
+    def test_oom_inside_window_passes(self):
+        rc, lines = run(GOOD + self.window(self.OOM))
+        self.assertEqual(rc, 0, "\n".join(lines))
+
+    def test_oom_outside_window_fails(self):
+        self.assert_fails(GOOD + self.OOM)
+
+    def test_warning_inside_oom_window_fails(self):
+        self.assert_fails(
+            GOOD + self.window(self.OOM + "[    3.0] WARNING: CPU: 0 PID: 1 at x\n")
+        )
+
+    def test_trace_after_oom_report_fails(self):
+        self.assert_fails(
+            GOOD + self.window(self.OOM + "[    3.0] Call Trace:\n")
+        )
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=1)
