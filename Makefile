@@ -8,6 +8,10 @@
 #                 threaded stress (NSVM_FUZZ_CALLS, NSVM_STRESS_SECS,
 #                 NSVM_INJECT_ROUNDS, NSVM_SEED override); make test runs a
 #                 short version
+#   make bench    the benchmark kernel (no debug options): nsvm, test_hmm
+#                 and memcpy side by side, 1 MiB to 1 GiB; out/bench.txt,
+#                 out/bench.json, out/bench.svg (NSVM_BENCH=sections,
+#                 NSVM_BENCH_MAX_MB, NSVM_BENCH_THREADS)
 #
 # The kernel module itself is built by Kbuild (see ./Kbuild) with
 # `make -C $(KDIR) M=$(CURDIR)`; the kernel is built once into a cache
@@ -16,7 +20,7 @@
 SHELL := /bin/bash
 KDIR_CMD = $(CURDIR)/scripts/kernel.sh
 
-.PHONY: all module kernel setup bindings fmt run test stress clean help
+.PHONY: all module kernel setup bindings fmt run test stress bench clean help
 
 all: module
 
@@ -53,6 +57,9 @@ stress:
 	NSVM_INJECT_ROUNDS=$${NSVM_INJECT_ROUNDS:-3000} \
 	NSVM_TIMEOUT=$${NSVM_TIMEOUT:-3000} \
 	scripts/vm.sh test
+
+bench:
+	scripts/vm.sh bench
 
 clean:
 	-kdir="$$($(KDIR_CMD) kdir 2>/dev/null)" && [ -n "$$kdir" ] && \

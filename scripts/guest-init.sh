@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-2.0
 #
 # /init of the nsvm test guest (busybox). The mode comes from the kernel
-# command line: nsvm_mode=test|run. Everything goes to the serial console;
+# command line: nsvm_mode=test|run|bench. Everything goes to the serial console;
 # the host parses it (scripts/report.py). The last line is the marker
 # "NSVM-EXIT rc=N", then the guest powers off.
 
@@ -30,6 +30,10 @@ for arg in $(cat /proc/cmdline); do
 	nsvm_fuzz_calls=*) export NSVM_FUZZ_CALLS=${arg#nsvm_fuzz_calls=} ;;
 	nsvm_stress_secs=*) export NSVM_STRESS_SECS=${arg#nsvm_stress_secs=} ;;
 	nsvm_inject_rounds=*) export NSVM_INJECT_ROUNDS=${arg#nsvm_inject_rounds=} ;;
+	nsvm_bench=all) ;;
+	nsvm_bench=*) export NSVM_BENCH=${arg#nsvm_bench=} ;;
+	nsvm_bench_max_mb=*) export NSVM_BENCH_MAX_MB=${arg#nsvm_bench_max_mb=} ;;
+	nsvm_bench_threads=*) export NSVM_BENCH_THREADS=${arg#nsvm_bench_threads=} ;;
 	esac
 done
 export NSVM_NUM_DEVICES=$ndev
@@ -49,6 +53,15 @@ case $mode in
 run)
 	step "demo"
 	/bin/nsvm-info || fail "nsvm-info"
+	;;
+bench)
+	step "bench (nsvm, test_hmm, memcpy)"
+	if insmod /lib/modules/test_hmm.ko; then
+		(cd /tmp && /bin/nsvm-bench) || fail "nsvm-bench"
+		rmmod test_hmm || fail "rmmod test_hmm"
+	else
+		fail "insmod test_hmm"
+	fi
 	;;
 test)
 	# Huge pages for the hugetlbfs subtests (nsvm's and the C peer's).
@@ -101,7 +114,10 @@ rmmod nsvm || fail "rmmod nsvm"
 # kmemleak only reports objects older than 5 s: let them age, then scan
 # twice (the second scan confirms what the first one suspected).
 step "kmemleak scan"
-if [ -w /sys/kernel/debug/kmemleak ]; then
+if [ "$mode" = bench ]; then
+	echo "(the benchmark kernel has no kmemleak)"
+	echo "NSVM-KMEMLEAK-END"
+elif [ -w /sys/kernel/debug/kmemleak ]; then
 	sleep 6
 	echo scan >/sys/kernel/debug/kmemleak
 	echo scan >/sys/kernel/debug/kmemleak

@@ -4,17 +4,26 @@
 # Fetch, configure and build the nsvm test kernel from Debian's
 # linux-source-7.3 package.
 #
-#   scripts/kernel.sh build [FRAGMENT]   build (or reuse) and print KDIR
-#   scripts/kernel.sh kdir  [FRAGMENT]   print KDIR of an existing build
-#   scripts/kernel.sh version            print the Debian package version
+#   scripts/kernel.sh build     build (or reuse) and print KDIR
+#   scripts/kernel.sh kdir      print KDIR of an existing build
+#   scripts/kernel.sh version   print the Debian package version
+#
+# NSVM_KCONFIG picks the kernel: "test" (default) is tinyconfig plus
+# scripts/kernel/test.config, with lockdep, KFENCE, kmemleak, DEBUG_VM and
+# fault injection; "bench" adds scripts/kernel/bench.config on top, which
+# turns the debug options off (they distort the benchmark's ratios).
 #
 # The build directory is $NSVM_CACHE/build/<version>-<key>, where key hashes
-# the config fragment and the toolchain versions: a warm run finds it and
-# does not rebuild.
+# the config fragments and the toolchain versions: a warm run finds it and
+# does not rebuild, and the two kernels are cached side by side.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-FRAGMENT=${2:-$NSVM_TOP/scripts/kernel/test.config}
+case ${NSVM_KCONFIG:-test} in
+test) FRAGMENTS=("$NSVM_TOP/scripts/kernel/test.config") ;;
+bench) FRAGMENTS=("$NSVM_TOP/scripts/kernel/test.config" "$NSVM_TOP/scripts/kernel/bench.config") ;;
+*) die "NSVM_KCONFIG must be test or bench" ;;
+esac
 
 # The Debian mirror this machine's apt already uses (deb822 .sources or a
 # one-line sources.list), so the private configuration goes where the host's
@@ -74,7 +83,7 @@ fetch_source() {
 
 cache_key() {
 	{
-		cat "$FRAGMENT"
+		cat "${FRAGMENTS[@]}"
 		rustc --version
 		bindgen --version
 		gcc --version | head -n 1
@@ -88,18 +97,33 @@ build_dir() {
 configure() {
 	local src=$1 out=$2
 	make -s -C "$src" O="$out" tinyconfig >&2
-	"$src"/scripts/kconfig/merge_config.sh -m -O "$out" "$out/.config" "$FRAGMENT" >/dev/null
+	"$src"/scripts/kconfig/merge_config.sh -m -O "$out" "$out/.config" "${FRAGMENTS[@]}" >/dev/null
 	make -s -C "$src" O="$out" olddefconfig >&2
-	# Refuse a config that lost a requested symbol.
-	local missing=0 line
-	while read -r line; do
-		case $line in CONFIG_*=*) ;; *) continue ;; esac
-		if ! grep -qx -- "$line" "$out/.config"; then
-			log "config: $line did not survive olddefconfig"
-			missing=1
-		fi
-	done <"$FRAGMENT"
-	[ $missing = 0 ] || die "config fragment not satisfiable (see above)"
+	# Every line must survive olddefconfig, unless a later fragment sets
+	# the same symbol.
+	local missing=0 line sym i j later
+	for ((i = 0; i < ${#FRAGMENTS[@]}; i++)); do
+		while read -r line; do
+			case $line in
+			CONFIG_*=*) sym=${line%%=*} ;;
+			"# CONFIG_"*" is not set") sym=${line#\# } sym=${sym%% *} ;;
+			*) continue ;;
+			esac
+			later=0
+			for ((j = i + 1; j < ${#FRAGMENTS[@]}; j++)); do
+				grep -qE "^($sym=|# $sym is not set)" "${FRAGMENTS[j]}" && later=1
+			done
+			[ $later = 0 ] || continue
+			case $line in
+			CONFIG_*) grep -qx -- "$line" "$out/.config" ;;
+			*) ! grep -q "^$sym=" "$out/.config" ;;
+			esac || {
+				log "config: $line did not survive olddefconfig"
+				missing=1
+			}
+		done <"${FRAGMENTS[i]}"
+	done
+	[ $missing = 0 ] || die "config fragments not satisfiable (see above)"
 }
 
 build() {
@@ -140,5 +164,5 @@ case ${1:-build} in
 build) build ;;
 kdir) kdir ;;
 version) pkg_version ;;
-*) die "usage: $0 build|kdir|version [FRAGMENT]" ;;
+*) die "usage: $0 build|kdir|version" ;;
 esac

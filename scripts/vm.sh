@@ -5,6 +5,8 @@
 #
 #   scripts/vm.sh test   KUnit + the IGT-style suite + the C peer's hmm-tests
 #   scripts/vm.sh run    load the driver and run the demo
+#   scripts/vm.sh bench  the benchmark kernel (NSVM_KCONFIG=bench): nsvm,
+#                        test_hmm and memcpy side by side; out/bench.*
 #
 # Environment: NSVM_DEVICES (default 2), NSVM_ACCEL (default tcg: KVM guests
 # hang on these machines), NSVM_TIMEOUT (seconds, default 1500),
@@ -16,8 +18,15 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 mode=${1:-test}
-case $mode in test | run) ;; *) die "usage: $0 test|run" ;; esac
+case $mode in test | run) ;; bench) export NSVM_KCONFIG=bench ;; *) die "usage: $0 test|run|bench" ;; esac
 ndev=${NSVM_DEVICES:-2}
+mem=3G
+vram=${NSVM_VRAM_MB:-32}
+if [ "$mode" = bench ]; then
+	# 1 GiB points: the buffer, test_hmm's bounce buffer and both devices'
+	# backing memory live at once.
+	ndev=1 mem=6G vram=${NSVM_VRAM_MB:-2048}
+fi
 accel=${NSVM_ACCEL:-tcg,thread=multi}
 timeout_s=${NSVM_TIMEOUT:-1500}
 out=$NSVM_TOP/out
@@ -72,7 +81,7 @@ echo "$NSVM_KPKG $kver" >"$root/etc/nsvm-kernel"
 cp "$NSVM_TOP"/drivers/gpu/drm/nsvm/nsvm.ko "$root/lib/modules/"
 cp "$kdir"/lib/test_hmm.ko "$root/lib/modules/"
 cp "$hmm_tests" "$root/bin/"
-cp "$rbin/examples/nsvm-info" "$root/bin/"
+cp "$rbin/examples/nsvm-info" "$rbin/nsvm-bench" "$root/bin/"
 for t in "$NSVM_TOP"/igt-tests/src/bin/*.rs; do
 	cp "$rbin/$(basename "$t" .rs)" "$root/igt/"
 done
@@ -82,10 +91,10 @@ log "vm: booting ($accel, mode $mode, $ndev devices); log in out/guest-$mode.log
 t_boot=$SECONDS
 set +e
 timeout --foreground "$timeout_s" qemu-system-x86_64 \
-	-accel "$accel" -cpu max -smp 2 -m 3G \
+	-accel "$accel" -cpu max -smp 2 -m "$mem" \
 	-nographic -no-reboot -monitor none -serial stdio \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/rootfs.cpio" \
-	-append "console=ttyS0 panic=-1 oops=panic=0 nsvm_mode=$mode nsvm_devices=$ndev nsvm_vram=${NSVM_VRAM_MB:-32} nsvm_igt=${NSVM_IGT:-} nsvm_hmm=${NSVM_HMM:-1} nsvm_seed=${NSVM_SEED:-0x5eed} nsvm_fuzz_calls=${NSVM_FUZZ_CALLS:-5000} nsvm_stress_secs=${NSVM_STRESS_SECS:-6} nsvm_inject_rounds=${NSVM_INJECT_ROUNDS:-300}" \
+	-append "console=ttyS0 panic=-1 oops=panic=0 nsvm_mode=$mode nsvm_devices=$ndev nsvm_vram=$vram nsvm_igt=${NSVM_IGT:-} nsvm_hmm=${NSVM_HMM:-1} nsvm_seed=${NSVM_SEED:-0x5eed} nsvm_fuzz_calls=${NSVM_FUZZ_CALLS:-5000} nsvm_stress_secs=${NSVM_STRESS_SECS:-6} nsvm_inject_rounds=${NSVM_INJECT_ROUNDS:-300} nsvm_bench=${NSVM_BENCH:-all} nsvm_bench_max_mb=${NSVM_BENCH_MAX_MB:-1024} nsvm_bench_threads=${NSVM_BENCH_THREADS:-4}" \
 	</dev/null >"$out/guest-$mode.log" 2>&1
 qemu_rc=$?
 set -e
@@ -93,5 +102,9 @@ log "vm: guest ran $((SECONDS - t_boot)) s (qemu exit $qemu_rc); total $((SECOND
 
 if [ "$mode" = run ]; then
 	sed -n '/NSVM-STEP demo/,/NSVM-STEP rmmod/p' "$out/guest-$mode.log" | sed '1d;$d'
+fi
+if [ "$mode" = bench ]; then
+	python3 "$NSVM_TOP"/scripts/bench.py "$out/guest-$mode.log" "$out" "$NSVM_KPKG $kver" ||
+		die "no benchmark results in out/guest-bench.log"
 fi
 python3 "$NSVM_TOP"/scripts/report.py "$out/guest-$mode.log" "($NSVM_KPKG $kver, $mode) "

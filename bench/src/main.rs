@@ -1,0 +1,487 @@
+// SPDX-License-Identifier: MIT
+
+//! nsvm-bench: nsvm, the kernel's C peer (lib/test_hmm.c) and memcpy,
+//! measured side by side in one guest run.
+//!
+//! Every figure is printed as one `NSVM-BENCH {json}` line on stdout;
+//! scripts/bench.py turns them into a table of ratios, a JSON file and a
+//! plot. Nothing here asserts on time.
+//!
+//! Environment: `NSVM_BENCH` (comma-separated sections, default all:
+//! mirror, fill, migrate, invalidate, latency, threads),
+//! `NSVM_BENCH_MAX_MB` (largest size, default 1024), `NSVM_BENCH_THREADS`
+//! (largest thread count, default 4).
+
+mod buf;
+mod dmirror;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use buf::{Backing, Buf, MB2};
+use dmirror::Dmirror;
+use nsvm_uapi::{Cmd, Device, Mem};
+
+/// Page size.
+pub const PAGE: usize = 4096;
+const MB: usize = 1 << 20;
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// One figure of the report.
+struct Row {
+    bench: &'static str,
+    imp: &'static str,
+    backing: &'static str,
+    size: usize,
+    threads: usize,
+    /// Bytes processed over all repetitions and threads.
+    bytes: usize,
+    /// Seconds over all repetitions (wall time for threads).
+    secs: f64,
+    extra: Vec<(&'static str, f64)>,
+}
+
+impl Row {
+    fn new(bench: &'static str, imp: &'static str, backing: Backing, size: usize) -> Self {
+        Self {
+            bench,
+            imp,
+            backing: backing.name(),
+            size,
+            threads: 1,
+            bytes: 0,
+            secs: 0.0,
+            extra: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, bytes: usize, d: Duration) {
+        self.bytes += bytes;
+        self.secs += d.as_secs_f64();
+    }
+
+    fn with(mut self, key: &'static str, v: f64) -> Self {
+        self.extra.push((key, v));
+        self
+    }
+
+    fn emit(self) {
+        let gib_s = if self.secs > 0.0 {
+            self.bytes as f64 / GIB / self.secs
+        } else {
+            0.0
+        };
+        let mut s = format!(
+            "{{\"bench\":\"{}\",\"impl\":\"{}\",\"backing\":\"{}\",\"size\":{},\"threads\":{},\
+             \"bytes\":{},\"secs\":{:.6},\"gib_s\":{:.4}",
+            self.bench,
+            self.imp,
+            self.backing,
+            self.size,
+            self.threads,
+            self.bytes,
+            self.secs,
+            gib_s
+        );
+        for (k, v) in &self.extra {
+            s += &format!(",\"{k}\":{v:.4}");
+        }
+        println!("NSVM-BENCH {s}}}");
+        eprintln!(
+            "  {:<14} {:<8} {:<3} {:>5} MiB x{} {:>8.3} GiB/s",
+            self.bench,
+            self.imp,
+            self.backing,
+            self.size / MB,
+            self.threads,
+            gib_s
+        );
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// 1 MiB to `NSVM_BENCH_MAX_MB`, by 4x.
+fn sizes() -> Vec<usize> {
+    let max = env_usize("NSVM_BENCH_MAX_MB", 1024) * MB;
+    (0..)
+        .map(|i| MB << (2 * i))
+        .take_while(|&s| s <= max)
+        .collect()
+}
+
+/// Repetitions at `size`: about 256 MiB of work per point, 1 to 16.
+fn reps(size: usize) -> usize {
+    (256 * MB / size).clamp(1, 16)
+}
+
+const BACKINGS: [Backing; 2] = [Backing::Small, Backing::Huge];
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t = Instant::now();
+    let r = f();
+    (r, t.elapsed())
+}
+
+fn nsvm_dev(window: u64) -> Device {
+    let dev = Device::open_render(0).expect("open nsvm render node");
+    dev.svm_init(window).expect("SVM_INIT");
+    dev
+}
+
+fn nsvm_read(dev: &Device, dst: &Buf, src: &Buf) {
+    dev.exec(&mut [Cmd::read(dst.addr(), src.addr(), src.len() as u64)])
+        .expect("EXEC READ");
+}
+
+fn check_byte(b: &Buf, want: u8) {
+    // SAFETY: Inside the buffer.
+    let (first, last) = unsafe { (*b.ptr(), *b.ptr().add(b.len() - 1)) };
+    assert!(
+        first == want && last == want,
+        "wrong data: {first} {last}, want {want}"
+    );
+}
+
+fn memcpy_row(bench: &'static str, backing: Backing, size: usize) -> Row {
+    let src = Buf::filled(size, backing, 1);
+    let dst = Buf::filled(size, backing, 2);
+    let mut row = Row::new(bench, "memcpy", backing, size);
+    // SAFETY: As below; a warm-up copy, untimed.
+    unsafe { std::ptr::copy_nonoverlapping(src.ptr(), dst.ptr(), size) };
+    for _ in 0..reps(size) {
+        // SAFETY: Two distinct buffers of `size` bytes.
+        let ((), d) =
+            timed(|| unsafe { std::ptr::copy_nonoverlapping(src.ptr(), dst.ptr(), size) });
+        row.add(size, d);
+    }
+    row
+}
+
+/// Mirroring (section 1): pages made GPU-visible (and read) for the first time.
+/// nsvm: an EXEC READ of a fresh, CPU-populated buffer; test_hmm: its READ
+/// ioctl (hmm_range_fault, then the copy out); memcpy: the copy alone.
+fn mirror() {
+    eprintln!("mirror: first GPU read of fresh CPU-populated memory");
+    let dev = nsvm_dev(0);
+    let dm = Dmirror::open().expect("open /dev/hmm_dmirror0");
+    for backing in BACKINGS {
+        for size in sizes() {
+            let dst = Buf::filled(size, Backing::Small, 0);
+            // Warm-up, untimed: the first call of a kind pays for the
+            // emulator's translation and TLB sizing.
+            let warm = Buf::filled(size, backing, 9);
+            nsvm_read(&dev, &dst, &warm);
+            dm.read(warm.addr(), dst.addr(), size)
+                .expect("HMM_DMIRROR_READ");
+            drop(warm);
+            let mut row = Row::new("mirror", "nsvm", backing, size);
+            let c0 = dev.counters().expect("counters");
+            let mut thp = 0.0;
+            for r in 0..reps(size) {
+                let src = Buf::filled(size, backing, r as u8 + 1);
+                thp = buf::thp_fraction();
+                let ((), d) = timed(|| nsvm_read(&dev, &dst, &src));
+                row.add(size, d);
+                check_byte(&dst, r as u8 + 1);
+            }
+            let c1 = dev.counters().expect("counters");
+            row.with("faults", (c1.faults - c0.faults) as f64)
+                .with("batches", (c1.batches - c0.batches) as f64)
+                .with("thp", thp)
+                .emit();
+
+            let mut row = Row::new("mirror", "test_hmm", backing, size);
+            for r in 0..reps(size) {
+                let src = Buf::filled(size, backing, r as u8 + 1);
+                let (res, d) = timed(|| dm.read(src.addr(), dst.addr(), size));
+                res.expect("HMM_DMIRROR_READ");
+                row.add(size, d);
+                check_byte(&dst, r as u8 + 1);
+            }
+            row.emit();
+            memcpy_row("mirror", backing, size).emit();
+        }
+    }
+}
+
+/// First touch through EXEC (section 2): the GPU writes fresh CPU-populated memory,
+/// every window a GPU fault. test_hmm's WRITE ioctl is its peer.
+fn fill() {
+    eprintln!("fill: GPU-fault-driven first touch (write)");
+    let dm = Dmirror::open().expect("open /dev/hmm_dmirror0");
+    for backing in BACKINGS {
+        for size in sizes() {
+            for window in [MB2, 64 << 10] {
+                if window < MB2 && size > 64 * MB {
+                    continue;
+                }
+                let dev = nsvm_dev(window as u64);
+                let mut row = Row::new("fill", "nsvm", backing, size);
+                let c0 = dev.counters().expect("counters");
+                for r in 0..reps(size) {
+                    let b = Buf::filled(size, backing, 0);
+                    let (res, d) = timed(|| {
+                        dev.exec(&mut [Cmd::fill(b.addr(), size as u64, r as u64 * 0x0101)])
+                    });
+                    res.expect("EXEC FILL");
+                    row.add(size, d);
+                }
+                let c1 = dev.counters().expect("counters");
+                let faults = (c1.faults - c0.faults) as f64;
+                let secs = row.secs;
+                row.with("window", window as f64)
+                    .with("faults", faults)
+                    .with("batches", (c1.batches - c0.batches) as f64)
+                    .with("faults_per_s", faults / secs.max(1e-9))
+                    .emit();
+            }
+            let data = Buf::filled(size, Backing::Small, 3);
+            let mut row = Row::new("fill", "test_hmm", backing, size);
+            for _ in 0..reps(size) {
+                let b = Buf::filled(size, backing, 0);
+                let (res, d) = timed(|| dm.write(b.addr(), data.addr(), size));
+                res.expect("HMM_DMIRROR_WRITE");
+                row.add(size, d);
+                check_byte(&b, 3);
+            }
+            row.emit();
+        }
+    }
+}
+
+/// Migration (section 3) to device memory and back, after one warm-up round trip
+/// (as hmm-tests' benchmark_thp_migration does).
+fn migrate() {
+    eprintln!("migrate: system -> device -> system");
+    let dev = nsvm_dev(0);
+    let dm = Dmirror::open().expect("open /dev/hmm_dmirror0");
+    for backing in BACKINGS {
+        for size in sizes() {
+            let pages = (size / PAGE) as u64;
+            let b = Buf::filled(size, backing, 5);
+            let thp = buf::thp_fraction();
+            let mut to = Row::new("migrate-s2d", "nsvm", backing, size);
+            let mut back = Row::new("migrate-d2s", "nsvm", backing, size);
+            let mut short = 0;
+            for r in 0..=reps(size) {
+                let (m, d1) = timed(|| dev.migrate(b.addr(), size as u64, Mem::Device));
+                let m = m.expect("MIGRATE to device");
+                let (n, d2) = timed(|| dev.migrate(b.addr(), size as u64, Mem::System));
+                let n = n.expect("MIGRATE to system");
+                if r > 0 {
+                    to.add(size, d1);
+                    back.add(size, d2);
+                    short += (pages - m.migrated) + (pages - n.migrated);
+                }
+            }
+            check_byte(&b, 5);
+            to.with("thp", thp).with("not_moved", short as f64).emit();
+            back.with("thp", thp).emit();
+            drop(b);
+
+            let b = Buf::filled(size, backing, 6);
+            let check = Buf::filled(size, Backing::Small, 0);
+            let mut to = Row::new("migrate-s2d", "test_hmm", backing, size);
+            let mut back = Row::new("migrate-d2s", "test_hmm", backing, size);
+            for r in 0..=reps(size) {
+                let (m, d1) = timed(|| dm.to_device(b.addr(), check.addr(), size));
+                m.expect("HMM_DMIRROR_MIGRATE_TO_DEV");
+                let (n, d2) = timed(|| dm.to_system(b.addr(), size));
+                n.expect("HMM_DMIRROR_MIGRATE_TO_SYS");
+                if r > 0 {
+                    to.add(size, d1);
+                    back.add(size, d2);
+                }
+            }
+            check_byte(&b, 6);
+            to.emit();
+            back.emit();
+            drop(b);
+            memcpy_row("migrate-s2d", backing, size).emit();
+        }
+    }
+}
+
+/// Invalidation (section 4): munmap and mprotect of a mirrored range, against the
+/// same calls on memory nobody mirrors; per page.
+fn invalidate() {
+    eprintln!("invalidate: munmap / mprotect of a mirrored range");
+    let dev = nsvm_dev(0);
+    let dm = Dmirror::open().expect("open /dev/hmm_dmirror0");
+    for backing in BACKINGS {
+        for size in sizes() {
+            let dst = Buf::filled(size, Backing::Small, 0);
+            let pages = (size / PAGE) as f64;
+            for imp in ["none", "nsvm", "test_hmm"] {
+                let mirror = |b: &Buf| match imp {
+                    "nsvm" => nsvm_read(&dev, &dst, b),
+                    "test_hmm" => {
+                        dm.read(b.addr(), dst.addr(), size)
+                            .expect("HMM_DMIRROR_READ");
+                    }
+                    _ => {}
+                };
+                let mut unmap = Row::new("munmap", imp, backing, size);
+                let mut protect = Row::new("mprotect", imp, backing, size);
+                for _ in 0..reps(size) {
+                    let b = Buf::filled(size, backing, 1);
+                    mirror(&b);
+                    let secs = b.unmap_timed();
+                    unmap.add(size, Duration::from_secs_f64(secs));
+                    let b = Buf::filled(size, backing, 1);
+                    mirror(&b);
+                    // SAFETY: Our mapping.
+                    let (_, d) =
+                        timed(|| unsafe { libc::mprotect(b.ptr().cast(), size, libc::PROT_READ) });
+                    protect.add(size, d);
+                }
+                let n = pages * reps(size) as f64;
+                let (us, ps) = (unmap.secs, protect.secs);
+                unmap.with("ns_per_page", us * 1e9 / n).emit();
+                protect.with("ns_per_page", ps * 1e9 / n).emit();
+            }
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Latency (section 5) of one GPU fault: an EXEC writing 8 bytes in a 2 MiB window
+/// the GPU has not mapped yet (test_hmm: a one-page READ).
+fn latency() {
+    eprintln!("latency: one GPU fault per call");
+    let n = 512;
+    let dev = nsvm_dev(0);
+    let dm = Dmirror::open().expect("open /dev/hmm_dmirror0");
+    let dst = Buf::filled(PAGE, Backing::Small, 0);
+    for imp in ["nsvm", "test_hmm"] {
+        for backing in BACKINGS {
+            let b = Buf::new(n * MB2, backing);
+            for i in 0..n {
+                // SAFETY: Inside the buffer: one CPU touch per window.
+                unsafe { *b.ptr().add(i * MB2) = 1 };
+            }
+            let mut us = Vec::with_capacity(n);
+            for i in 0..n {
+                let a = b.addr() + (i * MB2) as u64;
+                let (res, d) = timed(|| match imp {
+                    "nsvm" => dev
+                        .exec(&mut [Cmd::fill(a, 8, i as u64)])
+                        .map_err(|e| e.to_string()),
+                    _ => dm
+                        .read(a, dst.addr(), PAGE)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                });
+                res.expect("fault");
+                us.push(d.as_secs_f64() * 1e6);
+            }
+            us.sort_by(f64::total_cmp);
+            let mean = us.iter().sum::<f64>() / n as f64;
+            let mut row = Row::new("fault-latency", imp, backing, PAGE);
+            row.add(n * PAGE, Duration::from_secs_f64(mean * n as f64 / 1e6));
+            row.with("calls", n as f64)
+                .with("p50_us", percentile(&us, 0.5))
+                .with("p99_us", percentile(&us, 0.99))
+                .with("mean_us", mean)
+                .emit();
+        }
+    }
+}
+
+/// Mirroring with 1..N threads, each its own buffers, one nsvm file (one
+/// mirror) and one test_hmm file shared by all.
+fn threads() {
+    eprintln!("threads: mirroring from 1..N threads");
+    let max = env_usize("NSVM_BENCH_THREADS", 4);
+    let size = (64 * MB).min(env_usize("NSVM_BENCH_MAX_MB", 1024) * MB);
+    let dev = Arc::new(nsvm_dev(0));
+    let dm = Arc::new(Dmirror::open().expect("open /dev/hmm_dmirror0"));
+    for backing in BACKINGS {
+        let mut t = 1;
+        while t <= max {
+            for imp in ["nsvm", "test_hmm"] {
+                let bufs: Vec<(Buf, Buf)> = (0..t)
+                    .map(|_| {
+                        (
+                            Buf::filled(size, backing, 7),
+                            Buf::filled(size, Backing::Small, 0),
+                        )
+                    })
+                    .collect();
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for (src, dst) in &bufs {
+                        let (dev, dm) = (&dev, &dm);
+                        s.spawn(move || match imp {
+                            "nsvm" => nsvm_read(dev, dst, src),
+                            _ => {
+                                dm.read(src.addr(), dst.addr(), size)
+                                    .expect("HMM_DMIRROR_READ");
+                            }
+                        });
+                    }
+                });
+                let d = start.elapsed();
+                let mut row = Row::new("mirror-threads", imp, backing, size);
+                row.threads = t;
+                row.add(size * t, d);
+                row.emit();
+            }
+            t *= 2;
+        }
+    }
+}
+
+fn main() {
+    let all = [
+        "mirror",
+        "fill",
+        "migrate",
+        "invalidate",
+        "latency",
+        "threads",
+    ];
+    let want = std::env::var("NSVM_BENCH").unwrap_or_default();
+    let want: Vec<&str> = if want.is_empty() {
+        all.to_vec()
+    } else {
+        want.split(',').collect()
+    };
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    println!(
+        "NSVM-BENCH-META {{\"cpus\":{},\"sizes\":{:?},\"thp_enabled\":\"{}\"}}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        sizes(),
+        thp.trim()
+    );
+    let t = Instant::now();
+    for name in want {
+        let f: fn() = match name {
+            "mirror" => mirror,
+            "fill" => fill,
+            "migrate" => migrate,
+            "invalidate" => invalidate,
+            "latency" => latency,
+            "threads" => threads,
+            other => {
+                eprintln!("nsvm-bench: unknown section {other}");
+                std::process::exit(2);
+            }
+        };
+        f();
+    }
+    eprintln!("nsvm-bench: done in {:.1} s", t.elapsed().as_secs_f64());
+}
