@@ -32,7 +32,10 @@ use crate::{
     },
     ioctl::Ioctl,
     mm,
-    mm::migrate::Direction,
+    mm::{
+        migrate::Direction,
+        PinnedWrite, //
+    },
     param,
     svm::{
         Mirror,
@@ -210,14 +213,14 @@ impl Ioctl for Exec {
 }
 
 /// Runs one command: a READ in pieces of at most [`GpuVm::MAX_READ`] bytes,
-/// each copied to the user buffer as it completes.
+/// each with its destination pinned while it runs.
 fn run_cmd(
     mirror: &Mirror<SoftVm>,
     mm: &kernel::mm::MmWithUser,
     cmd: &mut uapi::drm_nsvm_cmd,
 ) -> Result<(), Stop> {
     if cmd.op != uapi::DRM_NSVM_OP_READ {
-        return mirror.run(mm, cmd).map(|_| ());
+        return mirror.run(mm, cmd, None);
     }
     let len = cmd.len as usize;
     let mut off = 0;
@@ -228,11 +231,9 @@ fn run_cmd(
             len: n as u64,
             ..*cmd
         };
-        let out = mirror.run(mm, &mut piece)?;
-        // Outside every lock: this may fault on user memory.
-        UserSlice::new(UserPtr::from_addr(cmd.dst as usize + off), n)
-            .writer()
-            .write_slice(&out)?;
+        // `EFAULT` for an unwritable destination, as the uapi says.
+        let dst = PinnedWrite::new(cmd.dst as usize + off, n)?;
+        mirror.run(mm, &mut piece, Some(dst))?;
         off += n;
     }
     Ok(())

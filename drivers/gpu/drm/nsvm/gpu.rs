@@ -26,7 +26,10 @@ use kernel::{
 };
 
 use crate::{
-    mm::notifier::CpuPage,
+    mm::{
+        notifier::CpuPage,
+        PinnedWrite, //
+    },
     svm::MirrorVm,
     uapi, //
 };
@@ -96,13 +99,17 @@ pub(crate) trait GpuJob: Send + Sync {
     /// [`JobEvent::Done`].
     fn cancel(&self);
 
-    /// After [`JobEvent::Done`]: how it ended, the old value of an atomic,
-    /// and what a READ read.
-    fn finish(&self) -> (Result, u64, KVVec<u8>);
+    /// After [`JobEvent::Done`]: how it ended, and the old value of an
+    /// atomic.
+    fn finish(&self) -> (Result, u64);
 }
 
 /// Most faults a GPU reports at once: its fault buffer's size.
 pub(crate) const FAULT_BATCH: usize = 64;
+
+/// The block the GPU reports one fault for: a miss anywhere in it is one
+/// entry of the fault buffer (as a GPU TLB reports a big page once).
+pub(crate) const FAULT_GRANULE: usize = 64 << 10;
 
 /// A GPU address space: its page table, TLB and command submission. The
 /// SVM core serializes the page-table calls with its own lock.
@@ -113,8 +120,13 @@ pub(crate) trait GpuVm: Sized + Send + Sync + Unpin + 'static {
     /// Most bytes one READ command may carry; the ioctl splits longer ones.
     const MAX_READ: usize;
 
-    /// Submits `cmd` (validated) to run on the address space `vm`.
-    fn submit(vm: Arc<MirrorVm<Self>>, cmd: uapi::drm_nsvm_cmd) -> Result<Arc<Self::Job>>;
+    /// Submits `cmd` (validated) to run on the address space `vm`; a READ
+    /// lands in `dst`, the pinned user buffer of at least `cmd.len` bytes.
+    fn submit(
+        vm: Arc<MirrorVm<Self>>,
+        cmd: uapi::drm_nsvm_cmd,
+        dst: Option<PinnedWrite>,
+    ) -> Result<Arc<Self::Job>>;
 
     /// Page-table memory reserved for one [`GpuVm::map`] call.
     type Reservation;

@@ -22,6 +22,7 @@ pub(crate) mod migrate;
 pub(crate) mod notifier;
 pub(crate) mod pagemap;
 mod sys;
+mod user;
 
 use kernel::{
     mm::MmWithUser,
@@ -47,6 +48,8 @@ pub(crate) fn current_mm(task: &CurrentTask) -> Option<&MmWithUser> {
     // `CurrentTask::mm()`, it cannot leave the current task's context.
     Some(unsafe { MmWithUser::from_raw(mm) })
 }
+
+pub(crate) use user::PinnedWrite;
 
 pub(crate) use notifier::{
     IntervalNotifier,

@@ -84,6 +84,7 @@ use crate::{
         Invalidate,
         Invalidation,
         PageState,
+        PinnedWrite,
         Request, //
     },
     uapi,
@@ -101,6 +102,12 @@ pub(crate) const MAX_WINDOW: usize = 1 << 30;
 /// Range faults retried this many times in a row (an invalidation raced
 /// each of them) make the fault fail with `EBUSY`.
 const MAX_RETRIES: u32 = 1000;
+
+/// How far around a GPU fault missing pages are faulted in. The rest of
+/// the fault window is mapped only where the CPU has pages already: a
+/// sparse access does not populate 2 MiB of memory nobody touched, and a
+/// sequential one still faults whole windows (its batch covers them).
+const FAULT_AROUND: usize = 64 << 10;
 
 /// Per-file SVM counters.
 pub(crate) struct Counters {
@@ -313,7 +320,7 @@ impl<V: GpuVm> Mirror<V> {
         self.notifier.data()
     }
 
-    /// Runs one (validated) command on the GPU and returns what a READ read.
+    /// Runs one (validated) command on the GPU; a READ lands in `dst`.
     ///
     /// The GPU's worker executes it; this thread, which holds the ioctl's
     /// `mmget`, plays the fault interrupt handler: it serves each batch the
@@ -324,10 +331,11 @@ impl<V: GpuVm> Mirror<V> {
         &self,
         mm: &MmWithUser,
         cmd: &mut uapi::drm_nsvm_cmd,
-    ) -> Result<KVVec<u8>, Stop> {
+        dst: Option<PinnedWrite>,
+    ) -> Result<(), Stop> {
         let vm = self.vm();
         let mut batch = KVec::with_capacity(FAULT_BATCH, GFP_KERNEL).map_err(Error::from)?;
-        let job = V::submit(self.notifier.data().clone(), *cmd)?;
+        let job = V::submit(self.notifier.data().clone(), *cmd, dst)?;
         let mut unserved = None;
         let mut interrupted = false;
         loop {
@@ -351,7 +359,7 @@ impl<V: GpuVm> Mirror<V> {
                 }
             }
         }
-        let (result, value, out) = job.finish();
+        let (result, value) = job.finish();
         cmd.value = value;
         if let Some(u) = unserved {
             return Err(Stop::Unserved(u));
@@ -360,10 +368,12 @@ impl<V: GpuVm> Mirror<V> {
             return Err(Stop::Error(EINTR));
         }
         result?;
-        Ok(out)
+        Ok(())
     }
 
-    /// Serves a batch of GPU faults with one range fault per fault window.
+    /// Serves a batch of GPU faults with one range fault per fault window,
+    /// which faults in the span of the window's faults (each widened to
+    /// [`FAULT_AROUND`]) and maps what else of the window is present.
     ///
     /// Write access is asked for a write fault's own address only: another
     /// fault of the window may lie in a read-only VMA, which a write request
@@ -380,7 +390,12 @@ impl<V: GpuVm> Mirror<V> {
                 .find(|f| f.atomic)
                 .or_else(|| run.iter().find(|f| f.write))
                 .unwrap_or(&run[0]);
-            self.fault(mm, f).map_err(|err| Unserved {
+            // Sorted: the span runs from the first fault to the last.
+            let need = (
+                run[0].addr & !(FAULT_AROUND - 1),
+                (run[run.len() - 1].addr & !(FAULT_AROUND - 1)).saturating_add(FAULT_AROUND),
+            );
+            self.fault(mm, f, need).map_err(|err| Unserved {
                 addr: f.addr,
                 write: f.write,
                 err,
@@ -390,9 +405,10 @@ impl<V: GpuVm> Mirror<V> {
     }
 
     /// Serves GPU fault `f` as the policy of its address says: migrates
-    /// the fault window first if asked to, maps the window, and for an
-    /// atomic on system memory takes exclusive access to the page.
-    pub(crate) fn fault(&self, mm: &MmWithUser, f: &Fault) -> Result {
+    /// the fault window first if asked to, maps the window (faulting in
+    /// what is missing of `need`, which holds `f`), and for an atomic on
+    /// system memory takes exclusive access to the page.
+    pub(crate) fn fault(&self, mm: &MmWithUser, f: &Fault, need: (usize, usize)) -> Result {
         let vm = self.vm();
         let attr = vm.attrs.lock().get(f.addr);
         let win_start = f.addr & !(self.window - 1);
@@ -404,7 +420,7 @@ impl<V: GpuVm> Mirror<V> {
                 _ => {}
             }
         }
-        self.map_window(mm, f, win_start, win_end, &attr)?;
+        self.map_window(mm, f, (win_start, win_end), need, &attr)?;
         if f.atomic && !vm.vm.lock().lookup(f.addr).is_some_and(|p| p.atomic) {
             self.exclusive(mm, f.addr)?;
         }
@@ -412,13 +428,13 @@ impl<V: GpuVm> Mirror<V> {
     }
 
     /// Maps the fault window `[win_start, win_end)` around `f`, clipped to
-    /// its VMA, from the CPU page tables.
+    /// its VMA, from the CPU page tables, faulting in what `need` misses.
     fn map_window(
         &self,
         mm: &MmWithUser,
         f: &Fault,
-        win_start: usize,
-        win_end: usize,
+        (win_start, win_end): (usize, usize),
+        need: (usize, usize),
         attr: &Attr,
     ) -> Result {
         let vm = self.vm();
@@ -430,7 +446,7 @@ impl<V: GpuVm> Mirror<V> {
                 win_start,
                 win_end,
                 Request {
-                    fault: true,
+                    fault: Some(need),
                     write: f.write,
                     device,
                 },
@@ -547,17 +563,20 @@ impl<V: GpuVm> Mirror<V> {
     /// The CPU-side state of the pages from `start`, one `DRM_NSVM_PTE_*`
     /// byte each, into `out` (`SNAPSHOT` with `DRM_NSVM_SNAPSHOT_CPU`).
     pub(crate) fn snapshot_cpu(&self, mm: &MmWithUser, start: usize, out: &mut [u8]) -> Result {
+        // Large windows: a snapshot walks holes quickly, and each window
+        // costs an allocation, the mmap lock and a notifier sequence.
+        const WINDOW: usize = 32 * PAGE_SIZE_2M;
         let end = start + out.len() * PAGE_SIZE_4K;
         let mut va = start;
         while va < end {
-            let wend = end.min((va & !(PAGE_SIZE_2M - 1)) + PAGE_SIZE_2M);
+            let wend = end.min((va & !(WINDOW - 1)) + WINDOW);
             let rf = self.notifier.range_fault(
                 mm,
                 va,
                 va,
                 wend,
                 Request {
-                    fault: false,
+                    fault: None,
                     write: false,
                     device: true,
                 },

@@ -22,7 +22,6 @@
 //! notifier, is gone.
 
 use kernel::{
-    alloc::flags::__GFP_NOWARN,
     new_condvar, new_mutex, new_work,
     page::{
         BorrowedPage,
@@ -50,8 +49,10 @@ use crate::{
         Pte,
         PteAddr,
         FAULT_BATCH,
+        FAULT_GRANULE,
         PAGE_SIZE_4K, //
     },
+    mm::PinnedWrite,
     svm::MirrorVm,
     uapi,
 };
@@ -84,8 +85,6 @@ struct JobState {
     phase: Phase,
     /// The fault buffer.
     faults: KVec<Fault>,
-    /// For READ: what the GPU read (at most [`Job::MAX_READ`] bytes).
-    out: KVVec<u8>,
     /// How it ended, once [`Phase::Done`].
     result: Result,
 }
@@ -94,6 +93,9 @@ struct JobState {
 #[pin_data]
 pub(crate) struct Job<V: GpuVm> {
     vm: Arc<MirrorVm<V>>,
+    /// For READ: where what the GPU reads goes (at most [`Job::MAX_READ`]
+    /// bytes); unpinned when the last reference to the job goes.
+    dst: Option<PinnedWrite>,
     /// Shared with the fault handler.
     #[pin]
     state: Mutex<JobState>,
@@ -160,34 +162,37 @@ impl<V: GpuVm> GpuJob for Job<V> {
         }
     }
 
-    fn finish(&self) -> (Result, u64, KVVec<u8>) {
-        let mut st = self.state.lock();
-        (st.result, st.cmd.value, core::mem::take(&mut st.out))
+    fn finish(&self) -> (Result, u64) {
+        let st = self.state.lock();
+        (st.result, st.cmd.value)
     }
 }
 
 impl<V: GpuVm> Job<V> {
-    /// Largest READ one job carries; the ioctl splits longer ones.
-    pub(crate) const MAX_READ: usize = 1 << 20;
+    /// Largest READ one job carries (its destination stays pinned while
+    /// it runs); the ioctl splits longer ones.
+    pub(crate) const MAX_READ: usize = 64 << 20;
 
-    /// A job for `cmd` (validated; a READ at most [`Self::MAX_READ`] long)
-    /// on the GPU address space `vm`.
-    pub(crate) fn new(vm: Arc<MirrorVm<V>>, cmd: uapi::drm_nsvm_cmd) -> Result<Arc<Self>> {
-        let out_len = if cmd.op == uapi::DRM_NSVM_OP_READ {
-            cmd.len as usize
-        } else {
-            0
-        };
+    /// A job for `cmd` (validated; a READ at most [`Self::MAX_READ`] long,
+    /// landing in `dst`) on the GPU address space `vm`.
+    pub(crate) fn new(
+        vm: Arc<MirrorVm<V>>,
+        cmd: uapi::drm_nsvm_cmd,
+        dst: Option<PinnedWrite>,
+    ) -> Result<Arc<Self>> {
+        if cmd.op == uapi::DRM_NSVM_OP_READ && dst.is_none() {
+            return Err(EINVAL);
+        }
         let state = JobState {
             cmd,
             phase: Phase::Running,
             faults: KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?,
-            out: KVVec::from_elem(0u8, out_len, GFP_KERNEL | __GFP_NOWARN)?,
             result: Ok(()),
         };
         Arc::pin_init(
             pin_init!(Self {
                 vm,
+                dst,
                 state <- new_mutex!(state, "Job::state"),
                 cond <- new_condvar!("Job::cond"),
                 work <- new_work!("Job::work"),
@@ -211,9 +216,16 @@ impl<V: GpuVm> Job<V> {
             .sum();
         let mut queue = KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?;
         let mut done = 0;
-        let mut scratch = KVec::from_elem(0u8, PAGE_SIZE_4K, GFP_KERNEL)?;
+        let mut probed = [0; 2];
+        // A page of FILL pattern (or READ/COPY bounce), and 8 bytes more
+        // so that any phase of the pattern has a page after it.
+        let mut scratch = KVec::from_elem(0u8, PAGE_SIZE_4K + 8, GFP_KERNEL)?;
+        let pattern = cmd.value.to_le_bytes();
+        for (i, b) in scratch.iter_mut().enumerate() {
+            *b = pattern[i % 8];
+        }
         for _ in 0..pages + MAX_EXTRA_REPLAYS {
-            self.probe(&cmd, done, &mut queue)?;
+            self.probe(&cmd, done, &mut probed, &mut queue)?;
             if queue.is_empty() {
                 match self.run_from(&cmd, &mut done, &mut scratch)? {
                     None => return Ok(()),
@@ -249,18 +261,35 @@ impl<V: GpuVm> Job<V> {
     }
 
     /// Touches every page `cmd` still has to use (from byte `done` on) and
-    /// queues the misses, at most [`FAULT_BATCH`].
-    fn probe(&self, cmd: &uapi::drm_nsvm_cmd, done: usize, queue: &mut KVec<Fault>) -> Result {
+    /// queues the misses, at most [`FAULT_BATCH`], one per
+    /// [`FAULT_GRANULE`] (the GPU's TLB reports a block once).
+    ///
+    /// `probed[i]` is where range `i`'s previous probe found its first
+    /// miss: every page before it was mapped then, so the probe goes on from
+    /// there. A page invalidated since is a miss of the execution, which
+    /// reports it like any other; the probe stays linear in the command's
+    /// length.
+    fn probe(
+        &self,
+        cmd: &uapi::drm_nsvm_cmd,
+        done: usize,
+        probed: &mut [usize; 2],
+        queue: &mut KVec<Fault>,
+    ) -> Result {
         queue.clear();
         let vm = self.vm.vm.lock();
         let atomic = is_atomic(cmd);
-        for (start, len, write) in ranges(cmd) {
-            if len <= done {
+        for (i, (start, len, write)) in ranges(cmd).into_iter().enumerate() {
+            let from = done.max(probed[i]);
+            if len <= from {
                 continue;
             }
-            let mut va = (start + done) & !(PAGE_SIZE_4K - 1);
+            let mut first_miss = None;
+            let mut va = (start + from) & !(PAGE_SIZE_4K - 1);
             while va < start + len && queue.len() < FAULT_BATCH {
+                let mut next = va.checked_add(PAGE_SIZE_4K);
                 if !vm.lookup(va).is_some_and(|p| allows(&p, write, atomic)) {
+                    first_miss.get_or_insert(va);
                     // The queue has room for a whole batch.
                     queue
                         .push_within_capacity(Fault {
@@ -269,13 +298,18 @@ impl<V: GpuVm> Job<V> {
                             atomic,
                         })
                         .map_err(|_| ENOMEM)?;
+                    next = (va | (FAULT_GRANULE - 1)).checked_add(1);
                 }
                 // The last page of the address space has no next one.
-                va = match va.checked_add(PAGE_SIZE_4K) {
+                va = match next {
                     Some(next) => next,
                     None => break,
                 };
             }
+            // Offsets in the command: `start + len` does not wrap.
+            probed[i] = first_miss
+                .unwrap_or(va.min(start + len))
+                .saturating_sub(start);
         }
         Ok(())
     }
@@ -352,14 +386,13 @@ impl<V: GpuVm> Job<V> {
         };
         match cmd.op {
             uapi::DRM_NSVM_OP_FILL => {
-                let pattern = cmd.value.to_le_bytes();
+                // `buf` holds the pattern from phase 0: the bytes from
+                // `done % 8` on continue it at `done`.
                 while *done < len {
                     let va = dst + *done;
                     let n = chunk(va, len - *done);
-                    for (i, b) in buf[..n].iter_mut().enumerate() {
-                        *b = pattern[(*done + i) % 8];
-                    }
-                    if !self.write(va, &buf[..n])? {
+                    let phase = *done % 8;
+                    if !self.write(va, &buf[phase..phase + n])? {
                         return miss(va, true);
                     }
                     *done += n;
@@ -385,9 +418,8 @@ impl<V: GpuVm> Job<V> {
                     if !self.read(s, &mut buf[..n])? {
                         return miss(s, false);
                     }
-                    let mut st = self.state.lock();
-                    st.out[*done..*done + n].copy_from_slice(&buf[..n]);
-                    drop(st);
+                    // Outside the VM lock: the destination is pinned.
+                    self.dst.as_ref().ok_or(EINVAL)?.write(*done, &buf[..n])?;
                     *done += n;
                 }
             }

@@ -25,6 +25,7 @@ use super::{
     PAGE_SIZE_4K, //
 };
 use crate::{
+    mm::PinnedWrite,
     svm::MirrorVm,
     uapi, //
 };
@@ -83,8 +84,12 @@ impl GpuVm for SoftVm {
     type Job = Job<SoftVm>;
     const MAX_READ: usize = Job::<SoftVm>::MAX_READ;
 
-    fn submit(vm: Arc<MirrorVm<Self>>, cmd: uapi::drm_nsvm_cmd) -> Result<Arc<Self::Job>> {
-        let job = Job::new(vm, cmd)?;
+    fn submit(
+        vm: Arc<MirrorVm<Self>>,
+        cmd: uapi::drm_nsvm_cmd,
+        dst: Option<PinnedWrite>,
+    ) -> Result<Arc<Self::Job>> {
+        let job = Job::new(vm, cmd, dst)?;
         job.submit();
         Ok(job)
     }

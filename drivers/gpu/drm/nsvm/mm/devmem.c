@@ -359,3 +359,19 @@ void nsvm_page_unlock_put(struct page *page)
 	folio_unlock(folio);
 	folio_put(folio);
 }
+
+int nsvm_pin_user_write(unsigned long addr, unsigned long npages, struct page **pages)
+{
+	long ret = pin_user_pages_fast(addr, npages, FOLL_WRITE, pages);
+
+	if (ret == npages)
+		return 0;
+	if (ret > 0)
+		unpin_user_pages(pages, ret);
+	return -EFAULT;
+}
+
+void nsvm_unpin_user_dirty(struct page **pages, unsigned long npages)
+{
+	unpin_user_pages_dirty_lock(pages, npages, true);
+}

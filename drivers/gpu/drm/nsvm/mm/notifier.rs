@@ -102,8 +102,9 @@ impl Invalidation<'_> {
 /// What [`IntervalNotifier::range_fault`] asks for.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Request {
-    /// Fault missing pages in (else only snapshot).
-    pub(crate) fault: bool,
+    /// The part `[start, end)` of the window whose missing pages are faulted
+    /// in (the rest is only snapshot); `None` to only snapshot.
+    pub(crate) fault: Option<(usize, usize)>,
     /// Fault them in writable.
     pub(crate) write: bool,
     /// Report the owner's device pages as they are (else fault them back to
@@ -213,10 +214,12 @@ impl<T: Invalidate> IntervalNotifier<T> {
 
     /// Runs `hmm_range_fault()`: see [`RangeFault`].
     ///
-    /// With `req.fault`, the pages of `[win_start, win_end)` clipped to the
-    /// VMA that holds `addr` are faulted in (writable with `req.write`): an address
-    /// that cannot be (no VMA, PROT_NONE, write to read-only) fails with
-    /// `EFAULT` or `EPERM`. Without `fault`, the window is only snapshot.
+    /// With `req.fault`, the window `[win_start, win_end)` is clipped to the
+    /// VMA that holds `addr`, and the missing pages of the `req.fault` part
+    /// of it are faulted in (writable with `req.write`): an address that
+    /// cannot be (no VMA, PROT_NONE, write to read-only) fails with `EFAULT`
+    /// or `EPERM`; the rest is only snapshot. Without `fault`, the window
+    /// is only snapshot.
     /// With `device`, the owner's device pages are reported as they are;
     /// without, faulting migrates them back to system memory first.
     /// `mm` must be this notifier's address space, held with `mmget` for the
@@ -237,6 +240,7 @@ impl<T: Invalidate> IntervalNotifier<T> {
         if !self.watches(mm) || win_start > addr || addr >= win_end {
             return Err(EINVAL);
         }
+        let (fault_start, fault_end) = fault.unwrap_or((0, 0));
         let npages = (win_end - win_start) >> PAGE_SHIFT;
         // Sized by the caller's window (up to 1 GiB): vmalloc may serve it, and
         // a failure is the caller's ENOMEM, not a kernel warning.
@@ -253,7 +257,8 @@ impl<T: Invalidate> IntervalNotifier<T> {
                 win_start,
                 win_end,
                 pfns.as_mut_ptr().cast(),
-                fault,
+                fault_start,
+                fault_end,
                 write,
                 device,
                 &mut start,

@@ -114,17 +114,24 @@ static bool nsvm_pfn_done(unsigned long hmm_pfn, unsigned long req, void *owner)
 }
 
 /*
- * Fault the pages of a snapshot that need it, run by run. One
+ * Fault the pages of a snapshot in [@from, @to) that need it, run by run. One
  * hmm_range_fault() with HMM_PFN_REQ_FAULT over the whole range would not
  * do: once a page needs a fault, it calls handle_mm_fault() on every page
  * up to the end of the page table it walks, device pages of the owner
  * included, which migrates them back to system memory.
  */
-static int nsvm_fault_runs(const struct hmm_range *snap, unsigned long req)
+static int nsvm_fault_runs(const struct hmm_range *snap, unsigned long req, unsigned long from,
+			   unsigned long to)
 {
-	unsigned long npages = (snap->end - snap->start) >> PAGE_SHIFT;
-	unsigned long i = 0, j;
+	unsigned long npages, i, j;
 	int ret;
+
+	from = max(from, snap->start);
+	to = min(to, snap->end);
+	if (from >= to)
+		return 0;
+	i = (from - snap->start) >> PAGE_SHIFT;
+	npages = (to - snap->start) >> PAGE_SHIFT;
 
 	while (i < npages) {
 		if (nsvm_pfn_done(snap->hmm_pfns[i], req, snap->dev_private_owner)) {
@@ -151,9 +158,11 @@ static int nsvm_fault_runs(const struct hmm_range *snap, unsigned long req)
 }
 
 int nsvm_range_fault(struct nsvm_notifier *n, unsigned long addr, unsigned long win_start,
-		     unsigned long win_end, unsigned long *pfns, bool fault, bool write,
-		     bool device, unsigned long *start, unsigned long *end, unsigned long *seq)
+		     unsigned long win_end, unsigned long *pfns, unsigned long fault_start,
+		     unsigned long fault_end, bool write, bool device, unsigned long *start,
+		     unsigned long *end, unsigned long *seq)
 {
+	bool fault = fault_start < fault_end;
 	struct mm_struct *mm = n->mni.mm;
 	unsigned long timeout = jiffies + msecs_to_jiffies(HMM_RANGE_DEFAULT_TIMEOUT);
 	unsigned long req = HMM_PFN_REQ_FAULT | (write ? HMM_PFN_REQ_WRITE : 0);
@@ -189,7 +198,7 @@ int nsvm_range_fault(struct nsvm_notifier *n, unsigned long addr, unsigned long 
 		       ((range.end - range.start) >> PAGE_SHIFT) * sizeof(*pfns));
 		ret = hmm_range_fault(&range);
 		if (!ret && fault)
-			ret = nsvm_fault_runs(&range, req);
+			ret = nsvm_fault_runs(&range, req, fault_start, fault_end);
 		mmap_read_unlock(mm);
 	} while (ret == -EBUSY);
 

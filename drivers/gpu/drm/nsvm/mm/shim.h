@@ -90,10 +90,11 @@ struct nsvm_pfn {
  * hmm_range_fault() under mmap_read_lock, retrying on -EBUSY until
  * HMM_RANGE_DEFAULT_TIMEOUT.
  *
- * With @fault, the range is [win_start, win_end) clipped to the VMA that
- * holds @addr (-EFAULT if none does), and missing pages are faulted in,
- * writable with @write. Without @fault, [win_start, win_end) is only
- * snapshot. With @device, device pages of the notifier's owner are
+ * With @fault_start < @fault_end, the range is [win_start, win_end)
+ * clipped to the VMA that holds @addr (-EFAULT if none does), and the
+ * missing pages of [fault_start, fault_end) are faulted in, writable with
+ * @write; the rest of the range is only snapshot. Otherwise
+ * [win_start, win_end) is only snapshot. With @device, device pages of the notifier's owner are
  * reported as they are; without, faulting migrates them to system memory.
  * The range used is returned in *start and *end; @pfns has one
  * slot per page of the window. On success *seq is the notifier sequence
@@ -102,8 +103,9 @@ struct nsvm_pfn {
  * on the mm.
  */
 int nsvm_range_fault(struct nsvm_notifier *n, unsigned long addr, unsigned long win_start,
-		     unsigned long win_end, unsigned long *pfns, _Bool fault, _Bool write,
-		     _Bool device, unsigned long *start, unsigned long *end, unsigned long *seq);
+		     unsigned long win_end, unsigned long *pfns, unsigned long fault_start,
+		     unsigned long fault_end, _Bool write, _Bool device, unsigned long *start,
+		     unsigned long *end, unsigned long *seq);
 void nsvm_pfn_decode(const struct nsvm_notifier *n, unsigned long hmm_pfn,
 		     struct nsvm_pfn *out);
 
@@ -236,5 +238,15 @@ struct page *nsvm_make_exclusive(struct mm_struct *mm, unsigned long addr, void 
 				 int *err);
 /* Unlock and put the folio of @page. */
 void nsvm_page_unlock_put(struct page *page);
+
+/*
+ * Pin the @npages pages of the current process from @addr for writing
+ * (pin_user_pages_fast() with FOLL_WRITE) into @pages: 0, or -EFAULT
+ * (nothing stays pinned) if not all of them could be. Release with
+ * nsvm_unpin_user_dirty().
+ */
+int nsvm_pin_user_write(unsigned long addr, unsigned long npages, struct page **pages);
+/* Mark dirty and unpin what nsvm_pin_user_write() pinned. */
+void nsvm_unpin_user_dirty(struct page **pages, unsigned long npages);
 
 #endif /* NSVM_MM_SHIM_H */

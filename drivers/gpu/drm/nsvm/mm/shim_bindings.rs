@@ -103,7 +103,8 @@ unsafe extern "C" {
         win_start: kernel::ffi::c_ulong,
         win_end: kernel::ffi::c_ulong,
         pfns: *mut kernel::ffi::c_ulong,
-        fault: bool,
+        fault_start: kernel::ffi::c_ulong,
+        fault_end: kernel::ffi::c_ulong,
         write: bool,
         device: bool,
         start: *mut kernel::ffi::c_ulong,
@@ -278,4 +279,14 @@ unsafe extern "C" {
 }
 unsafe extern "C" {
     pub fn nsvm_page_unlock_put(page: *mut page);
+}
+unsafe extern "C" {
+    pub fn nsvm_pin_user_write(
+        addr: kernel::ffi::c_ulong,
+        npages: kernel::ffi::c_ulong,
+        pages: *mut *mut page,
+    ) -> kernel::ffi::c_int;
+}
+unsafe extern "C" {
+    pub fn nsvm_unpin_user_dirty(pages: *mut *mut page, npages: kernel::ffi::c_ulong);
 }
