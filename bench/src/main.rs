@@ -150,18 +150,47 @@ fn check_byte(b: &Buf, want: u8) {
     );
 }
 
+/// Copies `len` bytes with 16-byte SSE2 loads and stores. musl's
+/// `memcpy` (`rep movs`) ran anywhere from 0.26 to 4.3 GiB/s for the same
+/// sizes in the emulated guest; a plain vector loop is steady, and it is
+/// what a CPU copy costs.
+fn copy_sse2(dst: *mut u8, src: *const u8, len: usize) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_storeu_si128};
+    let mut i = 0;
+    while i + 64 <= len {
+        // SAFETY: `[i, i + 64)` is inside both buffers (caller).
+        unsafe {
+            let s = src.add(i).cast::<__m128i>();
+            let d = dst.add(i).cast::<__m128i>();
+            let (a, b, c, e) = (
+                _mm_loadu_si128(s),
+                _mm_loadu_si128(s.add(1)),
+                _mm_loadu_si128(s.add(2)),
+                _mm_loadu_si128(s.add(3)),
+            );
+            _mm_storeu_si128(d, a);
+            _mm_storeu_si128(d.add(1), b);
+            _mm_storeu_si128(d.add(2), c);
+            _mm_storeu_si128(d.add(3), e);
+        }
+        i += 64;
+    }
+    // SAFETY: The tail, inside both buffers.
+    unsafe { std::ptr::copy_nonoverlapping(src.add(i), dst.add(i), len - i) };
+}
+
+/// The copy limit: a CPU copy between two populated buffers, the best of
+/// the repetitions (the emulator's own noise only ever slows a copy down).
 fn memcpy_row(bench: &'static str, backing: Backing, size: usize) -> Row {
     let src = Buf::filled(size, backing, 1);
     let dst = Buf::filled(size, backing, 2);
     let mut row = Row::new(bench, "memcpy", backing, size);
-    // SAFETY: As below; a warm-up copy, untimed.
-    unsafe { std::ptr::copy_nonoverlapping(src.ptr(), dst.ptr(), size) };
-    for _ in 0..reps(size) {
-        // SAFETY: Two distinct buffers of `size` bytes.
-        let ((), d) =
-            timed(|| unsafe { std::ptr::copy_nonoverlapping(src.ptr(), dst.ptr(), size) });
-        row.add(size, d);
+    let mut best = Duration::MAX;
+    for _ in 0..=reps(size) {
+        let ((), d) = timed(|| copy_sse2(dst.ptr(), src.ptr(), size));
+        best = best.min(d);
     }
+    row.add(size, best);
     row
 }
 
