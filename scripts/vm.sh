@@ -40,10 +40,11 @@ kver=$(cat "$kdir/.nsvm-version")
 ksrc=$(readlink -f "$kdir/source")
 log "kernel: $NSVM_KPKG $kver ($(make -s -C "$kdir" kernelrelease))"
 
-log "checks: generated bindings, rustfmt, the log reporter"
+log "checks: generated bindings, rustfmt, the log and bench reporters"
 "$NSVM_TOP"/scripts/gen-bindings.sh "$kdir" --check
 "$NSVM_TOP"/scripts/fmt.sh "$kdir" --check
 python3 "$NSVM_TOP"/scripts/test_report.py >&2
+python3 "$NSVM_TOP"/scripts/test_bench.py >&2
 
 log "module: building nsvm.ko"
 make -s -C "$kdir" M="$NSVM_TOP" modules >&2
