@@ -61,6 +61,10 @@ use crate::{
 /// least its first fault, so more means invalidations keep undoing it.
 const MAX_EXTRA_REPLAYS: usize = 64;
 
+/// Pages a command touches per hold of the VM lock: fewer round trips,
+/// and an invalidation waits for at most this many page copies.
+const LOCK_RUN: usize = 16;
+
 /// Where a job is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -217,9 +221,9 @@ impl<V: GpuVm> Job<V> {
         let mut queue = KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?;
         let mut done = 0;
         let mut probed = [0; 2];
-        // A page of FILL pattern (or READ/COPY bounce), and 8 bytes more
-        // so that any phase of the pattern has a page after it.
-        let mut scratch = KVec::from_elem(0u8, PAGE_SIZE_4K + 8, GFP_KERNEL)?;
+        // LOCK_RUN pages of FILL pattern (or READ/COPY bounce), and 8
+        // bytes more so that any phase of the pattern has a page after it.
+        let mut scratch = KVVec::from_elem(0u8, LOCK_RUN * PAGE_SIZE_4K + 8, GFP_KERNEL)?;
         let pattern = cmd.value.to_le_bytes();
         for (i, b) in scratch.iter_mut().enumerate() {
             *b = pattern[i % 8];
@@ -315,25 +319,25 @@ impl<V: GpuVm> Job<V> {
     }
 
     /// Runs `f` on the page the GPU maps at `va`, with the offset of `va` in
-    /// it; `Ok(None)` on a miss.
+    /// it; `Ok(None)` on a miss. `vm` is the VM lock's guard.
     fn access<R>(
         &self,
+        vm: &V,
         va: usize,
         write: bool,
         atomic: bool,
         f: impl FnOnce(&Page, usize) -> Result<R>,
     ) -> Result<Option<R>> {
-        let guard = self.vm.vm.lock();
-        let Some(pte) = guard.lookup(va).filter(|p| allows(p, write, atomic)) else {
+        let Some(pte) = vm.lookup(va).filter(|p| allows(p, write, atomic)) else {
             return Ok(None);
         };
         let off = va % PAGE_SIZE_4K;
         match pte.addr {
             PteAddr::System(page) => {
-                // SAFETY: The entry is in the GPU page table and we hold the
-                // VM lock, which the invalidation callback takes before the
-                // CPU may unmap (and so free) the page: the page stays valid
-                // until the guard drops, after `f` returns.
+                // SAFETY: The entry is in the GPU page table and the caller
+                // holds the VM lock, which the invalidation callback takes
+                // before the CPU may unmap (and so free) the page: the page
+                // stays valid while `vm` is borrowed, after `f` returns.
                 let page = unsafe { BorrowedPage::from_raw(page.as_ptr()) };
                 f(&page, off).map(Some)
             }
@@ -347,21 +351,21 @@ impl<V: GpuVm> Job<V> {
 
     /// GPU-reads `buf.len()` bytes at `va`, within one page; `false` on a
     /// miss.
-    fn read(&self, va: usize, buf: &mut [u8]) -> Result<bool> {
+    fn read(&self, vm: &V, va: usize, buf: &mut [u8]) -> Result<bool> {
         let n = buf.len();
         // SAFETY: `buf` holds `n` bytes. The page is user memory, which the
         // process may race on, as with `copy_from_user()`.
-        let r = self.access(va, false, false, |p, off| unsafe {
+        let r = self.access(vm, va, false, false, |p, off| unsafe {
             p.read_raw(buf.as_mut_ptr(), off, n)
         })?;
         Ok(r.is_some())
     }
 
     /// GPU-writes `buf` at `va`, within one page; `false` on a miss.
-    fn write(&self, va: usize, buf: &[u8]) -> Result<bool> {
+    fn write(&self, vm: &V, va: usize, buf: &[u8]) -> Result<bool> {
         let n = buf.len();
         // SAFETY: As for `read()`.
-        let r = self.access(va, true, false, |p, off| unsafe {
+        let r = self.access(vm, va, true, false, |p, off| unsafe {
             p.write_raw(buf.as_ptr(), off, n)
         })?;
         Ok(r.is_some())
@@ -373,7 +377,7 @@ impl<V: GpuVm> Job<V> {
         &self,
         cmd: &uapi::drm_nsvm_cmd,
         done: &mut usize,
-        buf: &mut KVec<u8>,
+        buf: &mut KVVec<u8>,
     ) -> Result<Option<Fault>> {
         let len = cmd.len as usize;
         let (src, dst) = (cmd.src as usize, cmd.dst as usize);
@@ -389,38 +393,66 @@ impl<V: GpuVm> Job<V> {
                 // `buf` holds the pattern from phase 0: the bytes from
                 // `done % 8` on continue it at `done`.
                 while *done < len {
-                    let va = dst + *done;
-                    let n = chunk(va, len - *done);
-                    let phase = *done % 8;
-                    if !self.write(va, &buf[phase..phase + n])? {
-                        return miss(va, true);
+                    let vm = self.vm.vm.lock();
+                    for _ in 0..LOCK_RUN {
+                        if *done == len {
+                            break;
+                        }
+                        let va = dst + *done;
+                        let n = chunk(va, len - *done);
+                        let phase = *done % 8;
+                        if !self.write(&vm, va, &buf[phase..phase + n])? {
+                            return miss(va, true);
+                        }
+                        *done += n;
                     }
-                    *done += n;
                 }
             }
             uapi::DRM_NSVM_OP_COPY => {
                 while *done < len {
-                    let (s, d) = (src + *done, dst + *done);
-                    let n = chunk(s, len - *done).min(chunk(d, len - *done));
-                    if !self.read(s, &mut buf[..n])? {
-                        return miss(s, false);
+                    let vm = self.vm.vm.lock();
+                    for _ in 0..LOCK_RUN {
+                        if *done == len {
+                            break;
+                        }
+                        let (s, d) = (src + *done, dst + *done);
+                        let n = chunk(s, len - *done).min(chunk(d, len - *done));
+                        if !self.read(&vm, s, &mut buf[..n])? {
+                            return miss(s, false);
+                        }
+                        if !self.write(&vm, d, &buf[..n])? {
+                            return miss(d, true);
+                        }
+                        *done += n;
                     }
-                    if !self.write(d, &buf[..n])? {
-                        return miss(d, true);
-                    }
-                    *done += n;
                 }
             }
             uapi::DRM_NSVM_OP_READ => {
+                let out = self.dst.as_ref().ok_or(EINVAL)?;
                 while *done < len {
-                    let s = src + *done;
-                    let n = chunk(s, len - *done);
-                    if !self.read(s, &mut buf[..n])? {
+                    // Up to LOCK_RUN pages into `buf` under the lock, then
+                    // out to the (pinned) destination without it.
+                    let first = *done;
+                    let mut missed = None;
+                    let vm = self.vm.vm.lock();
+                    for _ in 0..LOCK_RUN {
+                        if *done == len {
+                            break;
+                        }
+                        let s = src + *done;
+                        let n = chunk(s, len - *done);
+                        let at = *done - first;
+                        if !self.read(&vm, s, &mut buf[at..at + n])? {
+                            missed = Some(s);
+                            break;
+                        }
+                        *done += n;
+                    }
+                    drop(vm);
+                    out.write(first, &buf[..*done - first])?;
+                    if let Some(s) = missed {
                         return miss(s, false);
                     }
-                    // Outside the VM lock: the destination is pinned.
-                    self.dst.as_ref().ok_or(EINVAL)?.write(*done, &buf[..n])?;
-                    *done += n;
                 }
             }
             uapi::DRM_NSVM_OP_ATOMIC_ADD32 | uapi::DRM_NSVM_OP_ATOMIC_ADD64 => {
@@ -432,7 +464,8 @@ impl<V: GpuVm> Job<V> {
                 // entry's `atomic` permission says the page is device memory
                 // or exclusive to the device (or that the range's policy
                 // does not ask for it).
-                let old = self.access(dst, true, true, |p, off| {
+                let vm = self.vm.vm.lock();
+                let old = self.access(&vm, dst, true, true, |p, off| {
                     let mut bytes = [0u8; 8];
                     // SAFETY: `bytes` holds 8 >= `size` bytes; the operand is
                     // aligned, so it does not cross the page.
@@ -447,6 +480,7 @@ impl<V: GpuVm> Job<V> {
                     unsafe { p.write_raw(new.to_le_bytes().as_ptr(), off, size)? };
                     Ok(old)
                 })?;
+                drop(vm);
                 let Some(old) = old else {
                     return Ok(Some(Fault {
                         addr: dst,
