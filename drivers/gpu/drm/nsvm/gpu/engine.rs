@@ -221,12 +221,21 @@ impl<V: GpuVm> Job<V> {
         let mut queue = KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?;
         let mut done = 0;
         let mut probed = [0; 2];
-        // LOCK_RUN pages of FILL pattern (or READ/COPY bounce), and 8
-        // bytes more so that any phase of the pattern has a page after it.
-        let mut scratch = KVVec::from_elem(0u8, LOCK_RUN * PAGE_SIZE_4K + 8, GFP_KERNEL)?;
-        let pattern = cmd.value.to_le_bytes();
-        for (i, b) in scratch.iter_mut().enumerate() {
-            *b = pattern[i % 8];
+        // FILL: a page of its pattern from phase 0, and 8 bytes more so
+        // that any phase has a page after it. READ: a bounce for LOCK_RUN
+        // pages. COPY: a bounce for one page.
+        let size = match cmd.op {
+            uapi::DRM_NSVM_OP_FILL => PAGE_SIZE_4K + 8,
+            uapi::DRM_NSVM_OP_READ => LOCK_RUN * PAGE_SIZE_4K,
+            uapi::DRM_NSVM_OP_COPY => PAGE_SIZE_4K,
+            _ => 0,
+        };
+        let mut scratch = KVVec::from_elem(0u8, size, GFP_KERNEL)?;
+        if cmd.op == uapi::DRM_NSVM_OP_FILL {
+            let pattern = cmd.value.to_le_bytes();
+            for word in scratch.chunks_exact_mut(8) {
+                word.copy_from_slice(&pattern);
+            }
         }
         for _ in 0..pages + MAX_EXTRA_REPLAYS {
             self.probe(&cmd, done, &mut probed, &mut queue)?;
