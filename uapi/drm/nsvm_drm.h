@@ -127,8 +127,9 @@ struct drm_nsvm_svm_init {
 	__u32 flags;
 	/**
 	 * @fault_window: in, bytes the fault handler maps around a faulting
-	 * address (aligned to it, clipped to the VMA); 0 for the default,
-	 * 2 MiB.
+	 * address (aligned to it, clipped to the VMA): what the CPU has there
+	 * is mapped, and missing pages are faulted in within 64 KiB of the
+	 * window's faulting addresses; 0 for the default, 2 MiB.
 	 */
 	__u64 fault_window;
 	/** @pad: in, must be zero. */
