@@ -213,7 +213,7 @@ def svg(rows, header):
     if not panels:
         return None
     W, H, cols = 420, 260, 2
-    left, right, top, bottom = 56, 12, 28, 40
+    left, right, top, bottom = 56, 28, 28, 40
     nrows = (len(panels) + cols - 1) // cols
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * cols}" '
            f'height="{H * nrows + 40}" font-family="sans-serif" font-size="11">',
