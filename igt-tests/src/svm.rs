@@ -185,6 +185,22 @@ pub fn vram_stat(index: u32, key: &str) -> Result<u64, Outcome> {
     Err(Outcome::Fail(format!("no {key} in {path}")))
 }
 
+/// Device pages in use on device `index` once the count holds still (the
+/// same over 100 ms, for at most 5 s): the baseline of a leak check, taken
+/// after whatever an earlier subtest set going has finished.
+pub fn vram_used_settled(index: u32) -> Result<u64, Outcome> {
+    let mut last = vram_stat(index, "pages_used")?;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = vram_stat(index, "pages_used")?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(last)
+}
+
 /// Fills `m` with `pattern(seed)` from the CPU.
 pub fn cpu_fill(m: &mut Map, seed: u64) {
     let p = pattern(seed, m.len);

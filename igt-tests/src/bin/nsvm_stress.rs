@@ -647,7 +647,7 @@ fn stress_model() -> TestResult {
 /// Children are SIGKILLed while an EXEC or a MIGRATE of 32 MiB runs; the
 /// device memory they held is freed and the device still works.
 fn sigkill_mid_work() -> TestResult {
-    let before = vram_stat(0, "pages_used")?;
+    let before = vram_used_settled(0)?;
     for (round, delay_ms) in [5u64, 20, 60, 150, 5, 40].into_iter().enumerate() {
         let mut fds = [0i32; 2];
         // SAFETY: A pipe for "started".
@@ -1121,7 +1121,7 @@ fn ready(wfd: i32) {
 /// without blocking) takes its address space. Its device memory comes
 /// back, and the device works for the next process.
 fn oom_victim_holds_vram() -> TestResult {
-    let before = vram_stat(0, "pages_used")?;
+    let before = vram_used_settled(0)?;
     {
         let _w = OomWindow::begin()?;
         oom_killed_child(|wfd| {
