@@ -649,20 +649,14 @@ fn stress_model() -> TestResult {
 fn sigkill_mid_work() -> TestResult {
     let before = vram_used_settled(0)?;
     for (round, delay_ms) in [5u64, 20, 60, 150, 5, 40].into_iter().enumerate() {
-        let mut fds = [0i32; 2];
-        // SAFETY: A pipe for "started".
-        check_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        let (rfd, wfd) = (fds[0], fds[1]);
-        // SAFETY: The child only uses its own state and exits.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
+        let (pid, _) = fork_ready(|wfd| {
             let code = (|| {
                 let dev = Device::open_render(0).ok()?;
                 dev.svm_init(0).ok()?;
                 let len = 32 << 20;
                 let m = Map::new(len, RW);
-                // SAFETY: Tells the parent we are about to start.
-                unsafe { libc::write(wfd, b"x".as_ptr().cast(), 1) };
+                // Tells the parent we are about to start.
+                ready(wfd);
                 if round % 2 == 0 {
                     let _ = dev.exec(&mut [Cmd::fill(m.addr(), len as u64, 7)]);
                 } else {
@@ -671,16 +665,8 @@ fn sigkill_mid_work() -> TestResult {
                 }
                 Some(())
             })();
-            // SAFETY: Ends the child.
-            unsafe { libc::_exit(i32::from(code.is_none())) };
-        }
-        let mut b = [0u8; 1];
-        // SAFETY: Waits for the child's start.
-        unsafe {
-            libc::close(wfd);
-            libc::read(rfd, b.as_mut_ptr().cast(), 1);
-            libc::close(rfd);
-        }
+            i32::from(code.is_none())
+        })?;
         std::thread::sleep(Duration::from_millis(delay_ms));
         // SAFETY: Our child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -1070,9 +1056,10 @@ fn hog() -> ! {
     }
 }
 
-/// Forks `f` (which tells the parent it is ready through `ready`, then
-/// hogs memory or waits to be killed) and expects the OOM killer to end it.
-fn oom_killed_child(f: impl FnOnce(i32) -> i32) -> Result<(), Outcome> {
+/// Forks a child that runs `f(wfd)` and exits with what it returns; `f`
+/// calls [`ready`] on `wfd` once it is ready. Returns the child's pid once
+/// it is ready or has exited, and whether it said it was ready.
+fn fork_ready(f: impl FnOnce(i32) -> i32) -> Result<(i32, bool), Outcome> {
     let mut fds = [0i32; 2];
     // SAFETY: A pipe for "ready".
     check_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
@@ -1087,18 +1074,25 @@ fn oom_killed_child(f: impl FnOnce(i32) -> i32) -> Result<(), Outcome> {
         unsafe { libc::_exit(code) };
     }
     let mut b = [0u8; 1];
-    // SAFETY: Our pipe and our child.
-    let (n, st) = unsafe {
+    // SAFETY: Our pipe.
+    let n = unsafe {
         libc::close(wfd);
         let n = libc::read(rfd, b.as_mut_ptr().cast(), 1);
         libc::close(rfd);
-        let mut st = 0;
-        libc::waitpid(pid, &mut st, 0);
-        (n, st)
+        n
     };
-    check_eq!(
-        n,
-        1,
+    Ok((pid, n == 1))
+}
+
+/// Forks `f` (which tells the parent it is ready through [`ready`], then
+/// hogs memory or waits to be killed) and expects the OOM killer to end it.
+fn oom_killed_child(f: impl FnOnce(i32) -> i32) -> Result<(), Outcome> {
+    let (pid, started) = fork_ready(f)?;
+    let mut st = 0;
+    // SAFETY: Our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    check!(
+        started,
         "the child failed before it was ready (status {st:#x})"
     );
     check!(
@@ -1108,6 +1102,7 @@ fn oom_killed_child(f: impl FnOnce(i32) -> i32) -> Result<(), Outcome> {
     Ok(())
 }
 
+/// Tells the parent of [`fork_ready`] that the child is ready.
 fn ready(wfd: i32) {
     // SAFETY: Our pipe's write end.
     unsafe {
