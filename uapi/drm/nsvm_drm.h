@@ -34,7 +34,7 @@ extern "C" {
 /** DRM_NSVM_UAPI_MAJOR - incompatible uapi revisions bump this. */
 #define DRM_NSVM_UAPI_MAJOR 0
 /** DRM_NSVM_UAPI_MINOR - compatible additions bump this. */
-#define DRM_NSVM_UAPI_MINOR 3
+#define DRM_NSVM_UAPI_MINOR 4
 
 #define DRM_NSVM_GET_PARAM 0x00
 #define DRM_NSVM_SVM_INIT 0x01
@@ -154,6 +154,11 @@ struct drm_nsvm_svm_init {
  *	aligned); @value receives the old value.
  * @DRM_NSVM_OP_READ: the GPU reads @len bytes at @src and the driver copies
  *	them to the plain user buffer @dst (not through the GPU).
+ * @DRM_NSVM_OP_AXPY32: the vector operation y = a * x + y on u32 elements
+ *	(wrapping, little endian): for each of the @len / 4 elements,
+ *	dst[i] = dst[i] + (__u32)@value * src[i]. @src, @dst and @len are
+ *	multiples of 4 and the ranges do not overlap. Since uapi 0.4; older
+ *	drivers fail it with -EINVAL.
  */
 enum drm_nsvm_op {
 	DRM_NSVM_OP_FILL = 1,
@@ -161,6 +166,7 @@ enum drm_nsvm_op {
 	DRM_NSVM_OP_ATOMIC_ADD32 = 3,
 	DRM_NSVM_OP_ATOMIC_ADD64 = 4,
 	DRM_NSVM_OP_READ = 5,
+	DRM_NSVM_OP_AXPY32 = 6,
 };
 
 /**

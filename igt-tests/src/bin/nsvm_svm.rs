@@ -542,6 +542,57 @@ fn copy_across_vmas() -> TestResult {
     Ok(())
 }
 
+/// AXPY32, y = a * x + y on u32 elements, across pages and with wrapping;
+/// a read-only y faults (a write fault) and stays as it was; bad operands
+/// are EINVAL.
+fn axpy32() -> TestResult {
+    let dev = bound(0)?;
+    let n = 3 * PAGE / 4 + 5;
+    let (mut x, mut y) = (Map::new(4 * PAGE, RW), Map::new(4 * PAGE, RW));
+    let xs: Vec<u32> = (0..n as u32).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+    let ys: Vec<u32> = (0..n as u32).map(|i| i ^ 0xdead_beef).collect();
+    let put = |m: &mut Map, v: &[u32]| {
+        for (i, e) in v.iter().enumerate() {
+            m.bytes_mut()[4 * i..4 * i + 4].copy_from_slice(&e.to_le_bytes());
+        }
+    };
+    put(&mut x, &xs);
+    put(&mut y, &ys);
+    // Start 12 bytes into the pages, so elements and pages do not line up.
+    let (off, len) = (12, 4 * (n - 3));
+    let a = 0x1234_5679;
+    exec(
+        &dev,
+        &mut [Cmd::axpy32(y.addr() + off, a, x.addr() + off, len as u64)],
+    )?;
+    for i in 0..n {
+        let got = u32::from_le_bytes(y.bytes()[4 * i..4 * i + 4].try_into().unwrap());
+        let want = if (3..n).contains(&i) {
+            ys[i].wrapping_add(a.wrapping_mul(xs[i]))
+        } else {
+            ys[i]
+        };
+        check_eq!(got, want, "element {i}");
+    }
+    let before = y.bytes().to_vec();
+    y.protect(libc::PROT_READ);
+    let e = dev.exec(&mut [Cmd::axpy32(y.addr(), 2, x.addr(), PAGE as u64)]);
+    expect_fault(e, y.addr(), true)?;
+    check!(y.bytes() == &before[..]);
+    for bad in [
+        Cmd::axpy32(y.addr() + 2, 1, x.addr(), 8),
+        Cmd::axpy32(y.addr(), 1, x.addr() + 1, 8),
+        Cmd::axpy32(y.addr(), 1, x.addr(), 6),
+        Cmd::axpy32(y.addr(), 1, y.addr() + 4, 8),
+    ] {
+        check_eq!(
+            dev.exec(&mut [bad]).map_err(|e| e.error),
+            Err(errno(libc::EINVAL))
+        );
+    }
+    Ok(())
+}
+
 /// An address with no VMA: EFAULT; the commands before it completed.
 fn no_vma() -> TestResult {
     let dev = bound(0)?;
@@ -1138,6 +1189,7 @@ igt_main! {
     "write-read-only" => write_read_only,
     "no-vma" => no_vma,
     "copy-across-vmas" => copy_across_vmas,
+    "axpy32" => axpy32,
     "munmap-invalidates" => munmap_invalidates,
     "mprotect-invalidates" => mprotect_invalidates,
     "madvise-dontneed" => madvise_dontneed,

@@ -135,6 +135,19 @@ impl sys::drm_nsvm_cmd {
         }
     }
 
+    /// The vector operation `y = a * x + y` on the `len / 4` little-endian
+    /// u32 elements at `y` and `x` (wrapping); uapi 0.4 on.
+    pub fn axpy32(y: u64, a: u32, x: u64, len: u64) -> Self {
+        Self {
+            op: sys::DRM_NSVM_OP_AXPY32,
+            dst: y,
+            src: x,
+            len,
+            value: a.into(),
+            ..Default::default()
+        }
+    }
+
     /// Atomically add `value` to the u32 at `dst`; the old value comes back
     /// in `value`.
     pub fn add32(dst: u64, value: u32) -> Self {

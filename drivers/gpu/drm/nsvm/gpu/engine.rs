@@ -223,11 +223,13 @@ impl<V: GpuVm> Job<V> {
         let mut probed = [0; 2];
         // FILL: a page of its pattern from phase 0, and 8 bytes more so
         // that any phase has a page after it. READ: a bounce for LOCK_RUN
-        // pages. COPY: a bounce for one page.
+        // pages. COPY: a bounce for one page. AXPY32: one for a page of
+        // each operand.
         let size = match cmd.op {
             uapi::DRM_NSVM_OP_FILL => PAGE_SIZE_4K + 8,
             uapi::DRM_NSVM_OP_READ => LOCK_RUN * PAGE_SIZE_4K,
             uapi::DRM_NSVM_OP_COPY => PAGE_SIZE_4K,
+            uapi::DRM_NSVM_OP_AXPY32 => 2 * PAGE_SIZE_4K,
             _ => 0,
         };
         let mut scratch = KVVec::from_elem(0u8, size, GFP_KERNEL)?;
@@ -370,6 +372,17 @@ impl<V: GpuVm> Job<V> {
         Ok(r.is_some())
     }
 
+    /// GPU-reads `buf.len()` bytes at `va`, within one page, through a
+    /// writable mapping (the read of a read-modify-write); `false` on a miss.
+    fn read_for_write(&self, vm: &V, va: usize, buf: &mut [u8]) -> Result<bool> {
+        let n = buf.len();
+        // SAFETY: As for `read()`.
+        let r = self.access(vm, va, true, false, |p, off| unsafe {
+            p.read_raw(buf.as_mut_ptr(), off, n)
+        })?;
+        Ok(r.is_some())
+    }
+
     /// GPU-writes `buf` at `va`, within one page; `false` on a miss.
     fn write(&self, vm: &V, va: usize, buf: &[u8]) -> Result<bool> {
         let n = buf.len();
@@ -430,6 +443,35 @@ impl<V: GpuVm> Job<V> {
                             return miss(s, false);
                         }
                         if !self.write(&vm, d, &buf[..n])? {
+                            return miss(d, true);
+                        }
+                        *done += n;
+                    }
+                }
+            }
+            uapi::DRM_NSVM_OP_AXPY32 => {
+                let a = cmd.value as u32;
+                let (xs, ys) = buf.split_at_mut(PAGE_SIZE_4K);
+                while *done < len {
+                    let vm = self.vm.vm.lock();
+                    for _ in 0..LOCK_RUN {
+                        if *done == len {
+                            break;
+                        }
+                        let (s, d) = (src + *done, dst + *done);
+                        // Both aligned to 4 and `len` a multiple of 4: so is
+                        // `n`.
+                        let n = chunk(s, len - *done).min(chunk(d, len - *done));
+                        if !self.read(&vm, s, &mut xs[..n])? {
+                            return miss(s, false);
+                        }
+                        // Read `y` only where it may be written: a miss
+                        // leaves memory as it was.
+                        if !self.read_for_write(&vm, d, &mut ys[..n])? {
+                            return miss(d, true);
+                        }
+                        axpy32(a, &xs[..n], &mut ys[..n]);
+                        if !self.write(&vm, d, &ys[..n])? {
                             return miss(d, true);
                         }
                         *done += n;
@@ -511,7 +553,7 @@ fn ranges(cmd: &uapi::drm_nsvm_cmd) -> [(usize, usize, bool); 2] {
     let (src, dst) = (cmd.src as usize, cmd.dst as usize);
     match cmd.op {
         uapi::DRM_NSVM_OP_FILL => [(dst, len, true), (0, 0, false)],
-        uapi::DRM_NSVM_OP_COPY => [(src, len, false), (dst, len, true)],
+        uapi::DRM_NSVM_OP_COPY | uapi::DRM_NSVM_OP_AXPY32 => [(src, len, false), (dst, len, true)],
         // READ writes `dst` through the CPU, not the GPU.
         uapi::DRM_NSVM_OP_READ => [(src, len, false), (0, 0, false)],
         uapi::DRM_NSVM_OP_ATOMIC_ADD32 => [(dst, 4, true), (0, 0, false)],
@@ -533,6 +575,18 @@ fn allows(p: &Pte, write: bool, atomic: bool) -> bool {
     (p.writable || !write) && (p.atomic || !atomic)
 }
 
+/// `y[i] += a * x[i]` on the little-endian u32 elements of `x` and `y`
+/// (of one length, a multiple of 4).
+fn axpy32(a: u32, x: &[u8], y: &mut [u8]) {
+    let mut i = 0;
+    while i + 4 <= x.len().min(y.len()) {
+        let xv = u32::from_le_bytes([x[i], x[i + 1], x[i + 2], x[i + 3]]);
+        let yv = u32::from_le_bytes([y[i], y[i + 1], y[i + 2], y[i + 3]]);
+        y[i..i + 4].copy_from_slice(&yv.wrapping_add(a.wrapping_mul(xv)).to_le_bytes());
+        i += 4;
+    }
+}
+
 /// Bytes from `va` to the end of its page, at most `left`.
 fn chunk(va: usize, left: usize) -> usize {
     (PAGE_SIZE_4K - va % PAGE_SIZE_4K).min(left)
@@ -545,20 +599,63 @@ pub(crate) fn validate(cmd: &uapi::drm_nsvm_cmd) -> Result {
         return Err(EINVAL);
     }
     let in_range = |addr: u64, len: u64| addr.checked_add(len).is_some();
+    // Two operands that neither wrap nor overlap.
+    let disjoint = |cmd: &uapi::drm_nsvm_cmd| {
+        in_range(cmd.src, cmd.len)
+            && in_range(cmd.dst, cmd.len)
+            && (cmd.src + cmd.len <= cmd.dst || cmd.dst + cmd.len <= cmd.src)
+    };
     match cmd.op {
         uapi::DRM_NSVM_OP_FILL if in_range(cmd.dst, cmd.len) => Ok(()),
         uapi::DRM_NSVM_OP_READ if in_range(cmd.src, cmd.len) && in_range(cmd.dst, cmd.len) => {
             Ok(())
         }
-        uapi::DRM_NSVM_OP_COPY
-            if in_range(cmd.src, cmd.len)
-                && in_range(cmd.dst, cmd.len)
-                && (cmd.src + cmd.len <= cmd.dst || cmd.dst + cmd.len <= cmd.src) =>
-        {
+        uapi::DRM_NSVM_OP_COPY if disjoint(cmd) => Ok(()),
+        uapi::DRM_NSVM_OP_AXPY32 if disjoint(cmd) && (cmd.src | cmd.dst | cmd.len) % 4 == 0 => {
             Ok(())
         }
         uapi::DRM_NSVM_OP_ATOMIC_ADD32 if cmd.dst % 4 == 0 && in_range(cmd.dst, 4) => Ok(()),
         uapi::DRM_NSVM_OP_ATOMIC_ADD64 if cmd.dst % 8 == 0 && in_range(cmd.dst, 8) => Ok(()),
         _ => Err(EINVAL),
+    }
+}
+
+#[kunit_tests(nsvm_engine)]
+mod tests {
+    use super::*;
+
+    fn cmd(op: u32, dst: u64, src: u64, len: u64) -> uapi::drm_nsvm_cmd {
+        uapi::drm_nsvm_cmd {
+            op,
+            dst,
+            src,
+            len,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn axpy32_wraps_per_element() {
+        let x: [u8; 8] = [1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
+        let mut y: [u8; 8] = [10, 0, 0, 0, 2, 0, 0, 0];
+        axpy32(3, &x, &mut y);
+        assert_eq!(u32::from_le_bytes([y[0], y[1], y[2], y[3]]), 13);
+        // 2 + 3 * 0xffffffff wraps to 2 - 3.
+        assert_eq!(u32::from_le_bytes([y[4], y[5], y[6], y[7]]), u32::MAX);
+    }
+
+    #[test]
+    fn validate_axpy32() {
+        let op = uapi::DRM_NSVM_OP_AXPY32;
+        assert!(validate(&cmd(op, 0x2000, 0x1000, 0x1000)).is_ok());
+        assert!(validate(&cmd(op, 0x2000, 0x1000, 0)).is_ok());
+        // Unaligned operands or length.
+        assert_eq!(validate(&cmd(op, 0x2002, 0x1000, 8)), Err(EINVAL));
+        assert_eq!(validate(&cmd(op, 0x2000, 0x1001, 8)), Err(EINVAL));
+        assert_eq!(validate(&cmd(op, 0x2000, 0x1000, 6)), Err(EINVAL));
+        // Overlap, in place included, and wrapping.
+        assert_eq!(validate(&cmd(op, 0x1000, 0x1000, 8)), Err(EINVAL));
+        assert_eq!(validate(&cmd(op, 0x1004, 0x1000, 8)), Err(EINVAL));
+        assert_eq!(validate(&cmd(op, u64::MAX - 3, 0x1000, 8)), Err(EINVAL));
     }
 }
