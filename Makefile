@@ -2,7 +2,8 @@
 #
 # nsvm: the two commands of the README, and the pieces they are made of.
 #
-#   make run      build, boot the guest, load nsvm, run the demo
+#   make run      build, boot the guest, load nsvm, run the compute demo
+#                 (NSVM_DEMO_MIB: size of each array, default 32)
 #   make test     build, boot, run KUnit + the IGT-style suite + hmm-tests
 #   make stress   nsvm_stress at full length: 100000 fuzzed ioctls, 120 s of
 #                 threaded stress (NSVM_FUZZ_CALLS, NSVM_STRESS_SECS,

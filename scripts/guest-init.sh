@@ -19,6 +19,7 @@ ndev=2
 vram=32
 igt=""
 hmm=1
+demo_mib=32
 for arg in $(cat /proc/cmdline); do
 	case $arg in
 	nsvm_mode=*) mode=${arg#nsvm_mode=} ;;
@@ -34,6 +35,7 @@ for arg in $(cat /proc/cmdline); do
 	nsvm_bench=*) export NSVM_BENCH=${arg#nsvm_bench=} ;;
 	nsvm_bench_max_mb=*) export NSVM_BENCH_MAX_MB=${arg#nsvm_bench_max_mb=} ;;
 	nsvm_bench_threads=*) export NSVM_BENCH_THREADS=${arg#nsvm_bench_threads=} ;;
+	nsvm_demo_mib=*) demo_mib=${arg#nsvm_demo_mib=} ;;
 	esac
 done
 export NSVM_NUM_DEVICES=$ndev
@@ -53,6 +55,8 @@ case $mode in
 run)
 	step "demo"
 	/bin/nsvm-info || fail "nsvm-info"
+	echo
+	/bin/nsvm-demo --mib "$demo_mib" || fail "nsvm-demo"
 	;;
 bench)
 	step "bench (nsvm, test_hmm, memcpy)"

@@ -22,6 +22,10 @@ case $mode in test | run) ;; bench) export NSVM_KCONFIG=bench ;; *) die "usage: 
 ndev=${NSVM_DEVICES:-2}
 mem=3G
 vram=${NSVM_VRAM_MB:-32}
+if [ "$mode" = run ]; then
+	# Room for both of the demo's arrays in device memory.
+	vram=${NSVM_VRAM_MB:-256}
+fi
 if [ "$mode" = bench ]; then
 	# 1 GiB points: the buffer, test_hmm's bounce buffer and both devices'
 	# backing memory live at once.
@@ -82,7 +86,7 @@ echo "$NSVM_KPKG $kver" >"$root/etc/nsvm-kernel"
 cp "$NSVM_TOP"/drivers/gpu/drm/nsvm/nsvm.ko "$root/lib/modules/"
 cp "$kdir"/lib/test_hmm.ko "$root/lib/modules/"
 cp "$hmm_tests" "$root/bin/"
-cp "$rbin/examples/nsvm-info" "$rbin/nsvm-bench" "$root/bin/"
+cp "$rbin/examples/nsvm-info" "$rbin/examples/nsvm-demo" "$rbin/nsvm-bench" "$root/bin/"
 for t in "$NSVM_TOP"/igt-tests/src/bin/*.rs; do
 	cp "$rbin/$(basename "$t" .rs)" "$root/igt/"
 done
@@ -95,15 +99,17 @@ timeout --foreground "$timeout_s" qemu-system-x86_64 \
 	-accel "$accel" -cpu max -smp 2 -m "$mem" \
 	-nographic -no-reboot -monitor none -serial stdio \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/rootfs.cpio" \
-	-append "console=ttyS0 panic=-1 oops=panic=0 nsvm_mode=$mode nsvm_devices=$ndev nsvm_vram=$vram nsvm_igt=${NSVM_IGT:-} nsvm_hmm=${NSVM_HMM:-1} nsvm_seed=${NSVM_SEED:-0x5eed} nsvm_fuzz_calls=${NSVM_FUZZ_CALLS:-5000} nsvm_stress_secs=${NSVM_STRESS_SECS:-6} nsvm_inject_rounds=${NSVM_INJECT_ROUNDS:-300} nsvm_bench=${NSVM_BENCH:-all} nsvm_bench_max_mb=${NSVM_BENCH_MAX_MB:-1024} nsvm_bench_threads=${NSVM_BENCH_THREADS:-4}" \
-	</dev/null >"$out/guest-$mode.log" 2>&1
-qemu_rc=$?
+	-append "console=ttyS0 panic=-1 oops=panic=0 nsvm_mode=$mode nsvm_devices=$ndev nsvm_vram=$vram nsvm_igt=${NSVM_IGT:-} nsvm_hmm=${NSVM_HMM:-1} nsvm_seed=${NSVM_SEED:-0x5eed} nsvm_fuzz_calls=${NSVM_FUZZ_CALLS:-5000} nsvm_stress_secs=${NSVM_STRESS_SECS:-6} nsvm_inject_rounds=${NSVM_INJECT_ROUNDS:-300} nsvm_bench=${NSVM_BENCH:-all} nsvm_bench_max_mb=${NSVM_BENCH_MAX_MB:-1024} nsvm_bench_threads=${NSVM_BENCH_THREADS:-4} nsvm_demo_mib=${NSVM_DEMO_MIB:-32}" \
+	</dev/null 2>&1 | if [ "$mode" = run ]; then
+	# The demo's output as it comes, progress line included.
+	tee "$out/guest-$mode.log" | sed -un '/NSVM-STEP demo/,/NSVM-STEP rmmod/{/NSVM-STEP/d;p}'
+else
+	cat >"$out/guest-$mode.log"
+fi
+qemu_rc=${PIPESTATUS[0]}
 set -e
 log "vm: guest ran $((SECONDS - t_boot)) s (qemu exit $qemu_rc); total $((SECONDS - t_start)) s"
 
-if [ "$mode" = run ]; then
-	sed -n '/NSVM-STEP demo/,/NSVM-STEP rmmod/p' "$out/guest-$mode.log" | sed '1d;$d'
-fi
 if [ "$mode" = bench ]; then
 	python3 "$NSVM_TOP"/scripts/bench.py "$out/guest-$mode.log" "$out" "$NSVM_KPKG $kver" ||
 		die "no benchmark results in out/guest-bench.log"

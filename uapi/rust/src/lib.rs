@@ -171,6 +171,60 @@ impl sys::drm_nsvm_cmd {
     }
 }
 
+/// A command list: commands built up, then run in order by one or more
+/// EXECs (at most `DRM_NSVM_EXEC_MAX_CMDS` each).
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use nsvm_uapi::{Cmd, CmdList, Device};
+/// let dev = Device::open_render(0)?;
+/// dev.svm_init(0)?;
+/// let (x, mut y) = (vec![1u32; 1024], vec![2u32; 1024]);
+/// let mut list = CmdList::new();
+/// list.push(Cmd::axpy32(y.as_mut_ptr() as u64, 3, x.as_ptr() as u64, 4096));
+/// list.submit(&dev)?;
+/// assert!(y.iter().all(|&e| e == 5));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct CmdList {
+    cmds: Vec<Cmd>,
+}
+
+impl CmdList {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `cmd`.
+    pub fn push(&mut self, cmd: Cmd) -> &mut Self {
+        self.cmds.push(cmd);
+        self
+    }
+
+    /// The commands, with the old values of the atomics once submitted.
+    pub fn cmds(&self) -> &[Cmd] {
+        &self.cmds
+    }
+
+    /// Runs the commands on `dev`'s GPU, in order; on failure,
+    /// [`ExecError::completed`] counts the commands of the whole list that
+    /// completed.
+    pub fn submit(&mut self, dev: &Device) -> std::result::Result<(), ExecError> {
+        let mut completed = 0;
+        for part in self.cmds.chunks_mut(sys::DRM_NSVM_EXEC_MAX_CMDS as usize) {
+            dev.exec(part).map_err(|e| ExecError {
+                completed: completed + e.completed,
+                ..e
+            })?;
+            completed += part.len() as u32;
+        }
+        Ok(())
+    }
+}
+
 /// A failed EXEC: the errno and, for an unserved GPU fault, where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExecError {
