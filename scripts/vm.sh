@@ -58,6 +58,12 @@ log "userspace: building the guest binaries (musl, static)"
 	--bins --examples >&2)
 rbin=$NSVM_TOP/target/x86_64-unknown-linux-musl/release
 
+# The uapi from C: nsvm_c, against the header and libdrm (static, so the
+# guest needs no shared libraries).
+log "userspace: building nsvm_c (C, uapi header + libdrm)"
+gcc -static -O2 -Wall -Wextra -Werror -std=gnu11 $(pkg-config --cflags libdrm) \
+	-I"$NSVM_TOP/uapi/drm" -o "$out/nsvm_c" "$NSVM_TOP/igt-tests/c/nsvm_c.c" -ldrm >&2
+
 # The C peer's suite, built from the same tree as the kernel, once per build.
 hmm_tests=$kdir/nsvm-guest/hmm-tests
 if [ ! -x "$hmm_tests" ]; then
@@ -90,6 +96,7 @@ cp "$rbin/examples/nsvm-info" "$rbin/examples/nsvm-demo" "$rbin/nsvm-bench" "$ro
 for t in "$NSVM_TOP"/igt-tests/src/bin/*.rs; do
 	cp "$rbin/$(basename "$t" .rs)" "$root/igt/"
 done
+cp "$out/nsvm_c" "$root/igt/"
 (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) >"$out/rootfs.cpio"
 
 log "vm: booting ($accel, mode $mode, $ndev devices); log in out/guest-$mode.log"
