@@ -49,6 +49,8 @@ log "checks: generated bindings, rustfmt, the log and bench reporters"
 "$NSVM_TOP"/scripts/fmt.sh "$kdir" --check
 python3 "$NSVM_TOP"/scripts/test_report.py >&2
 python3 "$NSVM_TOP"/scripts/test_bench.py >&2
+log "checks: userspace crates' tests (uapi layout against the C header)"
+(cd "$NSVM_TOP" && cargo test -q --locked --workspace >&2)
 
 log "module: building nsvm.ko"
 make -s -C "$kdir" M="$NSVM_TOP" modules >&2
