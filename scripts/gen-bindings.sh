@@ -8,7 +8,9 @@
 #       the uapi, shared by the driver (uapi.rs) and the userspace crate, so
 #       the two can never disagree on a layout;
 #   drivers/gpu/drm/nsvm/mm/shim.h -> drivers/gpu/drm/nsvm/mm/shim_bindings.rs
-#       the C shim behind the safe mm abstractions (mm/sys.rs).
+#       the C shim behind the safe mm abstractions (mm/sys.rs);
+#   drivers/gpu/drm/nsvm/trace_shim.h -> drivers/gpu/drm/nsvm/trace_bindings.rs
+#       the tracepoint wrappers (trace.rs).
 #
 #   scripts/gen-bindings.sh KDIR          rewrite both files
 #   scripts/gen-bindings.sh KDIR --check  fail if a checked-in file is stale
@@ -45,6 +47,15 @@ gen_shim() {
 		-- -nostdinc
 }
 
+# The tracepoint wrappers: plain functions of integers.
+gen_trace() {
+	bindgen "$NSVM_TOP/drivers/gpu/drm/nsvm/trace_shim.h" \
+		--use-core --ctypes-prefix kernel::ffi \
+		--allowlist-function 'nsvm_trace_.*' \
+		--no-doc-comments \
+		-- -nostdinc
+}
+
 emit() {
 	local out=$1 license=$2 src=$3 tmp
 	shift 3
@@ -65,3 +76,5 @@ emit() {
 emit "$NSVM_TOP/uapi/rust/src/bindings.rs" MIT uapi/drm/nsvm_drm.h gen_uapi
 emit "$NSVM_TOP/drivers/gpu/drm/nsvm/mm/shim_bindings.rs" GPL-2.0 \
 	drivers/gpu/drm/nsvm/mm/shim.h gen_shim
+emit "$NSVM_TOP/drivers/gpu/drm/nsvm/trace_bindings.rs" GPL-2.0 \
+	drivers/gpu/drm/nsvm/trace_shim.h gen_trace

@@ -862,8 +862,73 @@ fn bad_args() -> TestResult {
     Ok(())
 }
 
+// ---- tracepoints ----
+
+/// `<tracefs>`: mounted on its own, or under debugfs.
+fn tracefs() -> Option<&'static str> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .find(|d| std::path::Path::new(&format!("{d}/events/nsvm")).exists())
+}
+
+fn trace_write(dir: &str, file: &str, what: &str) -> Result<(), Outcome> {
+    std::fs::write(format!("{dir}/{file}"), what)
+        .map_err(|e| Outcome::Fail(format!("{dir}/{file}: {e}")))
+}
+
+/// Every nsvm event fires for what it names: a GPU fault and its batch, a
+/// MIGRATE, a CPU fault on device memory, an munmap, an eviction.
+fn tracepoints() -> TestResult {
+    let Some(dir) = tracefs() else {
+        skip!("no <tracefs>/events/nsvm");
+    };
+    let dev = bound(0)?;
+    let vram = dev.get_param(sys::DRM_NSVM_PARAM_VRAM_SIZE)? as usize;
+    if vram == 0 || vram > 64 << 20 {
+        skip!("device memory {vram} too large to fill quickly");
+    }
+    trace_write(dir, "tracing_on", "0")?;
+    trace_write(dir, "trace", "")?;
+    trace_write(dir, "events/nsvm/enable", "1")?;
+    trace_write(dir, "tracing_on", "1")?;
+    let run = || -> TestResult {
+        let a = Map::new(4 * PAGE, RW);
+        exec(&dev, &mut [Cmd::fill(a.addr(), 4 * PAGE as u64, 1)])?;
+        let mut m = Map::new(vram + MB2, RW);
+        cpu_fill(&mut m, 3);
+        // More than fits: the last steps evict the first.
+        migrate(&dev, &m, 0, vram + MB2, Mem::Device)?;
+        // The CPU faults back what is still in device memory.
+        check!(m.bytes() == pattern(3, vram + MB2).as_slice());
+        drop(a);
+        Ok(())
+    };
+    let result = run();
+    trace_write(dir, "tracing_on", "0")?;
+    trace_write(dir, "events/nsvm/enable", "0")?;
+    result?;
+    let text = std::fs::read_to_string(format!("{dir}/trace"))
+        .map_err(|e| Outcome::Fail(format!("{dir}/trace: {e}")))?;
+    for want in [
+        "nsvm_gpu_fault: client=",
+        "nsvm_fault_batch: client=",
+        "to=device cause=request",
+        "to=system cause=cpu-fault migrated=",
+        "nsvm_invalidate: client=",
+        "nsvm_evict: dev=0 chunk=",
+    ] {
+        let Some(line) = text.lines().find(|l| l.contains(want)) else {
+            return Err(Outcome::Fail(format!("no {want:?} in the trace:\n{text}")));
+        };
+        println!("{}", line.trim());
+    }
+    trace_write(dir, "trace", "")?;
+    Ok(())
+}
+
 igt_main! {
     "basic" => basic,
+    "tracepoints" => tracepoints,
     "gpu-write-cpu-read" => gpu_write_cpu_read,
     "migrate-back" => migrate_back,
     "partial-cpu-fault-mix" => partial_cpu_fault_mix,

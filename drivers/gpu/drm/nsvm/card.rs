@@ -41,7 +41,7 @@ impl Card {
     /// memory and registers a DRM device on it, with its debugfs directory
     /// `nsvm.<index>` under `debugfs`.
     pub(crate) fn new(index: u32, vram_size: usize, debugfs: &debugfs::Dir) -> Result<Self> {
-        let vram = Vram::new(vram_size)?;
+        let vram = Vram::new(index, vram_size)?;
         let name = CString::try_from_fmt(fmt!("nsvm.{index}"))?;
         let dir = debugfs.subdir(&name);
         let faux = faux::Registration::new(&name, None)?;

@@ -17,6 +17,7 @@ mod ioctl;
 mod mm;
 mod param;
 mod svm;
+mod trace;
 mod uapi;
 mod vram;
 

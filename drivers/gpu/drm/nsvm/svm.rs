@@ -87,7 +87,7 @@ use crate::{
         PinnedWrite,
         Request, //
     },
-    uapi,
+    trace, uapi,
     vram::{
         Moved,
         Vram, //
@@ -159,6 +159,8 @@ pub(crate) struct MirrorVm<V: GpuVm> {
     /// The GPU's memory.
     pub(crate) vram: Arc<Vram>,
     pub(crate) counters: Counters,
+    /// The file's client id (debugfs `client-<id>`, tracepoints).
+    pub(crate) client: u64,
 }
 
 impl<V: GpuVm> Invalidate for MirrorVm<V> {
@@ -181,9 +183,11 @@ impl<V: GpuVm> Invalidate for MirrorVm<V> {
         // anything else (mprotect included: the notifier does not say what
         // the new protection is) the entries go.
         if inv.write_protect() {
-            if vm.protect(inv.start(), inv.end()) > 0 {
+            let protected = vm.protect(inv.start(), inv.end());
+            if protected > 0 {
                 vm.flush_tlb(inv.start(), inv.end());
                 Counters::add(&self.counters.invalidations, 1);
+                trace::invalidate(self.client, inv.start(), inv.end(), true, protected);
             }
             return true;
         }
@@ -192,6 +196,7 @@ impl<V: GpuVm> Invalidate for MirrorVm<V> {
             vm.flush_tlb(inv.start(), inv.end());
             Counters::add(&self.counters.invalidations, 1);
             Counters::add(&self.counters.pages_unmapped, dropped as u64);
+            trace::invalidate(self.client, inv.start(), inv.end(), false, dropped);
         }
         true
     }
@@ -279,6 +284,7 @@ impl<V: GpuVm> Mirror<V> {
                 attrs <- new_mutex!(Attrs::new(), "Mirror::attrs"),
                 vram,
                 counters: Counters::new(),
+                client: id,
             }),
             GFP_KERNEL,
         )?;
@@ -343,7 +349,12 @@ impl<V: GpuVm> Mirror<V> {
                 Ok(JobEvent::Done) => break,
                 Ok(JobEvent::Faulted) if unserved.is_none() && !interrupted => {
                     Counters::add(&vm.counters.faults, batch.len() as u64);
-                    match self.serve(mm, &mut batch) {
+                    for f in batch.iter() {
+                        trace::gpu_fault(vm.client, f);
+                    }
+                    let served = self.serve(mm, &mut batch);
+                    trace::fault_batch(vm.client, &batch, &served.as_ref().map_err(|u| u.err));
+                    match served {
                         Ok(()) => job.replay(),
                         Err(u) => {
                             unserved = Some(u);

@@ -74,6 +74,10 @@ use crate::{
             PagemapRef, //
         },
     },
+    trace::{
+        self,
+        Cause, //
+    },
 };
 
 /// Pages per chunk.
@@ -158,6 +162,8 @@ pub(crate) struct VramMem {
     alloc: SpinLockIrq<Chunks>,
     /// The memory and its copy engine.
     mem: SoftMemory,
+    /// The device's index.
+    dev: u32,
     stats: VramStats,
 }
 
@@ -227,6 +233,15 @@ impl PagemapOps for VramMem {
         let mut m = mig.setup_fault(fault)?;
         let n = self.to_system(fault.pagemap(), &mut m, true)?;
         add(&self.stats.cpu_faults, n);
+        let start = fault.address() & !(PAGE_SIZE_4K - 1);
+        trace::migrate(
+            self.dev,
+            (start, start + n * PAGE_SIZE_4K),
+            false,
+            Cause::CpuFault,
+            n as u64,
+            0,
+        );
         Ok(())
     }
 }
@@ -287,8 +302,9 @@ pub(crate) struct Vram {
 }
 
 impl Vram {
-    /// Device memory of `size` bytes (a multiple of 2 MiB).
-    pub(crate) fn new(size: usize) -> Result<Arc<Self>> {
+    /// Memory of device `dev` (its index, for tracepoints) of `size`
+    /// bytes (a multiple of 2 MiB).
+    pub(crate) fn new(dev: u32, size: usize) -> Result<Arc<Self>> {
         let nchunks = size / PAGE_SIZE_2M;
         if nchunks == 0 || nchunks > MAX_CHUNKS || size % PAGE_SIZE_2M != 0 {
             return Err(EINVAL);
@@ -301,6 +317,7 @@ impl Vram {
             try_pin_init!(VramMem {
                 alloc <- new_spinlock_irq!(Chunks { chunks, clock: 0 }, "Vram::alloc"),
                 mem: SoftMemory::new(nchunks)?,
+                dev,
                 stats: VramStats {
                     to_device: Atomic::new(0),
                     cpu_faults: Atomic::new(0),
@@ -422,6 +439,7 @@ impl Vram {
             return Ok(false);
         };
         let res = self.evict(chunk);
+        trace::evict(self.mem().dev, chunk, &res);
         self.mem().alloc.lock().chunks[chunk].busy = false;
         res.map(|n| {
             add(&self.mem().stats.evictions, 1);
@@ -518,6 +536,14 @@ impl Vram {
             Direction::ToSystem => &self.mem().stats.to_system,
         };
         add(c, moved.migrated as usize);
+        trace::migrate(
+            self.mem().dev,
+            (start, end),
+            dir == Direction::ToDevice,
+            Cause::Request,
+            moved.migrated,
+            moved.failed,
+        );
         Ok(moved)
     }
 
@@ -688,10 +714,13 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(Vram::new(0).err(), Some(EINVAL));
-        assert_eq!(Vram::new(PAGE_SIZE_2M + PAGE_SIZE_4K).err(), Some(EINVAL));
+        assert_eq!(Vram::new(0, 0).err(), Some(EINVAL));
         assert_eq!(
-            Vram::new((MAX_CHUNKS + 1) * PAGE_SIZE_2M).err(),
+            Vram::new(0, PAGE_SIZE_2M + PAGE_SIZE_4K).err(),
+            Some(EINVAL)
+        );
+        assert_eq!(
+            Vram::new(0, (MAX_CHUNKS + 1) * PAGE_SIZE_2M).err(),
             Some(EINVAL)
         );
     }

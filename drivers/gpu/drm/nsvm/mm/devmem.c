@@ -133,6 +133,11 @@ bool nsvm_pagemap_index(const struct nsvm_pagemap *pm, const struct page *page,
 	return true;
 }
 
+unsigned long nsvm_fault_address(const struct vm_fault *vmf)
+{
+	return vmf->address;
+}
+
 struct page *nsvm_fault_page(const struct vm_fault *vmf)
 {
 	return vmf->page;

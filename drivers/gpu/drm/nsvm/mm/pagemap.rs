@@ -67,6 +67,12 @@ impl DeviceFault<'_> {
     pub(crate) fn pagemap(&self) -> PagemapRef<'_> {
         self.pagemap
     }
+
+    /// The faulting address.
+    pub(crate) fn address(&self) -> usize {
+        // SAFETY: `vmf` is the fault being handled, valid while `self` is.
+        unsafe { sys::nsvm_fault_address(self.vmf.as_ptr()) }
+    }
 }
 
 /// A pagemap, borrowed.

@@ -147,6 +147,8 @@ _Bool nsvm_pagemap_index(const struct nsvm_pagemap *pm, const struct page *page,
 			 unsigned long *index);
 /* The device page a CPU fault hit, for a migrate_to_ram callback. */
 struct page *nsvm_fault_page(const struct vm_fault *vmf);
+/* The faulting address of @vmf. */
+unsigned long nsvm_fault_address(const struct vm_fault *vmf);
 
 /* copy_highpage() and clear_highpage(). */
 void nsvm_copy_page(struct page *dst, struct page *src);

@@ -171,6 +171,9 @@ unsafe extern "C" {
     pub fn nsvm_fault_page(vmf: *const vm_fault) -> *mut page;
 }
 unsafe extern "C" {
+    pub fn nsvm_fault_address(vmf: *const vm_fault) -> kernel::ffi::c_ulong;
+}
+unsafe extern "C" {
     pub fn nsvm_copy_page(dst: *mut page, src: *mut page);
 }
 unsafe extern "C" {
