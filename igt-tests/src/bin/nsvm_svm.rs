@@ -1154,7 +1154,9 @@ fn debugfs_counters() -> TestResult {
     exec(&dev, &mut [Cmd::fill(a.addr(), MB2 as u64, 1)])?;
     let after = clients(0)?;
     let new: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
-    check_eq!(new.len(), 1);
+    // client-<id> and client-<id>-pt.
+    check_eq!(new.len(), 2);
+    check!(new[1].to_string_lossy() == format!("{}-pt", new[0].display()));
     let text = std::fs::read_to_string(new[0])?;
     let c = dev.counters()?;
     for (key, val) in [
@@ -1167,9 +1169,73 @@ fn debugfs_counters() -> TestResult {
             "{key} {val} not in {text:?}"
         );
     }
-    let path = new[0].clone();
+    let paths = [new[0].clone(), new[1].clone()];
     drop(dev);
-    check!(!path.exists(), "{} outlived its file", path.display());
+    for path in paths {
+        check!(!path.exists(), "{} outlived its file", path.display());
+    }
+    Ok(())
+}
+
+/// The page-table dump of `client-<id>-pt` over `[start, start + len)`.
+fn ptdump(path: &std::path::Path, start: u64, len: usize) -> Result<String, Outcome> {
+    std::fs::write(path, format!("{start:#x} {len}"))?;
+    Ok(std::fs::read_to_string(path)?)
+}
+
+/// `client-<id>-pt` dumps the GPU page table of a written range: runs of
+/// system pages, a THP mapped huge, pages in device memory; bad ranges are
+/// EINVAL.
+fn debugfs_ptdump() -> TestResult {
+    let dev = open(0)?;
+    let before = clients(0)?;
+    dev.svm_init(0)?;
+    let new: Vec<_> = clients(0)?
+        .into_iter()
+        .filter(|p| !before.contains(p) && p.to_string_lossy().ends_with("-pt"))
+        .collect();
+    check_eq!(new.len(), 1);
+    let pt = &new[0];
+    check!(std::fs::read_to_string(pt)?.starts_with("write \"START LENGTH\""));
+
+    let mut big = Map::new(2 * MB2, RW);
+    let off = (MB2 - big.addr() as usize % MB2) % MB2;
+    let thp = big.addr() + off as u64;
+    // SAFETY: Inside our mapping.
+    unsafe { libc::madvise(thp as *mut _, MB2, libc::MADV_HUGEPAGE) };
+    big.bytes_mut()[off..off + MB2].fill(1);
+    // 4 pages the GPU writes: one run, writable.
+    exec(&dev, &mut [Cmd::fill(thp, MB2 as u64, 2)])?;
+    let text = ptdump(pt, thp, MB2)?;
+    check!(
+        text.starts_with(&format!(
+            "range {thp:#x}-{:#x} (512 pages)",
+            thp + MB2 as u64
+        )),
+        "{text}"
+    );
+    check!(text.ends_with("mapped 512 of 512 pages\n"), "{text}");
+    let huge = states(&dev, thp, 1)?[0] & sys::DRM_NSVM_PTE_HUGE as u8 != 0;
+    let flags = if huge { "rwh-- system" } else { "rw--- system" };
+    check!(text.contains(flags), "{flags} not in {text}");
+
+    // Device memory: a run of device pages.
+    if dev.get_param(sys::DRM_NSVM_PARAM_VRAM_SIZE)? != 0 {
+        let a = Map::new(16 * PAGE, RW);
+        dev.migrate(a.addr(), 16 * PAGE as u64, nsvm::Mem::Device)?;
+        exec(&dev, &mut [Cmd::fill(a.addr(), 16 * PAGE as u64, 3)])?;
+        let text = ptdump(pt, a.addr(), 16 * PAGE)?;
+        check!(text.contains("   16 rw-ad vram "), "{text}");
+    }
+    for bad in [
+        "0x1000",
+        "0x1000 0",
+        "zz 4096",
+        "0x1000 4096 1",
+        "0 2147483648",
+    ] {
+        check!(std::fs::write(pt, bad).is_err(), "{bad:?} accepted");
+    }
     Ok(())
 }
 
@@ -1208,5 +1274,6 @@ igt_main! {
     "shared-child-writes" => shared_child_writes,
     "hugetlbfs-write" => hugetlbfs_write,
     "debugfs-counters" => debugfs_counters,
+    "debugfs-ptdump" => debugfs_ptdump,
     "exec-interrupted" => exec_interrupted,
 }

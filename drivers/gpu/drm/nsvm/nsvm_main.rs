@@ -16,6 +16,7 @@ mod gpu;
 mod ioctl;
 mod mm;
 mod param;
+mod ptdump;
 mod svm;
 mod trace;
 mod uapi;

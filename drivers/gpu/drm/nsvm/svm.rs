@@ -87,6 +87,7 @@ use crate::{
         PinnedWrite,
         Request, //
     },
+    ptdump::PtDump,
     trace, uapi,
     vram::{
         Moved,
@@ -257,6 +258,8 @@ impl<V: GpuVm> fmt::Debug for Stats<V> {
 pub(crate) struct Mirror<V: GpuVm> {
     /// The debugfs file; removed first, while everything it shows lives.
     _debugfs: Pin<KBox<debugfs::File<Stats<V>>>>,
+    /// `client-<id>-pt`, the page-table dump; removed with `_debugfs`.
+    _ptdump: Pin<KBox<debugfs::File<PtDump<V>>>>,
     /// Subscribed to every invalidation of the address space. Declared
     /// before `mm`: it is removed before `mm` is dropped.
     notifier: IntervalNotifier<MirrorVm<V>>,
@@ -294,12 +297,18 @@ impl<V: GpuVm> Mirror<V> {
             window,
         };
         let name = CString::try_from_fmt(fmt!("client-{id}"))?;
+        let pt_name = CString::try_from_fmt(fmt!("client-{id}-pt"))?;
+        let ptdump = KBox::pin_init(
+            debugfs.read_write_file(&pt_name, PtDump::new(data.clone())),
+            GFP_KERNEL,
+        )?;
         let debugfs = KBox::pin_init(debugfs.read_only_file(&name, stats), GFP_KERNEL)?;
         let notifier =
             IntervalNotifier::new(mm, 0, usize::MAX & !(PAGE_SIZE_4K - 1), Some(owner), data)?;
         let grab: &Mm = mm;
         Ok(Self {
             _debugfs: debugfs,
+            _ptdump: ptdump,
             notifier,
             mm: grab.into(),
             window,
