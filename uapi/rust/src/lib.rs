@@ -4,6 +4,9 @@
 //!
 //! [`sys`] holds the uapi structs and constants, generated from
 //! `uapi/drm/nsvm_drm.h`; [`Device`] is a safe handle on an nsvm DRM node.
+//!
+//! The README, compiled as a doctest:
+#![doc = include_str!("../README.md")]
 
 use std::{
     fs::{self, File, OpenOptions},
