@@ -393,6 +393,31 @@ impl<V: GpuVm> Job<V> {
         Ok(r.is_some())
     }
 
+    /// Runs `step` from byte `*done` to `len`, [`LOCK_RUN`] steps per hold
+    /// of the VM lock. Each step gets the lock's guard and the offset it
+    /// starts at, and returns the bytes it did or the fault it missed on,
+    /// which ends the run with `*done` at the missed step.
+    fn in_lock_runs(
+        &self,
+        len: usize,
+        done: &mut usize,
+        mut step: impl FnMut(&V, usize) -> Result<core::result::Result<usize, Fault>>,
+    ) -> Result<Option<Fault>> {
+        while *done < len {
+            let vm = self.vm.vm.lock();
+            for _ in 0..LOCK_RUN {
+                if *done == len {
+                    break;
+                }
+                match step(&vm, *done)? {
+                    Ok(n) => *done += n,
+                    Err(miss) => return Ok(Some(miss)),
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Executes `cmd` from byte `*done` on; returns the first miss, if any,
     /// with `*done` at the first byte not done.
     fn run_from(
@@ -403,80 +428,62 @@ impl<V: GpuVm> Job<V> {
     ) -> Result<Option<Fault>> {
         let len = cmd.len as usize;
         let (src, dst) = (cmd.src as usize, cmd.dst as usize);
-        let miss = |addr, write| {
-            Ok(Some(Fault {
-                addr,
-                write,
-                atomic: false,
-            }))
+        let miss = |addr, write| Fault {
+            addr,
+            write,
+            atomic: false,
         };
         match cmd.op {
             uapi::DRM_NSVM_OP_FILL => {
                 // `buf` holds the pattern from phase 0: the bytes from
                 // `done % 8` on continue it at `done`.
-                while *done < len {
-                    let vm = self.vm.vm.lock();
-                    for _ in 0..LOCK_RUN {
-                        if *done == len {
-                            break;
-                        }
-                        let va = dst + *done;
-                        let n = chunk(va, len - *done);
-                        let phase = *done % 8;
-                        if !self.write(&vm, va, &buf[phase..phase + n])? {
-                            return miss(va, true);
-                        }
-                        *done += n;
-                    }
-                }
+                return self.in_lock_runs(len, done, |vm, at| {
+                    let va = dst + at;
+                    let n = chunk(va, len - at);
+                    let phase = at % 8;
+                    Ok(if self.write(vm, va, &buf[phase..phase + n])? {
+                        Ok(n)
+                    } else {
+                        Err(miss(va, true))
+                    })
+                });
             }
             uapi::DRM_NSVM_OP_COPY => {
-                while *done < len {
-                    let vm = self.vm.vm.lock();
-                    for _ in 0..LOCK_RUN {
-                        if *done == len {
-                            break;
-                        }
-                        let (s, d) = (src + *done, dst + *done);
-                        let n = chunk(s, len - *done).min(chunk(d, len - *done));
-                        if !self.read(&vm, s, &mut buf[..n])? {
-                            return miss(s, false);
-                        }
-                        if !self.write(&vm, d, &buf[..n])? {
-                            return miss(d, true);
-                        }
-                        *done += n;
+                return self.in_lock_runs(len, done, |vm, at| {
+                    let (s, d) = (src + at, dst + at);
+                    let n = chunk(s, len - at).min(chunk(d, len - at));
+                    if !self.read(vm, s, &mut buf[..n])? {
+                        return Ok(Err(miss(s, false)));
                     }
-                }
+                    Ok(if self.write(vm, d, &buf[..n])? {
+                        Ok(n)
+                    } else {
+                        Err(miss(d, true))
+                    })
+                });
             }
             uapi::DRM_NSVM_OP_AXPY32 => {
                 let a = cmd.value as u32;
                 let (xs, ys) = buf.split_at_mut(PAGE_SIZE_4K);
-                while *done < len {
-                    let vm = self.vm.vm.lock();
-                    for _ in 0..LOCK_RUN {
-                        if *done == len {
-                            break;
-                        }
-                        let (s, d) = (src + *done, dst + *done);
-                        // Both aligned to 4 and `len` a multiple of 4: so is
-                        // `n`.
-                        let n = chunk(s, len - *done).min(chunk(d, len - *done));
-                        if !self.read(&vm, s, &mut xs[..n])? {
-                            return miss(s, false);
-                        }
-                        // Read `y` only where it may be written: a miss
-                        // leaves memory as it was.
-                        if !self.read_for_write(&vm, d, &mut ys[..n])? {
-                            return miss(d, true);
-                        }
-                        axpy32(a, &xs[..n], &mut ys[..n]);
-                        if !self.write(&vm, d, &ys[..n])? {
-                            return miss(d, true);
-                        }
-                        *done += n;
+                return self.in_lock_runs(len, done, |vm, at| {
+                    let (s, d) = (src + at, dst + at);
+                    // Both aligned to 4 and `len` a multiple of 4: so is `n`.
+                    let n = chunk(s, len - at).min(chunk(d, len - at));
+                    if !self.read(vm, s, &mut xs[..n])? {
+                        return Ok(Err(miss(s, false)));
                     }
-                }
+                    // Read `y` only where it may be written: a miss leaves
+                    // memory as it was.
+                    if !self.read_for_write(vm, d, &mut ys[..n])? {
+                        return Ok(Err(miss(d, true)));
+                    }
+                    axpy32(a, &xs[..n], &mut ys[..n]);
+                    Ok(if self.write(vm, d, &ys[..n])? {
+                        Ok(n)
+                    } else {
+                        Err(miss(d, true))
+                    })
+                });
             }
             uapi::DRM_NSVM_OP_READ => {
                 let out = self.dst.as_ref().ok_or(EINVAL)?;
@@ -502,7 +509,7 @@ impl<V: GpuVm> Job<V> {
                     drop(vm);
                     out.write(first, &buf[..*done - first])?;
                     if let Some(s) = missed {
-                        return miss(s, false);
+                        return Ok(Some(miss(s, false)));
                     }
                 }
             }
