@@ -50,7 +50,9 @@ log "checks: generated bindings, rustfmt, the log and bench reporters"
 python3 "$NSVM_TOP"/scripts/test_report.py >&2
 python3 "$NSVM_TOP"/scripts/test_bench.py >&2
 log "checks: userspace crates' tests (uapi layout against the C header)"
-(cd "$NSVM_TOP" && cargo test -q --locked --workspace >&2)
+# Quiet when they pass; their whole output when one fails.
+cargo_tests=$(cd "$NSVM_TOP" && cargo test -q --locked --workspace 2>&1) ||
+	{ echo "$cargo_tests" >&2; die "userspace crate tests failed"; }
 
 log "module: building nsvm.ko"
 make -s -C "$kdir" M="$NSVM_TOP" modules >&2

@@ -233,10 +233,12 @@ impl PagemapOps for VramMem {
         let mut m = mig.setup_fault(fault)?;
         let n = self.to_system(fault.pagemap(), &mut m, true)?;
         add(&self.stats.cpu_faults, n);
-        let start = fault.address() & !(PAGE_SIZE_4K - 1);
+        // The folio that came back: a page, or 2 MiB around the address.
+        let size = (n.max(1) * PAGE_SIZE_4K).next_power_of_two();
+        let start = fault.address() & !(size - 1);
         trace::migrate(
             self.dev,
-            (start, start + n * PAGE_SIZE_4K),
+            (start, start + size),
             false,
             Cause::CpuFault,
             n as u64,
