@@ -19,7 +19,10 @@
 //! [`MAX_RUNS`] lines. Reading takes the VM lock per page, as a GPU access
 //! would; it never allocates under it.
 
-use core::fmt;
+use core::{
+    cmp::Ordering,
+    fmt, //
+};
 
 use kernel::{
     debugfs::Reader,
@@ -88,6 +91,19 @@ fn flags(p: &Pte) -> [u8; 5] {
 }
 
 impl Run {
+    /// A run of the one entry `p` at `va`.
+    fn new(va: usize, p: &Pte) -> Self {
+        Self {
+            start: va,
+            pages: 1,
+            flags: flags(p),
+            vram: match p.addr {
+                PteAddr::Vram(i) => Some(i),
+                PteAddr::System(_) => None,
+            },
+        }
+    }
+
     /// Whether `p` at `va` continues this run.
     fn continues(&self, va: usize, p: &Pte) -> bool {
         let next = self.start + self.pages * PAGE_SIZE_4K;
@@ -126,46 +142,37 @@ impl<V: GpuVm> fmt::Debug for PtDump<V> {
         }
         let total = (end - start) / PAGE_SIZE_4K;
         writeln!(f, "range {start:#x}-{end:#x} ({total} pages)")?;
-        let (mut run, mut runs, mut mapped): (Option<Run>, usize, usize) = (None, 0, 0);
-        let mut va = start;
-        while va < end {
-            let pte = self.vm.vm.lock().lookup(va);
-            if pte.is_some() {
-                mapped += 1;
+        // Prints up to MAX_RUNS runs, then says once that there are more;
+        // the count of mapped pages covers the whole range either way.
+        let mut runs = 0;
+        let mut emit = |f: &mut fmt::Formatter<'_>, r: Run| {
+            runs += 1;
+            match runs.cmp(&(MAX_RUNS + 1)) {
+                Ordering::Less => r.print(f),
+                Ordering::Equal => writeln!(f, "... (more than {MAX_RUNS} runs)"),
+                Ordering::Greater => Ok(()),
             }
-            let extends = match (&run, &pte) {
-                (Some(r), Some(p)) => r.continues(va, p),
-                _ => false,
-            };
-            if extends {
-                if let Some(r) = run.as_mut() {
-                    r.pages += 1;
-                }
-            } else {
+        };
+        let (mut run, mut mapped): (Option<Run>, usize) = (None, 0);
+        for va in (start..end).step_by(PAGE_SIZE_4K) {
+            let Some(p) = self.vm.vm.lock().lookup(va) else {
                 if let Some(r) = run.take() {
-                    if runs == MAX_RUNS {
-                        writeln!(f, "... (more than {MAX_RUNS} runs)")?;
-                        break;
-                    }
-                    r.print(f)?;
-                    runs += 1;
+                    emit(f, r)?;
                 }
-                run = pte.map(|p| Run {
-                    start: va,
-                    pages: 1,
-                    flags: flags(&p),
-                    vram: match p.addr {
-                        PteAddr::Vram(i) => Some(i),
-                        PteAddr::System(_) => None,
-                    },
-                });
+                continue;
+            };
+            mapped += 1;
+            match run.as_mut() {
+                Some(r) if r.continues(va, &p) => r.pages += 1,
+                _ => {
+                    if let Some(r) = run.replace(Run::new(va, &p)) {
+                        emit(f, r)?;
+                    }
+                }
             }
-            va += PAGE_SIZE_4K;
         }
         if let Some(r) = run {
-            if runs < MAX_RUNS {
-                r.print(f)?;
-            }
+            emit(f, r)?;
         }
         // The debugfs `Writer` of a `Debug` type ends the text with a
         // newline.
