@@ -38,10 +38,15 @@ pub(crate) struct Card {
 
 impl Card {
     /// Creates faux device `nsvm.<index>` with `vram_size` bytes of device
-    /// memory and registers a DRM device on it, with its debugfs directory
-    /// `nsvm.<index>` under `debugfs`.
-    pub(crate) fn new(index: u32, vram_size: usize, debugfs: &debugfs::Dir) -> Result<Self> {
-        let vram = Vram::new(index, vram_size)?;
+    /// memory and `copy_channels` copy channels, and registers a DRM device
+    /// on it, with its debugfs directory `nsvm.<index>` under `debugfs`.
+    pub(crate) fn new(
+        index: u32,
+        vram_size: usize,
+        copy_channels: u32,
+        debugfs: &debugfs::Dir,
+    ) -> Result<Self> {
+        let vram = Vram::new(index, vram_size, copy_channels)?;
         let name = CString::try_from_fmt(fmt!("nsvm.{index}"))?;
         let dir = debugfs.subdir(&name);
         let faux = faux::Registration::new(&name, None)?;
@@ -83,11 +88,11 @@ mod tests {
     #[test]
     fn register_unregister() -> Result {
         let root = debugfs::Dir::new(c"nsvm-kunit");
-        let card = Card::new(1000, 1 << 21, &root)?;
+        let card = Card::new(1000, 1 << 21, 1, &root)?;
         assert_eq!(card.device().index, 1000);
         drop(card);
         // The name is free again: the faux device is gone.
-        let card = Card::new(1000, 1 << 21, &root)?;
+        let card = Card::new(1000, 1 << 21, 1, &root)?;
         assert_eq!(card.device().index, 1000);
         Ok(())
     }

@@ -13,6 +13,7 @@
 //! the lock is taken by invalidation callbacks, which may run from reclaim,
 //! so nothing under it may allocate with `GFP_KERNEL`.
 
+pub(crate) mod copy;
 pub(crate) mod engine;
 pub(crate) mod memory;
 pub(crate) mod soft;

@@ -44,6 +44,10 @@ module! {
             default: 256,
             description: "Device memory per GPU in MiB (an even number, 2..=8192)",
         },
+        copy_channels: u32 {
+            default: 2,
+            description: "Copy engine channels per GPU (1..=8): how many CPUs share a migration's page copies",
+        },
     },
 }
 
@@ -73,13 +77,22 @@ impl kernel::Module for NsvmModule {
         }
         let vram_size = vram_mb as usize * (1 << 20);
 
+        let channels = module_parameters::copy_channels.value();
+        if !(1..=gpu::copy::MAX_CHANNELS).contains(&channels) {
+            pr_err!(
+                "copy_channels={channels} is out of range 1..={}\n",
+                gpu::copy::MAX_CHANNELS
+            );
+            return Err(EINVAL);
+        }
+
         let debugfs = debugfs::Dir::new(c"nsvm");
         let mut cards = KVec::with_capacity(count as usize, GFP_KERNEL)?;
         for index in 0..count {
-            cards.push(Card::new(index, vram_size, &debugfs)?, GFP_KERNEL)?;
+            cards.push(Card::new(index, vram_size, channels, &debugfs)?, GFP_KERNEL)?;
         }
         pr_info!(
-            "registered {count} device(s) with {vram_mb} MiB each, uapi {}.{}\n",
+            "registered {count} device(s) with {vram_mb} MiB and {channels} copy channel(s) each, uapi {}.{}\n",
             uapi::DRM_NSVM_UAPI_MAJOR,
             uapi::DRM_NSVM_UAPI_MINOR
         );

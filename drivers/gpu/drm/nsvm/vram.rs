@@ -305,8 +305,9 @@ pub(crate) struct Vram {
 
 impl Vram {
     /// Memory of device `dev` (its index, for tracepoints) of `size`
-    /// bytes (a multiple of 2 MiB).
-    pub(crate) fn new(dev: u32, size: usize) -> Result<Arc<Self>> {
+    /// bytes (a multiple of 2 MiB), copied with `channels` copy channels
+    /// (`1..=gpu::copy::MAX_CHANNELS`).
+    pub(crate) fn new(dev: u32, size: usize, channels: u32) -> Result<Arc<Self>> {
         let nchunks = size / PAGE_SIZE_2M;
         if nchunks == 0 || nchunks > MAX_CHUNKS || size % PAGE_SIZE_2M != 0 {
             return Err(EINVAL);
@@ -318,7 +319,7 @@ impl Vram {
         let mem = Arc::pin_init(
             try_pin_init!(VramMem {
                 alloc <- new_spinlock_irq!(Chunks { chunks, clock: 0 }, "Vram::alloc"),
-                mem: SoftMemory::new(nchunks)?,
+                mem: SoftMemory::new(nchunks, channels)?,
                 dev,
                 stats: VramStats {
                     to_device: Atomic::new(0),
@@ -716,13 +717,13 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(Vram::new(0, 0).err(), Some(EINVAL));
+        assert_eq!(Vram::new(0, 0, 1).err(), Some(EINVAL));
         assert_eq!(
-            Vram::new(0, PAGE_SIZE_2M + PAGE_SIZE_4K).err(),
+            Vram::new(0, PAGE_SIZE_2M + PAGE_SIZE_4K, 1).err(),
             Some(EINVAL)
         );
         assert_eq!(
-            Vram::new(0, (MAX_CHUNKS + 1) * PAGE_SIZE_2M).err(),
+            Vram::new(0, (MAX_CHUNKS + 1) * PAGE_SIZE_2M, 1).err(),
             Some(EINVAL)
         );
     }
