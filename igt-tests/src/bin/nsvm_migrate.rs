@@ -606,10 +606,7 @@ fn unload_keeps_data() -> TestResult {
     let rm = std::process::Command::new("rmmod").arg("nsvm").status()?;
     check!(rm.success());
     let ok = m.bytes() == pattern(31, n * PAGE).as_slice();
-    let ins = std::process::Command::new("insmod")
-        .arg("/lib/modules/nsvm.ko")
-        .args(params.split_whitespace())
-        .status()?;
+    let ins = insmod(&params, "")?;
     check!(ins.success());
     check!(ok);
     Ok(())
@@ -617,7 +614,9 @@ fn unload_keeps_data() -> TestResult {
 
 /// Unload/reload cycles: with a file open (and device pages of it) rmmod
 /// fails cleanly and nothing changes; once it is closed, rmmod and insmod
-/// work, and the data is intact each time. Only with NSVM_UNLOAD=1.
+/// work, and the data is intact each time. Out-of-range parameters are
+/// refused, and the second round runs a one-channel copy engine. Only with
+/// NSVM_UNLOAD=1.
 fn unload_reload_loop() -> TestResult {
     if std::env::var("NSVM_UNLOAD").as_deref() != Ok("1") {
         skip!("set NSVM_UNLOAD=1 to unload and reload nsvm");
@@ -641,13 +640,37 @@ fn unload_reload_loop() -> TestResult {
             .status()?
             .success());
         check!(m.bytes() == pattern(70 + round, n * PAGE).as_slice());
-        let ins = std::process::Command::new("insmod")
-            .arg("/lib/modules/nsvm.ko")
-            .args(params.split_whitespace())
-            .status()?;
-        check!(ins.success());
+        if round == 0 {
+            for bad in [
+                "num_devices=0",
+                "vram_mb=3",
+                "copy_channels=0",
+                "copy_channels=9",
+            ] {
+                let ins = insmod(&params, bad)?;
+                check!(!ins.success(), "insmod accepted {bad}");
+            }
+        }
+        let channels = if round == 1 { "copy_channels=1" } else { "" };
+        check!(insmod(&params, channels)?.success());
     }
     Ok(())
+}
+
+/// `insmod nsvm.ko` with `params`, and `extra` in place of any of them
+/// with the same name (a parameter given twice is refused with EEXIST).
+fn insmod(params: &str, extra: &str) -> std::io::Result<std::process::ExitStatus> {
+    let name = |p: &str| p.split('=').next().unwrap_or_default().to_string();
+    let replaced: Vec<String> = extra.split_whitespace().map(name).collect();
+    std::process::Command::new("insmod")
+        .arg("/lib/modules/nsvm.ko")
+        .args(
+            params
+                .split_whitespace()
+                .filter(|p| !replaced.contains(&name(p))),
+        )
+        .args(extra.split_whitespace())
+        .status()
 }
 
 // ---- SET_ATTR policies and atomics ----
