@@ -27,6 +27,7 @@ def row(b, impl, backing, size, gib_s, **extra):
 
 LOG = "\n".join([
     "[    1.0] boot chatter",
+    "[    1.5] nsvm: registered 2 device(s) with 2048 MiB and 2 copy channel(s) each, uapi 0.4",
     'NSVM-BENCH-META {"cpus":2,"sizes":[1048576,4194304],"thp_enabled":"always"}',
     row("mirror", "nsvm", "4k", MB, 1.0, faults=16, batches=1),
     row("mirror", "test_hmm", "4k", MB, 0.5),
@@ -39,6 +40,9 @@ LOG = "\n".join([
     row("migrate-s2d", "nsvm", "thp", 4 * MB, 1.0),
     row("migrate-s2d", "test_hmm", "thp", 4 * MB, 1.0),
     row("migrate-s2d", "memcpy", "thp", 4 * MB, 4.0),
+    # The one-channel rerun after a reload.
+    "[    9.0] nsvm: registered 2 device(s) with 2048 MiB and 1 copy channel(s) each, uapi 0.4",
+    row("migrate-s2d", "nsvm-1ch", "thp", 4 * MB, 0.5),
     "NSVM-EXIT rc=0",
 ]) + "\n"
 
@@ -66,8 +70,9 @@ class BenchTest(unittest.TestCase):
     def test_all_rows_in_json(self):
         rc, _, data, _ = self.run_bench()
         self.assertEqual(rc, 0)
-        self.assertEqual(len(data["rows"]), 10)
+        self.assertEqual(len(data["rows"]), 11)
         self.assertEqual(data["meta"]["cpus"], 2)
+        self.assertEqual(data["meta"]["copy_channels"], 2)
 
     def test_table_ratios(self):
         _, lines, _, _ = self.run_bench()
@@ -84,10 +89,24 @@ class BenchTest(unittest.TestCase):
         s2d = [l for l in lines if "migrate-s2d thp" in l and "test_hmm" in l]
         self.assertTrue(s2d[0].strip().startswith("NOT MET"), s2d[0])
 
+    def test_one_channel_columns(self):
+        _, lines, _, _ = self.run_bench()
+        self.assertTrue(any("copy engine: 2 channel(s)" in l for l in lines))
+        s2d = [l for l in lines if l.strip().startswith("4 MiB thp")]
+        # mirror's 4 MiB row first, then migration's, which has the 1-channel
+        # figure and its ratio to test_hmm.
+        self.assertEqual(len(s2d), 2)
+        self.assertNotIn("0.500", s2d[0])
+        self.assertIn("0.500", s2d[1])
+        self.assertIn("0.50x", s2d[1])
+        info = [l for l in lines if l.strip().startswith("info")]
+        self.assertEqual(len(info), 1)
+        self.assertIn("with 1 copy channel: min nsvm/test_hmm 0.50", info[0])
+
     def test_plot(self):
         _, _, _, svg = self.run_bench()
         self.assertTrue(svg.startswith("<svg"))
-        self.assertEqual(svg.count("<polyline"), 3 + 2 + 3)
+        self.assertEqual(svg.count("<polyline"), 3 + 2 + 4)
 
     def test_no_rows_fails(self):
         with tempfile.TemporaryDirectory() as d:

@@ -8,7 +8,9 @@
 //! plot. Nothing here asserts on time.
 //!
 //! Environment: `NSVM_BENCH` (comma-separated sections, default all:
-//! mirror, fill, migrate, invalidate, latency, threads),
+//! mirror, fill, migrate, invalidate, latency, threads; and migrate-1ch,
+//! which the guest runs on its own after reloading nsvm with one copy
+//! channel),
 //! `NSVM_BENCH_MAX_MB` (largest size, default 1024), `NSVM_BENCH_THREADS`
 //! (largest thread count, default 4).
 
@@ -290,31 +292,10 @@ fn fill() {
 /// (as hmm-tests' benchmark_thp_migration does).
 fn migrate() {
     eprintln!("migrate: system -> device -> system");
-    let dev = nsvm_dev(0);
     let dm = Dmirror::open().expect("open /dev/hmm_dmirror0");
     for backing in BACKINGS {
         for size in sizes() {
-            let pages = (size / PAGE) as u64;
-            let b = Buf::filled(size, backing, 5);
-            let thp = buf::thp_fraction();
-            let mut to = Row::new("migrate-s2d", "nsvm", backing, size);
-            let mut back = Row::new("migrate-d2s", "nsvm", backing, size);
-            let mut short = 0;
-            for r in 0..=reps(size) {
-                let (m, d1) = timed(|| dev.migrate(b.addr(), size as u64, Mem::Device));
-                let m = m.expect("MIGRATE to device");
-                let (n, d2) = timed(|| dev.migrate(b.addr(), size as u64, Mem::System));
-                let n = n.expect("MIGRATE to system");
-                if r > 0 {
-                    to.add(size, d1);
-                    back.add(size, d2);
-                    short += (pages - m.migrated) + (pages - n.migrated);
-                }
-            }
-            check_byte(&b, 5);
-            to.with("thp", thp).with("not_moved", short as f64).emit();
-            back.with("thp", thp).emit();
-            drop(b);
+            migrate_nsvm("nsvm", backing, size);
 
             let b = Buf::filled(size, backing, 6);
             let check = Buf::filled(size, Backing::Small, 0);
@@ -337,6 +318,43 @@ fn migrate() {
             memcpy_row("migrate-s2d", backing, size).emit();
         }
     }
+}
+
+/// Section 3 for nsvm alone, as "nsvm-1ch": the guest runs it after
+/// reloading nsvm with `copy_channels=1`, so the report shows what the
+/// copy engine's second channel brings.
+fn migrate_1ch() {
+    eprintln!("migrate-1ch: nsvm with one copy channel");
+    for backing in BACKINGS {
+        for size in sizes() {
+            migrate_nsvm("nsvm-1ch", backing, size);
+        }
+    }
+}
+
+/// nsvm's half of section 3, its rows named `imp`.
+fn migrate_nsvm(imp: &'static str, backing: Backing, size: usize) {
+    let dev = nsvm_dev(0);
+    let pages = (size / PAGE) as u64;
+    let b = Buf::filled(size, backing, 5);
+    let thp = buf::thp_fraction();
+    let mut to = Row::new("migrate-s2d", imp, backing, size);
+    let mut back = Row::new("migrate-d2s", imp, backing, size);
+    let mut short = 0;
+    for r in 0..=reps(size) {
+        let (m, d1) = timed(|| dev.migrate(b.addr(), size as u64, Mem::Device));
+        let m = m.expect("MIGRATE to device");
+        let (n, d2) = timed(|| dev.migrate(b.addr(), size as u64, Mem::System));
+        let n = n.expect("MIGRATE to system");
+        if r > 0 {
+            to.add(size, d1);
+            back.add(size, d2);
+            short += (pages - m.migrated) + (pages - n.migrated);
+        }
+    }
+    check_byte(&b, 5);
+    to.with("thp", thp).with("not_moved", short as f64).emit();
+    back.with("thp", thp).emit();
 }
 
 /// Invalidation (section 4): munmap and mprotect of a mirrored range, against the
@@ -502,6 +520,7 @@ fn main() {
             "mirror" => mirror,
             "fill" => fill,
             "migrate" => migrate,
+            "migrate-1ch" => migrate_1ch,
             "invalidate" => invalidate,
             "latency" => latency,
             "threads" => threads,
