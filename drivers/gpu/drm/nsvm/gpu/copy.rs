@@ -6,7 +6,7 @@
 //! A GPU's copy engines run beside the CPU, and a GPU has several; the
 //! software GPU's counterpart is a batch cut into slices of
 //! [`SLICE_PAGES`] copies that the caller and up to `channels - 1`
-//! helpers on the unbound workqueue claim one at a time. The caller
+//! helpers on an unbound workqueue claim one at a time. The caller
 //! copies from the start and never waits for a helper that has not begun:
 //! slices nobody claimed are its own. It then waits only for the slices
 //! helpers are copying (at most one each), spinning for a short while
@@ -15,9 +15,16 @@
 //! A helper takes no lock and does not allocate, so a batch finishes even
 //! when no helper ever runs (no free CPU, no worker under memory
 //! pressure): the caller then copies it alone.
+//!
+//! A helper may run after its batch is done (and find nothing to claim).
+//! Helpers therefore go to the device's own [`HelperQueue`], whose drop
+//! waits for every queued helper: none runs once the device, and with it
+//! the module's code, is gone.
+
+use core::ptr::NonNull;
 
 use kernel::{
-    new_work,
+    bindings, new_work,
     prelude::*,
     processor::cpu_relax,
     sync::{
@@ -34,7 +41,7 @@ use kernel::{
         Monotonic, //
     },
     workqueue::{
-        self,
+        Queue,
         Work,
         WorkItem, //
     },
@@ -62,28 +69,81 @@ pub(crate) trait CopyPage: Sync + 'static {
     unsafe fn copy_page(&self, op: &CopyOp) -> Result;
 }
 
-/// Runs `ops` on `mem` over up to `channels` CPUs (the caller included)
-/// and waits for them; the first error wins, the rest of the batch still
-/// runs.
+/// The unbound workqueue of a copy engine's helpers.
+///
+/// # Invariants
+///
+/// `raw` is from `alloc_workqueue()` and destroyed only by [`Drop`].
+pub(crate) struct HelperQueue {
+    raw: NonNull<bindings::workqueue_struct>,
+}
+
+// SAFETY: A workqueue may be used and destroyed from any thread.
+unsafe impl Send for HelperQueue {}
+// SAFETY: Queueing work is thread-safe.
+unsafe impl Sync for HelperQueue {}
+
+impl HelperQueue {
+    /// Allocates the queue.
+    pub(crate) fn new() -> Result<Self> {
+        // SAFETY: The name is a format without arguments; the flags are
+        // valid; 0 is the default limit of concurrent items.
+        let raw = unsafe {
+            bindings::alloc_workqueue_noprof(
+                kernel::str::as_char_ptr_in_const_context(c"nsvm_copy"),
+                bindings::wq_flags_WQ_UNBOUND,
+                0,
+            )
+        };
+        // INVARIANT: From `alloc_workqueue()`.
+        Ok(Self {
+            raw: NonNull::new(raw).ok_or(ENOMEM)?,
+        })
+    }
+
+    fn queue(&self) -> &Queue {
+        // SAFETY: `raw` is a live workqueue until `self` is dropped (type
+        // invariants), which the borrow outlives.
+        unsafe { Queue::from_raw(self.raw.as_ptr()) }
+    }
+}
+
+impl Drop for HelperQueue {
+    fn drop(&mut self) {
+        // SAFETY: `raw` is live and nothing queues to it any more (`self`
+        // is going). This waits for every queued helper.
+        unsafe { bindings::destroy_workqueue(self.raw.as_ptr()) };
+    }
+}
+
+/// Runs `ops` on `mem` over up to `channels` CPUs (the caller included),
+/// with helpers on `helpers`, and waits for them; the first error wins,
+/// the rest of the batch still runs. Without `helpers`, the caller copies
+/// alone.
 ///
 /// # Safety
 ///
 /// As for [`super::DeviceMemory::copy`].
-pub(crate) unsafe fn run<M: CopyPage>(mem: &M, ops: &[CopyOp], channels: u32) -> Result {
+pub(crate) unsafe fn run<M: CopyPage>(
+    mem: &M,
+    ops: &[CopyOp],
+    channels: u32,
+    helpers: Option<&HelperQueue>,
+) -> Result {
     let slices = ops.len().div_ceil(SLICE_PAGES);
-    let helpers = (channels as usize)
+    let n = (channels as usize)
         .min(kernel::cpu::nr_cpu_ids() as usize)
         .saturating_sub(1)
         .min(slices.saturating_sub(1));
-    let batch = match helpers {
-        0 => None,
+    let batch = match (n, helpers) {
+        (0, _) | (_, None) => None,
         _ => Arc::pin_init(Batch::new(mem, ops), GFP_KERNEL).ok(),
     };
-    let Some(batch) = batch else {
+    let (Some(batch), Some(queue)) = (batch, helpers) else {
         // SAFETY: By the safety requirements.
         return ops.iter().try_for_each(|op| unsafe { mem.copy_page(op) });
     };
-    for _ in 0..helpers {
+    for _ in 0..n {
         let shared = batch.clone();
         let helper = Arc::pin_init(
             pin_init!(Helper::<M> {
@@ -95,7 +155,7 @@ pub(crate) unsafe fn run<M: CopyPage>(mem: &M, ops: &[CopyOp], channels: u32) ->
         // Without a helper, the caller copies more itself.
         if let Ok(helper) = helper {
             // A new work item is not queued yet: this cannot fail.
-            let _ = workqueue::system_unbound().enqueue(helper);
+            let _ = queue.queue().enqueue(helper);
         }
     }
     batch.copy_slices();
@@ -199,7 +259,7 @@ impl<M: CopyPage> Batch<M> {
     }
 }
 
-/// A helper channel: one work item on the unbound workqueue.
+/// A helper channel: one work item on a [`HelperQueue`].
 #[pin_data]
 struct Helper<M: CopyPage> {
     batch: Arc<Batch<M>>,

@@ -22,7 +22,8 @@ use kernel::{
 use super::{
     copy::{
         self,
-        CopyPage, //
+        CopyPage,
+        HelperQueue, //
     },
     CopyOp,
     DeviceMemory,
@@ -43,6 +44,9 @@ pub(crate) struct SoftMemory {
     chunks: KVec<SetOnce<KVec<Page>>>,
     /// Copy channels, `1..=copy::MAX_CHANNELS`.
     channels: u32,
+    /// Where the channels beyond the caller's run, if there are any.
+    /// Dropping it waits for helpers still queued: they run module code.
+    helpers: Option<HelperQueue>,
 }
 
 impl SoftMemory {
@@ -57,7 +61,15 @@ impl SoftMemory {
         for _ in 0..nchunks {
             chunks.push(SetOnce::new(), GFP_KERNEL)?;
         }
-        Ok(Self { chunks, channels })
+        let helpers = match channels {
+            1 => None,
+            _ => Some(HelperQueue::new()?),
+        };
+        Ok(Self {
+            chunks,
+            channels,
+            helpers,
+        })
     }
 
     /// The backing page of device page `index`, if its chunk is populated.
@@ -96,7 +108,7 @@ impl DeviceMemory for SoftMemory {
 
     unsafe fn copy(&self, ops: &[CopyOp]) -> Result {
         // SAFETY: By the safety requirements.
-        unsafe { copy::run(self, ops, self.channels) }
+        unsafe { copy::run(self, ops, self.channels, self.helpers.as_ref()) }
     }
 }
 
