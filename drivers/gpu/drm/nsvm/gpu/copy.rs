@@ -69,13 +69,15 @@ pub(crate) trait CopyPage: Sync + 'static {
     unsafe fn copy_page(&self, op: &CopyOp) -> Result;
 }
 
-/// The unbound workqueue of a copy engine's helpers.
+/// The unbound workqueue of a copy engine's helpers, and how many helpers
+/// a batch may have.
 ///
 /// # Invariants
 ///
 /// `raw` is from `alloc_workqueue()` and destroyed only by [`Drop`].
 pub(crate) struct HelperQueue {
     raw: NonNull<bindings::workqueue_struct>,
+    helpers: usize,
 }
 
 // SAFETY: A workqueue may be used and destroyed from any thread.
@@ -84,8 +86,9 @@ unsafe impl Send for HelperQueue {}
 unsafe impl Sync for HelperQueue {}
 
 impl HelperQueue {
-    /// Allocates the queue.
-    pub(crate) fn new() -> Result<Self> {
+    /// Allocates the queue of an engine with `channels` channels: the
+    /// caller's and `channels - 1` helpers.
+    pub(crate) fn new(channels: u32) -> Result<Self> {
         // SAFETY: The name is a format without arguments; the flags are
         // valid; 0 is the default limit of concurrent items.
         let raw = unsafe {
@@ -98,6 +101,7 @@ impl HelperQueue {
         // INVARIANT: From `alloc_workqueue()`.
         Ok(Self {
             raw: NonNull::new(raw).ok_or(ENOMEM)?,
+            helpers: (channels as usize).saturating_sub(1),
         })
     }
 
@@ -116,10 +120,10 @@ impl Drop for HelperQueue {
     }
 }
 
-/// Runs `ops` on `mem` over up to `channels` CPUs (the caller included),
-/// with helpers on `helpers`, and waits for them; the first error wins,
-/// the rest of the batch still runs. Without `helpers`, the caller copies
-/// alone.
+/// Runs `ops` on `mem`, spread over the caller and the helpers of
+/// `helpers` (at most one per other CPU), and waits for them; the first
+/// error wins, the rest of the batch still runs. Without `helpers` (or
+/// when there is only one slice), the caller copies alone.
 ///
 /// # Safety
 ///
@@ -127,19 +131,18 @@ impl Drop for HelperQueue {
 pub(crate) unsafe fn run<M: CopyPage>(
     mem: &M,
     ops: &[CopyOp],
-    channels: u32,
     helpers: Option<&HelperQueue>,
 ) -> Result {
     let slices = ops.len().div_ceil(SLICE_PAGES);
-    let n = (channels as usize)
-        .min(kernel::cpu::nr_cpu_ids() as usize)
-        .saturating_sub(1)
-        .min(slices.saturating_sub(1));
+    let cpus = kernel::cpu::nr_cpu_ids() as usize;
+    let n = helpers.map_or(0, |q| q.helpers.min(cpus - 1).min(slices.saturating_sub(1)));
     let batch = match (n, helpers) {
-        (0, _) | (_, None) => None,
-        _ => Arc::pin_init(Batch::new(mem, ops), GFP_KERNEL).ok(),
+        (1.., Some(queue)) => Arc::pin_init(Batch::new(mem, ops), GFP_KERNEL)
+            .ok()
+            .map(|b| (b, queue)),
+        _ => None,
     };
-    let (Some(batch), Some(queue)) = (batch, helpers) else {
+    let Some((batch, queue)) = batch else {
         // SAFETY: By the safety requirements.
         return ops.iter().try_for_each(|op| unsafe { mem.copy_page(op) });
     };

@@ -42,8 +42,6 @@ const CHUNK_PAGES: usize = PAGE_SIZE_2M / PAGE_SIZE_4K;
 /// Software VRAM: backing pages per 2 MiB chunk, and the copy engine.
 pub(crate) struct SoftMemory {
     chunks: KVec<SetOnce<KVec<Page>>>,
-    /// Copy channels, `1..=copy::MAX_CHANNELS`.
-    channels: u32,
     /// Where the channels beyond the caller's run, if there are any.
     /// Dropping it waits for helpers still queued: they run module code.
     helpers: Option<HelperQueue>,
@@ -63,13 +61,9 @@ impl SoftMemory {
         }
         let helpers = match channels {
             1 => None,
-            _ => Some(HelperQueue::new()?),
+            _ => Some(HelperQueue::new(channels)?),
         };
-        Ok(Self {
-            chunks,
-            channels,
-            helpers,
-        })
+        Ok(Self { chunks, helpers })
     }
 
     /// The backing page of device page `index`, if its chunk is populated.
@@ -108,7 +102,7 @@ impl DeviceMemory for SoftMemory {
 
     unsafe fn copy(&self, ops: &[CopyOp]) -> Result {
         // SAFETY: By the safety requirements.
-        unsafe { copy::run(self, ops, self.channels, self.helpers.as_ref()) }
+        unsafe { copy::run(self, ops, self.helpers.as_ref()) }
     }
 }
 
