@@ -63,6 +63,12 @@ OOM_REPORT_SPLATS = [re.compile(r"Call Trace:"), OOM_REPORT_BEGIN]
 KTAP_RESULT = re.compile(r"^(\s+)(not ok|ok) \d+ (\S+)(.*)$")
 KTAP_SUBTEST = re.compile(r"^\s+# Subtest: (\S+)")
 IGT_RESULT = re.compile(r"^Subtest (\S+): (SUCCESS|FAIL|SKIP|CRASH|TIMEOUT) \(")
+# The C peer's kselftest harness: a result line per test, and before it
+# the harness's comments ("# file.c:line:test:Expected ...", "# test: Test
+# terminated by timeout"), which say why a test failed.
+KSFT_RESULT = re.compile(r"^not ok \d+ (\S+)")
+KSFT_RUN = re.compile(r"^#\s+RUN\s")
+KSFT_COMMENT = re.compile(r"^# (?!\s*(OK|FAIL|SKIP)\s)\S")
 KSFT_TOTALS = re.compile(
     r"# Totals: pass:(\d+) fail:(\d+) xfail:(\d+) xpass:(\d+) skip:(\d+) error:(\d+)"
 )
@@ -83,6 +89,8 @@ def main():
     igt = {"pass": 0, "fail": 0, "skip": 0}
     igt_failed = []
     hmm = None
+    hmm_failed = []
+    hmm_asserts = []
     splats = []
     guest_fail = []
     exit_rc = None
@@ -145,6 +153,13 @@ def main():
             igt[key] += 1
             if key == "fail":
                 igt_failed.append(m.group(1))
+        if KSFT_RUN.match(raw):
+            hmm_asserts = []
+        elif KSFT_COMMENT.match(raw):
+            hmm_asserts.append(raw)
+        m = KSFT_RESULT.match(raw)
+        if m:
+            hmm_failed.append((m.group(1), hmm_asserts[-3:]))
         m = KSFT_TOTALS.search(raw)
         if m:
             v = [int(x) for x in m.groups()]
@@ -176,6 +191,10 @@ def main():
             f"hmm-tests   : {hmm['pass']} passed, {hmm['fail']} failed, "
             f"{hmm['skip']} skipped (C peer: lib/test_hmm.c, the baseline)"
         )
+        for name, asserts in hmm_failed[:20]:
+            print(f"  FAILED: {name}")
+            for a in asserts:
+                print(f"    {a}")
     print(f"splats      : {len(splats) or 'none'}")
     for s in splats[:20]:
         print(f"  {s}")

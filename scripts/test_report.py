@@ -89,6 +89,31 @@ class ReportTest(unittest.TestCase):
     def test_failed_hmm_tests_fail(self):
         self.assert_fails(GOOD.replace("fail:0 xfail", "fail:2 xfail"))
 
+    def test_failed_hmm_test_is_named_with_its_reason(self):
+        log = GOOD.replace(
+            "# Totals: pass:39 fail:0",
+            "#  RUN           hmm.hmm_device_private.open_close ...\n"
+            "#            OK  hmm.hmm_device_private.open_close\n"
+            "ok 1 hmm.hmm_device_private.open_close\n"
+            "#  RUN           hmm.hmm_device_private.migrate_anon_huge_fault ...\n"
+            "# hmm-tests.c:2102:migrate_anon_huge_fault:Expected ret (-1) == 0 (0)\n"
+            "# migrate_anon_huge_fault: Test terminated by assertion\n"
+            "#          FAIL  hmm.hmm_device_private.migrate_anon_huge_fault\n"
+            "not ok 2 hmm.hmm_device_private.migrate_anon_huge_fault\n"
+            "# Totals: pass:38 fail:1",
+        )
+        rc, lines = run(log)
+        self.assertEqual(rc, 1)
+        i = lines.index("  FAILED: hmm.hmm_device_private.migrate_anon_huge_fault")
+        self.assertEqual(
+            lines[i + 1 : i + 3],
+            [
+                "    # hmm-tests.c:2102:migrate_anon_huge_fault:Expected ret (-1) == 0 (0)",
+                "    # migrate_anon_huge_fault: Test terminated by assertion",
+            ],
+        )
+        self.assertNotIn("open_close", "\n".join(lines))
+
     OOM = """\
 [    3.0] hog invoked oom-killer: gfp_mask=0x140dca(GFP_HIGHUSER_MOVABLE|__GFP_COMP|__GFP_ZERO), order=0
 [    3.0] CPU: 1 UID: 0 PID: 90 Comm: hog Not tainted 7.3.4 #1
