@@ -88,8 +88,9 @@ def main():
     suite = None
     igt = {"pass": 0, "fail": 0, "skip": 0}
     igt_failed = []
-    hmm = None
-    hmm_failed = []
+    # The C peer's runs: one, or two when the first failed (guest-init.sh
+    # then runs it once more, whole, and the second run counts).
+    hmm_runs = [{"totals": None, "failed": []}]
     hmm_asserts = []
     splats = []
     guest_fail = []
@@ -153,17 +154,33 @@ def main():
             igt[key] += 1
             if key == "fail":
                 igt_failed.append(m.group(1))
+        if raw.startswith("NSVM-HMM-RERUN"):
+            hmm_runs.append({"totals": None, "failed": []})
         if KSFT_RUN.match(raw):
             hmm_asserts = []
         elif KSFT_COMMENT.match(raw):
             hmm_asserts.append(raw)
         m = KSFT_RESULT.match(raw)
         if m:
-            hmm_failed.append((m.group(1), hmm_asserts[-3:]))
+            hmm_runs[-1]["failed"].append((m.group(1), hmm_asserts[-3:]))
         m = KSFT_TOTALS.search(raw)
         if m:
             v = [int(x) for x in m.groups()]
-            hmm = {"pass": v[0] + v[2], "fail": v[1] + v[3] + v[5], "skip": v[4]}
+            hmm_runs[-1]["totals"] = {
+                "pass": v[0] + v[2],
+                "fail": v[1] + v[3] + v[5],
+                "skip": v[4],
+            }
+
+    hmm = hmm_runs[-1]["totals"]
+    if hmm is None and len(hmm_runs) > 1:
+        # The rerun did not get to its totals.
+        hmm = {"pass": 0, "fail": 1, "skip": 0}
+    # Tests that failed the first run and not the rerun.
+    flaky = []
+    if len(hmm_runs) > 1:
+        again = {name for name, _ in hmm_runs[-1]["failed"]}
+        flaky = [(n, a) for n, a in hmm_runs[0]["failed"] if n not in again]
 
     # kmemleak's report lines are the file's content.
     leaks = [l for l in kmemleak if "unreferenced object" in l]
@@ -189,12 +206,17 @@ def main():
     if hmm:
         print(
             f"hmm-tests   : {hmm['pass']} passed, {hmm['fail']} failed, "
-            f"{hmm['skip']} skipped (C peer: lib/test_hmm.c, the baseline)"
+            f"{hmm['skip']} skipped (C peer: lib/test_hmm.c, the baseline"
+            + (", second run" if len(hmm_runs) > 1 else "")
+            + ")"
         )
-        for name, asserts in hmm_failed[:20]:
-            print(f"  FAILED: {name}")
-            for a in asserts:
-                print(f"    {a}")
+        for label, tests in (("FLAKY", flaky), ("FAILED", hmm_runs[-1]["failed"])):
+            for name, asserts in tests[:20]:
+                print(f"  {label}: {name}")
+                for a in asserts:
+                    print(f"    {a}")
+        if flaky:
+            print("  (FLAKY: failed the first run, passed the second)")
     print(f"splats      : {len(splats) or 'none'}")
     for s in splats[:20]:
         print(f"  {s}")

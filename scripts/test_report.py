@@ -114,6 +114,45 @@ class ReportTest(unittest.TestCase):
         )
         self.assertNotIn("open_close", "\n".join(lines))
 
+    FAILED_RUN = (
+        "#  RUN           hmm.hmm_device_private.migrate ...\n"
+        "# hmm-tests.c:930:migrate:Expected buffer->cpages (511) == npages (512)\n"
+        "#          FAIL  hmm.hmm_device_private.migrate\n"
+        "not ok 1 hmm.hmm_device_private.migrate\n"
+        "# Totals: pass:38 fail:1 xfail:0 xpass:0 skip:39 error:0\n"
+        "NSVM-HMM-EXIT 1\n"
+        "NSVM-HMM-RERUN\n"
+    )
+
+    def test_hmm_tests_passing_the_rerun_pass_and_show_the_flake(self):
+        rc, lines = run(GOOD.replace("# Totals", self.FAILED_RUN + "# Totals"))
+        self.assertEqual(rc, 0, "\n".join(lines))
+        self.assertIn("  FLAKY: hmm.hmm_device_private.migrate", lines)
+        self.assertIn(
+            "    # hmm-tests.c:930:migrate:Expected buffer->cpages (511) == npages (512)",
+            lines,
+        )
+        self.assertEqual(lines[-1], "41 passed, 0 failed")
+
+    def test_hmm_tests_failing_the_rerun_fail(self):
+        again = self.FAILED_RUN.split("NSVM-HMM-EXIT")[0]
+        log = GOOD.replace(
+            "# Totals: pass:39 fail:0 xfail:0 xpass:0 skip:39 error:0\n",
+            self.FAILED_RUN + again,
+        )
+        rc, lines = run(log)
+        self.assertEqual(rc, 1, "\n".join(lines))
+        self.assertIn("  FAILED: hmm.hmm_device_private.migrate", lines)
+        self.assertNotIn("  FLAKY: hmm.hmm_device_private.migrate", lines)
+        self.assertEqual(lines[-1], "40 passed, 1 failed")
+
+    def test_hmm_tests_rerun_without_totals_fails(self):
+        log = GOOD.replace(
+            "# Totals: pass:39 fail:0 xfail:0 xpass:0 skip:39 error:0\n",
+            self.FAILED_RUN,
+        )
+        self.assert_fails(log)
+
     OOM = """\
 [    3.0] hog invoked oom-killer: gfp_mask=0x140dca(GFP_HIGHUSER_MOVABLE|__GFP_COMP|__GFP_ZERO), order=0
 [    3.0] CPU: 1 UID: 0 PID: 90 Comm: hog Not tainted 7.3.4 #1
