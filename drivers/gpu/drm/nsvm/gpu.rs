@@ -16,6 +16,7 @@
 pub(crate) mod copy;
 pub(crate) mod engine;
 pub(crate) mod memory;
+pub(crate) mod queue;
 pub(crate) mod soft;
 
 use core::ptr::NonNull;

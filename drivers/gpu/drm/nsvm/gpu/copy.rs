@@ -17,14 +17,12 @@
 //! pressure): the caller then copies it alone.
 //!
 //! A helper may run after its batch is done (and find nothing to claim).
-//! Helpers therefore go to the device's own [`HelperQueue`], whose drop
-//! waits for every queued helper: none runs once the device, and with it
-//! the module's code, is gone.
-
-use core::ptr::NonNull;
+//! Helpers therefore go to the device's own [`HelperQueue`], an
+//! [`OwnedQueue`] whose drop waits for every queued helper: none runs once
+//! the device, and with it the module's code, is gone.
 
 use kernel::{
-    bindings, new_work,
+    new_work,
     prelude::*,
     processor::cpu_relax,
     sync::{
@@ -41,13 +39,15 @@ use kernel::{
         Monotonic, //
     },
     workqueue::{
-        Queue,
         Work,
         WorkItem, //
     },
 };
 
-use super::CopyOp;
+use super::{
+    queue::OwnedQueue,
+    CopyOp, //
+};
 
 /// Copies a channel claims at a time: 64 KiB.
 pub(crate) const SLICE_PAGES: usize = 16;
@@ -71,52 +71,19 @@ pub(crate) trait CopyPage: Sync + 'static {
 
 /// The unbound workqueue of a copy engine's helpers, and how many helpers
 /// a batch may have.
-///
-/// # Invariants
-///
-/// `raw` is from `alloc_workqueue()` and destroyed only by [`Drop`].
 pub(crate) struct HelperQueue {
-    raw: NonNull<bindings::workqueue_struct>,
+    queue: OwnedQueue,
     helpers: usize,
 }
-
-// SAFETY: A workqueue may be used and destroyed from any thread.
-unsafe impl Send for HelperQueue {}
-// SAFETY: Queueing work is thread-safe.
-unsafe impl Sync for HelperQueue {}
 
 impl HelperQueue {
     /// Allocates the queue of an engine with `channels` channels: the
     /// caller's and `channels - 1` helpers.
     pub(crate) fn new(channels: u32) -> Result<Self> {
-        // SAFETY: The name is a format without arguments; the flags are
-        // valid; 0 is the default limit of concurrent items.
-        let raw = unsafe {
-            bindings::alloc_workqueue_noprof(
-                kernel::str::as_char_ptr_in_const_context(c"nsvm_copy"),
-                bindings::wq_flags_WQ_UNBOUND,
-                0,
-            )
-        };
-        // INVARIANT: From `alloc_workqueue()`.
         Ok(Self {
-            raw: NonNull::new(raw).ok_or(ENOMEM)?,
+            queue: OwnedQueue::new_unbound(c"nsvm_copy")?,
             helpers: (channels as usize).saturating_sub(1),
         })
-    }
-
-    fn queue(&self) -> &Queue {
-        // SAFETY: `raw` is a live workqueue until `self` is dropped (type
-        // invariants), which the borrow outlives.
-        unsafe { Queue::from_raw(self.raw.as_ptr()) }
-    }
-}
-
-impl Drop for HelperQueue {
-    fn drop(&mut self) {
-        // SAFETY: `raw` is live and nothing queues to it any more (`self`
-        // is going). This waits for every queued helper.
-        unsafe { bindings::destroy_workqueue(self.raw.as_ptr()) };
     }
 }
 
@@ -158,7 +125,7 @@ pub(crate) unsafe fn run<M: CopyPage>(
         // Without a helper, the caller copies more itself.
         if let Ok(helper) = helper {
             // A new work item is not queued yet: this cannot fail.
-            let _ = queue.queue().enqueue(helper);
+            let _ = queue.queue.enqueue(helper);
         }
     }
     batch.copy_slices();

@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A workqueue the driver owns.
+//!
+//! Work queued to a system workqueue can still be running module code
+//! (the tail of its `run()`: a wake-up, the drop of its last references)
+//! after whatever waited for it has returned, and nothing makes module
+//! unload wait for it. Work on an [`OwnedQueue`] cannot outlive the queue:
+//! dropping it waits for every queued item. The GPU's engines keep theirs
+//! in the device, so none of their work survives the device.
+//!
+//! The kernel crate has no owned workqueue type in 7.3; this wraps
+//! `alloc_workqueue()` and `destroy_workqueue()`.
+
+use core::{
+    ops::Deref,
+    ptr::NonNull, //
+};
+
+use kernel::{
+    bindings,
+    prelude::*,
+    workqueue::Queue, //
+};
+
+/// An unbound workqueue, destroyed (after its last queued item ran) when
+/// dropped.
+///
+/// Must not be dropped by one of its own work items: destroying a queue
+/// waits for its items.
+///
+/// # Invariants
+///
+/// `raw` is from `alloc_workqueue()` and destroyed only by [`Drop`].
+pub(crate) struct OwnedQueue {
+    raw: NonNull<bindings::workqueue_struct>,
+}
+
+// SAFETY: A workqueue may be used and destroyed from any thread.
+unsafe impl Send for OwnedQueue {}
+// SAFETY: Queueing work is thread-safe.
+unsafe impl Sync for OwnedQueue {}
+
+impl OwnedQueue {
+    /// Allocates an unbound queue called `name` (`/sys/bus/workqueue`,
+    /// the kworkers' names).
+    pub(crate) fn new_unbound(name: &'static CStr) -> Result<Self> {
+        // SAFETY: "%s" takes one string, `name`, which is NUL-terminated and
+        // which `alloc_workqueue()` copies; the flags are valid; 0 is the
+        // default limit of concurrent items.
+        let raw = unsafe {
+            bindings::alloc_workqueue_noprof(
+                kernel::str::as_char_ptr_in_const_context(c"%s"),
+                bindings::wq_flags_WQ_UNBOUND,
+                0,
+                name.as_char_ptr(),
+            )
+        };
+        // INVARIANT: From `alloc_workqueue()`.
+        Ok(Self {
+            raw: NonNull::new(raw).ok_or(ENOMEM)?,
+        })
+    }
+}
+
+impl Deref for OwnedQueue {
+    type Target = Queue;
+
+    fn deref(&self) -> &Queue {
+        // SAFETY: `raw` is a live workqueue until `self` is dropped (type
+        // invariants), which the borrow outlives.
+        unsafe { Queue::from_raw(self.raw.as_ptr()) }
+    }
+}
+
+impl Drop for OwnedQueue {
+    fn drop(&mut self) {
+        // SAFETY: `raw` is live, and nothing queues to it any more: queueing
+        // needs a borrow of `self`, which is going. This waits for every
+        // queued item.
+        unsafe { bindings::destroy_workqueue(self.raw.as_ptr()) };
+    }
+}
+
+#[kunit_tests(nsvm_queue)]
+mod tests {
+    use super::*;
+    use kernel::{
+        impl_has_work, new_work,
+        sync::{
+            atomic::{
+                Atomic,
+                Relaxed, //
+            },
+            Arc,
+        },
+        time::{
+            delay::fsleep,
+            Delta, //
+        },
+        workqueue::{
+            Work,
+            WorkItem, //
+        },
+    };
+
+    /// A work item that sleeps, then says it is done.
+    #[pin_data]
+    struct Slow {
+        done: Atomic<bool>,
+        #[pin]
+        work: Work<Slow>,
+    }
+
+    impl_has_work! {
+        impl HasWork<Self> for Slow { self.work }
+    }
+
+    impl WorkItem for Slow {
+        type Pointer = Arc<Slow>;
+
+        fn run(this: Arc<Slow>) {
+            fsleep(Delta::from_millis(20));
+            this.done.store(true, Relaxed);
+        }
+    }
+
+    /// Dropping the queue returns only after every queued item ran: what
+    /// the engines rely on for module unload.
+    #[test]
+    fn drop_waits_for_queued_work() -> Result {
+        let queue = OwnedQueue::new_unbound(c"nsvm_kunit")?;
+        let mut items = KVec::new();
+        for _ in 0..4 {
+            let item = Arc::pin_init(
+                pin_init!(Slow {
+                    done: Atomic::new(false),
+                    work <- new_work!("Slow::work"),
+                }),
+                GFP_KERNEL,
+            )?;
+            assert!(queue.enqueue(item.clone()).is_ok());
+            items.push(item, GFP_KERNEL)?;
+        }
+        drop(queue);
+        for item in &items {
+            assert!(item.done.load(Relaxed));
+        }
+        Ok(())
+    }
+}
