@@ -23,6 +23,7 @@ use kernel::{
 use crate::{
     file::NsvmFile,
     gem::NsvmObject,
+    gpu::engine::Engine,
     ioctl,
     vram::Vram, //
 };
@@ -56,6 +57,9 @@ pub(crate) struct DeviceData {
     pub(crate) vram: Arc<Vram>,
     /// The id of the next mirror bound on this device.
     next_client: Atomic<u64>,
+    /// The GPU's command processor. Dropping it waits for the last job's
+    /// worker; no job holds a reference to the device, so none drops it.
+    pub(crate) engine: Engine,
 }
 
 impl DeviceData {
@@ -71,6 +75,7 @@ impl DeviceData {
             debugfs,
             vram,
             next_client: Atomic::new(0),
+            engine: Engine::new()?,
         }))
     }
 

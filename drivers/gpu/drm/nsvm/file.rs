@@ -25,7 +25,10 @@ use crate::{
     attr::Attr,
     driver::NsvmDevice,
     gpu::{
-        engine,
+        engine::{
+            self,
+            Engine, //
+        },
         soft::SoftVm,
         GpuVm,
         PAGE_SIZE_4K, //
@@ -153,7 +156,7 @@ impl Ioctl for Exec {
     const FLAGS: u32 = RENDER_ALLOW;
 
     fn handle(
-        _dev: &NsvmDevice<Registered>,
+        dev: &NsvmDevice<Registered>,
         file: &drm::File<NsvmFile>,
         arg: &mut Self::Arg,
     ) -> Result<u32> {
@@ -182,7 +185,7 @@ impl Ioctl for Exec {
 
         let mut ret = Ok(0);
         for cmd in cmds.iter_mut() {
-            match run_cmd(mirror, &mm, cmd) {
+            match run_cmd(&dev.engine, mirror, &mm, cmd) {
                 Ok(()) => arg.completed += 1,
                 Err(Stop::Unserved(u)) => {
                     arg.fault_addr = u.addr as u64;
@@ -212,15 +215,16 @@ impl Ioctl for Exec {
     }
 }
 
-/// Runs one command: a READ in pieces of at most [`GpuVm::MAX_READ`] bytes,
-/// each with its destination pinned while it runs.
+/// Runs one command on `engine`: a READ in pieces of at most
+/// [`GpuVm::MAX_READ`] bytes, each with its destination pinned while it runs.
 fn run_cmd(
+    engine: &Engine,
     mirror: &Mirror<SoftVm>,
     mm: &kernel::mm::MmWithUser,
     cmd: &mut uapi::drm_nsvm_cmd,
 ) -> Result<(), Stop> {
     if cmd.op != uapi::DRM_NSVM_OP_READ {
-        return mirror.run(mm, cmd, None);
+        return mirror.run(engine, mm, cmd, None);
     }
     let len = cmd.len as usize;
     let mut off = 0;
@@ -233,7 +237,7 @@ fn run_cmd(
         };
         // `EFAULT` for an unwritable destination, as the uapi says.
         let dst = PinnedWrite::new(cmd.dst as usize + off, n)?;
-        mirror.run(mm, &mut piece, Some(dst))?;
+        mirror.run(engine, mm, &mut piece, Some(dst))?;
         off += n;
     }
     Ok(())

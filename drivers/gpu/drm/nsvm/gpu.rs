@@ -119,12 +119,17 @@ pub(crate) trait GpuVm: Sized + Send + Sync + Unpin + 'static {
     /// A submitted command.
     type Job: GpuJob;
 
+    /// The device's command processor, which runs the commands.
+    type Engine: Send + Sync;
+
     /// Most bytes one READ command may carry; the ioctl splits longer ones.
     const MAX_READ: usize;
 
-    /// Submits `cmd` (validated) to run on the address space `vm`; a READ
-    /// lands in `dst`, the pinned user buffer of at least `cmd.len` bytes.
+    /// Submits `cmd` (validated) to `engine`, to run on the address space
+    /// `vm`; a READ lands in `dst`, the pinned user buffer of at least
+    /// `cmd.len` bytes.
     fn submit(
+        engine: &Self::Engine,
         vm: Arc<MirrorVm<Self>>,
         cmd: uapi::drm_nsvm_cmd,
         dst: Option<PinnedWrite>,

@@ -335,7 +335,8 @@ impl<V: GpuVm> Mirror<V> {
         self.notifier.data()
     }
 
-    /// Runs one (validated) command on the GPU; a READ lands in `dst`.
+    /// Runs one (validated) command on the GPU's `engine`; a READ lands in
+    /// `dst`.
     ///
     /// The GPU's worker executes it; this thread, which holds the ioctl's
     /// `mmget`, plays the fault interrupt handler: it serves each batch the
@@ -344,13 +345,14 @@ impl<V: GpuVm> Mirror<V> {
     /// until the job is done: no job outlives the ioctl.
     pub(crate) fn run(
         &self,
+        engine: &V::Engine,
         mm: &MmWithUser,
         cmd: &mut uapi::drm_nsvm_cmd,
         dst: Option<PinnedWrite>,
     ) -> Result<(), Stop> {
         let vm = self.vm();
         let mut batch = KVec::with_capacity(FAULT_BATCH, GFP_KERNEL).map_err(Error::from)?;
-        let job = V::submit(self.notifier.data().clone(), *cmd, dst)?;
+        let job = V::submit(engine, self.notifier.data().clone(), *cmd, dst)?;
         let mut unserved = None;
         let mut interrupted = false;
         loop {

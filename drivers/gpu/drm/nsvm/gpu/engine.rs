@@ -2,8 +2,8 @@
 
 //! The software GPU's command processor: a worker that executes commands.
 //!
-//! Each command becomes a [`Job`] run on the unbound workqueue, the way a
-//! GPU runs a submitted push buffer. The job touches memory only through
+//! Each command becomes a [`Job`] run on the device's [`Engine`] queue, the
+//! way a GPU runs a submitted push buffer. The job touches memory only through
 //! the GPU page table ([`GpuVm::lookup`]), under the mirror's VM lock, so an
 //! invalidation can never pull a page from under an access; it never
 //! touches the CPU address space itself.
@@ -19,7 +19,10 @@
 //! The ioctl always waits for the job to finish before returning, also when
 //! a signal interrupts it (it cancels the job first): no job outlives the
 //! ioctl, so none can use the page table after the file, and with it the
-//! notifier, is gone.
+//! notifier, is gone. The job's worker still runs after it signalled the
+//! end (the wake-up, the drop of its references, possibly the mirror's
+//! last), so the queue is the device's own and dropping the device waits
+//! for it: no job code runs once the module may be unloaded.
 
 use kernel::{
     new_condvar, new_mutex, new_work,
@@ -34,13 +37,13 @@ use kernel::{
         Mutex, //
     },
     workqueue::{
-        self,
         Work,
         WorkItem, //
     },
 };
 
 use crate::{
+    gpu::queue::OwnedQueue,
     gpu::{
         Fault,
         GpuJob,
@@ -64,6 +67,23 @@ const MAX_EXTRA_REPLAYS: usize = 64;
 /// Pages a command touches per hold of the VM lock: fewer round trips,
 /// and an invalidation waits for at most this many page copies.
 const LOCK_RUN: usize = 16;
+
+/// The command processor of one GPU: the queue its jobs run on.
+///
+/// Owned by the device and dropped with it, which waits for every job's
+/// worker to return. Never dropped by a job: jobs hold no reference to the
+/// device.
+pub(crate) struct Engine {
+    queue: OwnedQueue,
+}
+
+impl Engine {
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Self {
+            queue: OwnedQueue::new_unbound(c"nsvm_gpu")?,
+        })
+    }
+}
 
 /// Where a job is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,10 +225,10 @@ impl<V: GpuVm> Job<V> {
         )
     }
 
-    /// Hands the job to the worker.
-    pub(crate) fn submit(self: &Arc<Self>) {
+    /// Hands the job to a worker of `engine`.
+    pub(crate) fn submit(self: &Arc<Self>, engine: &Engine) {
         // A new job is never queued yet, so this cannot fail.
-        let _ = workqueue::system_unbound().enqueue(self.clone());
+        let _ = engine.queue.enqueue(self.clone());
     }
 
     /// The worker's side: probe, stall on faults, execute; until done.

@@ -18,7 +18,10 @@ use kernel::{
 use kernel::sync::Arc;
 
 use super::{
-    engine::Job,
+    engine::{
+        Engine,
+        Job, //
+    },
     GpuVm,
     Pte,
     PAGE_SIZE_2M,
@@ -82,15 +85,17 @@ fn span(idx: usize, start: usize, end: usize) -> core::ops::Range<usize> {
 impl GpuVm for SoftVm {
     type Reservation = Reservation;
     type Job = Job<SoftVm>;
+    type Engine = Engine;
     const MAX_READ: usize = Job::<SoftVm>::MAX_READ;
 
     fn submit(
+        engine: &Engine,
         vm: Arc<MirrorVm<Self>>,
         cmd: uapi::drm_nsvm_cmd,
         dst: Option<PinnedWrite>,
     ) -> Result<Arc<Self::Job>> {
         let job = Job::new(vm, cmd, dst)?;
-        job.submit();
+        job.submit(engine);
         Ok(job)
     }
 
