@@ -91,7 +91,7 @@ def main():
     # The C peer's runs: one, or two when the first failed (guest-init.sh
     # then runs it once more, whole, and the second run counts).
     hmm_runs = [{"totals": None, "failed": []}]
-    hmm_asserts = []
+    hmm_comments = []
     splats = []
     guest_fail = []
     exit_rc = None
@@ -157,12 +157,12 @@ def main():
         if raw.startswith("NSVM-HMM-RERUN"):
             hmm_runs.append({"totals": None, "failed": []})
         if KSFT_RUN.match(raw):
-            hmm_asserts = []
+            hmm_comments = []
         elif KSFT_COMMENT.match(raw):
-            hmm_asserts.append(raw)
+            hmm_comments.append(raw)
         m = KSFT_RESULT.match(raw)
         if m:
-            hmm_runs[-1]["failed"].append((m.group(1), hmm_asserts[-3:]))
+            hmm_runs[-1]["failed"].append((m.group(1), hmm_comments[-3:]))
         m = KSFT_TOTALS.search(raw)
         if m:
             v = [int(x) for x in m.groups()]
@@ -211,10 +211,10 @@ def main():
             + ")"
         )
         for label, tests in (("FLAKY", flaky), ("FAILED", hmm_runs[-1]["failed"])):
-            for name, asserts in tests[:20]:
+            for name, comments in tests[:20]:
                 print(f"  {label}: {name}")
-                for a in asserts:
-                    print(f"    {a}")
+                for c in comments:
+                    print(f"    {c}")
         if flaky:
             print("  (FLAKY: failed the first run, passed the second)")
     print(f"splats      : {len(splats) or 'none'}")
