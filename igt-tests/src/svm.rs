@@ -225,3 +225,74 @@ pub fn raw_exec(fd: i32, cmd: Cmd) -> Result<(), i32> {
         _ => Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
     }
 }
+
+/// Anonymous memory of `len` bytes aligned to `align` (a power of two).
+pub fn aligned_to(len: usize, align: usize) -> Map {
+    let big = Map::new(len + align, RW);
+    let start = (big.addr() as usize).next_multiple_of(align);
+    // SAFETY: Trims our own mapping to the aligned part.
+    unsafe {
+        if start > big.addr() as usize {
+            libc::munmap(big.ptr.cast(), start - big.addr() as usize);
+        }
+        let end = big.addr() as usize + big.len;
+        if end > start + len {
+            libc::munmap((start + len) as *mut _, end - start - len);
+        }
+    }
+    std::mem::forget(big);
+    Map {
+        ptr: start as *mut u8,
+        len,
+    }
+}
+
+/// 2 MiB-aligned anonymous memory of `len` bytes (THP-able).
+pub fn aligned(len: usize) -> Map {
+    aligned_to(len, MB2)
+}
+
+/// `madvise(advice)` over all of `m`.
+pub fn madvise(m: &Map, advice: i32) {
+    // SAFETY: Our own mapping.
+    assert_eq!(unsafe { libc::madvise(m.ptr.cast(), m.len, advice) }, 0);
+}
+
+/// Forks a child that runs `f(wfd)` and exits with what it returns; `f`
+/// calls [`ready`] on `wfd` once it is ready. Returns the child's pid once
+/// it is ready or has exited, and whether it said it was ready.
+pub fn fork_ready(f: impl FnOnce(i32) -> i32) -> Result<(i32, bool), Outcome> {
+    let mut fds = [0i32; 2];
+    // SAFETY: A pipe for "ready".
+    crate::check_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (rfd, wfd) = (fds[0], fds[1]);
+    let _ = std::io::stdout().flush();
+    // SAFETY: The child only uses its own state and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: The child's copy of the read end.
+        unsafe { libc::close(rfd) };
+        let code = f(wfd);
+        let _ = std::io::stdout().flush();
+        // SAFETY: Ends the child.
+        unsafe { libc::_exit(code) };
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: Our pipe.
+    let n = unsafe {
+        libc::close(wfd);
+        let n = libc::read(rfd, b.as_mut_ptr().cast(), 1);
+        libc::close(rfd);
+        n
+    };
+    Ok((pid, n == 1))
+}
+
+/// Tells the parent of [`fork_ready`] that the child is ready.
+pub fn ready(wfd: i32) {
+    // SAFETY: Our pipe's write end.
+    unsafe {
+        libc::write(wfd, b"x".as_ptr().cast(), 1);
+        libc::close(wfd);
+    }
+}

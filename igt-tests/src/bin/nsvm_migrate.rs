@@ -17,32 +17,6 @@ fn migrate(dev: &Device, m: &Map, off: usize, len: usize, to: Mem) -> Result<Mov
 
 const DEVICE: u32 = sys::DRM_NSVM_PTE_DEVICE;
 
-/// 2 MiB-aligned anonymous memory of `len` bytes (THP-able).
-fn aligned(len: usize) -> Map {
-    let big = Map::new(len + MB2, RW);
-    let start = (big.addr() as usize).next_multiple_of(MB2);
-    // SAFETY: Trims our own mapping to the aligned part.
-    unsafe {
-        if start > big.addr() as usize {
-            libc::munmap(big.ptr.cast(), start - big.addr() as usize);
-        }
-        let end = big.addr() as usize + big.len;
-        if end > start + len {
-            libc::munmap((start + len) as *mut _, end - start - len);
-        }
-    }
-    std::mem::forget(big);
-    Map {
-        ptr: start as *mut u8,
-        len,
-    }
-}
-
-fn madvise(m: &Map, advice: i32) {
-    // SAFETY: Our own mapping.
-    assert_eq!(unsafe { libc::madvise(m.ptr.cast(), m.len, advice) }, 0);
-}
-
 // ---- MIGRATE ----
 
 /// Pages move to device memory and back with their data; the GPU reads

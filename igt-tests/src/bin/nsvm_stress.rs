@@ -1056,34 +1056,6 @@ fn hog() -> ! {
     }
 }
 
-/// Forks a child that runs `f(wfd)` and exits with what it returns; `f`
-/// calls [`ready`] on `wfd` once it is ready. Returns the child's pid once
-/// it is ready or has exited, and whether it said it was ready.
-fn fork_ready(f: impl FnOnce(i32) -> i32) -> Result<(i32, bool), Outcome> {
-    let mut fds = [0i32; 2];
-    // SAFETY: A pipe for "ready".
-    check_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    let (rfd, wfd) = (fds[0], fds[1]);
-    // SAFETY: The child only uses its own state and exits.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: The child's copy of the read end.
-        unsafe { libc::close(rfd) };
-        let code = f(wfd);
-        // SAFETY: Ends the child.
-        unsafe { libc::_exit(code) };
-    }
-    let mut b = [0u8; 1];
-    // SAFETY: Our pipe.
-    let n = unsafe {
-        libc::close(wfd);
-        let n = libc::read(rfd, b.as_mut_ptr().cast(), 1);
-        libc::close(rfd);
-        n
-    };
-    Ok((pid, n == 1))
-}
-
 /// Forks `f` (which tells the parent it is ready through [`ready`], then
 /// hogs memory or waits to be killed) and expects the OOM killer to end it.
 fn oom_killed_child(f: impl FnOnce(i32) -> i32) -> Result<(), Outcome> {
@@ -1100,15 +1072,6 @@ fn oom_killed_child(f: impl FnOnce(i32) -> i32) -> Result<(), Outcome> {
         "the child was not OOM-killed (status {st:#x})"
     );
     Ok(())
-}
-
-/// Tells the parent of [`fork_ready`] that the child is ready.
-fn ready(wfd: i32) {
-    // SAFETY: Our pipe's write end.
-    unsafe {
-        libc::write(wfd, b"x".as_ptr().cast(), 1);
-        libc::close(wfd);
-    }
 }
 
 /// The OOM victim holds 16 MiB in device memory and has a thread running
