@@ -11,7 +11,11 @@ line is 'N passed, N failed'; the exit status is non-zero on any failure.
 import re
 import sys
 
-KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\]\s?(.*)$")
+# printk's time stamp, "[%5lu.%06lu] ": the seconds padded to five columns.
+# A kernel message can start anywhere in a console line, after userspace
+# output that did not end its line yet; a userspace line that merely starts
+# with "[secs.usecs]" (unpadded, as IGT's own logging writes) is not one.
+KERNEL_STAMP = re.compile(r"\[(?=[ \d]{5})\s*\d+\.\d{6}\] ?")
 
 # Kernel messages that mean something went wrong, whatever the tests said.
 SPLATS = [
@@ -101,10 +105,16 @@ def main():
     oom_report = False
     oom_kills = 0
 
-    for raw in lines:
-        m = KERNEL_LINE.match(raw)
-        if m:
-            msg = m.group(1)
+    # Failed subtests since the last IGT binary started, and binaries that
+    # failed without one counted (their result line garbled by a kernel
+    # message in its middle).
+    igt_fails_here = 0
+    igt_unaccounted = []
+
+    for line in lines:
+        # The userspace text of the line, then each kernel message in it.
+        raw, *kmsgs = KERNEL_STAMP.split(line)
+        for msg in kmsgs:
             sub = KTAP_SUBTEST.match(msg)
             if sub:
                 suite = sub.group(1)
@@ -134,8 +144,7 @@ def main():
             if any(p.search(msg) for p in SPLATS) and not any(
                 b.search(msg) for b in BENIGN
             ):
-                splats.append(raw)
-            continue
+                splats.append(line)
 
         if raw.startswith("NSVM-KMEMLEAK-END"):
             in_kmemleak = False
@@ -148,12 +157,18 @@ def main():
         m = re.match(r"^NSVM-EXIT rc=(\d+)", raw)
         if m:
             exit_rc = int(m.group(1))
+        if raw.startswith("NSVM-STEP igt "):
+            igt_fails_here = 0
         m = IGT_RESULT.match(raw)
         if m:
             key = {"SUCCESS": "pass", "SKIP": "skip"}.get(m.group(2), "fail")
             igt[key] += 1
             if key == "fail":
                 igt_failed.append(m.group(1))
+                igt_fails_here += 1
+        m = re.match(r"^NSVM-IGT-EXIT (\S+) (\d+)", raw)
+        if m and m.group(2) not in ("0", "77") and not igt_fails_here:
+            igt_unaccounted.append(m.group(1))
         if raw.startswith("NSVM-HMM-RERUN"):
             hmm_runs.append({"totals": None, "failed": []})
         if KSFT_RUN.match(raw):
@@ -227,12 +242,15 @@ def main():
         print(f"  {l}")
     for g in guest_fail:
         print(f"guest       : FAIL {g}")
+    for b in igt_unaccounted:
+        print(f"igt         : {b} failed, but no failed subtest line of it was read")
     print(f"guest exit  : {'rc=%d' % exit_rc if exit_rc is not None else 'no exit marker (crash or timeout)'}")
 
     # Anything wrong besides counted test failures counts as one failure
     # each, so the closing line never reads '0 failed' over a broken run.
     extra = (1 if splats else 0) + (1 if leaks else 0) + (1 if exit_rc != 0 else 0)
     extra += sum(1 for g in guest_fail if not g.startswith("igt "))
+    extra += len(igt_unaccounted)
     print(f"{passed} passed, {failed + extra} failed")
     return 1 if failed + extra else 0
 

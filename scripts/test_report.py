@@ -57,18 +57,57 @@ class ReportTest(unittest.TestCase):
         self.assertRegex(lines[-1], r"^\d+ passed, [1-9]\d* failed$")
 
     def test_warning_fails(self):
-        self.assert_fails(GOOD + "[    2.0] WARNING: CPU: 0 PID: 1 at mm/hmm.c:1 x\n")
+        self.assert_fails(GOOD + "[    2.000000] WARNING: CPU: 0 PID: 1 at mm/hmm.c:1 x\n")
 
     def test_lockdep_fails(self):
         self.assert_fails(
-            GOOD + "[    2.0] WARNING: possible circular locking dependency detected\n"
+            GOOD + "[    2.000000] WARNING: possible circular locking dependency detected\n"
         )
 
     def test_kfence_fails(self):
-        self.assert_fails(GOOD + "[    2.0] BUG: KFENCE: use-after-free read in x\n")
+        self.assert_fails(GOOD + "[    2.000000] BUG: KFENCE: use-after-free read in x\n")
+
+    def test_splat_in_the_middle_of_a_line_fails(self):
+        # The console put a kernel message after a test's unfinished line.
+        self.assert_fails(
+            GOOD + "subtest died: wa[    5.123345] Call Trace:\n"
+            "itpid status 0xb\n"
+        )
+        self.assert_fails(GOOD + "Starting sub[    2.000000] BUG: KFENCE: x\ntest: y\n")
+
+    def test_stamped_userspace_line_is_not_a_kernel_line(self):
+        # IGT's own logging starts lines with an unpadded [secs.usecs]: its
+        # words are not kernel messages, and its results still count.
+        rc, lines = run(
+            GOOD.replace(
+                "Starting subtest: open-close\n",
+                "[1.234567] (core_getversion:42) WARNING: Call Trace: lockdep\n"
+                "Starting subtest: open-close\n",
+            )
+        )
+        self.assertEqual(rc, 0, "\n".join(lines))
+        self.assertIn("splats      : none", lines)
+
+    def test_kernel_line_keeps_its_userspace_start(self):
+        # The userspace text before a kernel message is still read.
+        rc, lines = run(GOOD + "Subtest y: FAIL (0.1s)[    2.000000] nsvm: x\n")
+        self.assertEqual(rc, 1)
+        self.assertTrue(any(l.startswith("igt ") and l.endswith("FAILED: y") for l in lines))
+
+    def test_failed_binary_without_a_counted_failure_fails(self):
+        # A FAIL line garbled by a kernel message is still a failed binary.
+        log = GOOD.replace(
+            "Starting subtest: open-close\n",
+            "NSVM-STEP igt nsvm_x\nSubtest z: F[    2.000000] nsvm: x\nAIL (0.1s)\n"
+            "NSVM-IGT-EXIT nsvm_x 98\nNSVM-FAIL igt nsvm_x exit 98\n"
+            "Starting subtest: open-close\n",
+        )
+        rc, lines = run(log)
+        self.assertEqual(rc, 1, "\n".join(lines))
+        self.assertIn("igt         : nsvm_x failed, but no failed subtest line of it was read", lines)
 
     def test_rcu_stall_fails(self):
-        self.assert_fails(GOOD + "[    2.0] rcu: INFO: rcu_preempt detected stalls on CPUs\n")
+        self.assert_fails(GOOD + "[    2.000000] rcu: INFO: rcu_preempt detected stalls on CPUs\n")
 
     def test_kmemleak_report_fails(self):
         log = GOOD.replace(
@@ -154,21 +193,21 @@ class ReportTest(unittest.TestCase):
         self.assert_fails(log)
 
     OOM = """\
-[    3.0] hog invoked oom-killer: gfp_mask=0x140dca(GFP_HIGHUSER_MOVABLE|__GFP_COMP|__GFP_ZERO), order=0
-[    3.0] CPU: 1 UID: 0 PID: 90 Comm: hog Not tainted 7.3.4 #1
-[    3.0] Call Trace:
-[    3.0]  <TASK>
-[    3.0]  dump_stack_lvl+0x5d/0x80
-[    3.0]  </TASK>
-[    3.0] oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),task=hog,pid=90,uid=0
-[    3.0] Out of memory: Killed process 90 (hog) total-vm:3000000kB
+[    3.000000] hog invoked oom-killer: gfp_mask=0x140dca(GFP_HIGHUSER_MOVABLE|__GFP_COMP|__GFP_ZERO), order=0
+[    3.000000] CPU: 1 UID: 0 PID: 90 Comm: hog Not tainted 7.3.4 #1
+[    3.000000] Call Trace:
+[    3.000000]  <TASK>
+[    3.000000]  dump_stack_lvl+0x5d/0x80
+[    3.000000]  </TASK>
+[    3.000000] oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),task=hog,pid=90,uid=0
+[    3.000000] Out of memory: Killed process 90 (hog) total-vm:3000000kB
 """
 
     def window(self, body):
         return (
-            "[    2.9] nsvm-igt: expected OOM begins\n"
+            "[    2.900000] nsvm-igt: expected OOM begins\n"
             + body
-            + "[    3.1] nsvm-igt: expected OOM ends\n"
+            + "[    3.100000] nsvm-igt: expected OOM ends\n"
         )
 
     def test_oom_inside_window_passes(self):
@@ -180,12 +219,12 @@ class ReportTest(unittest.TestCase):
 
     def test_warning_inside_oom_window_fails(self):
         self.assert_fails(
-            GOOD + self.window(self.OOM + "[    3.0] WARNING: CPU: 0 PID: 1 at x\n")
+            GOOD + self.window(self.OOM + "[    3.000000] WARNING: CPU: 0 PID: 1 at x\n")
         )
 
     def test_trace_after_oom_report_fails(self):
         self.assert_fails(
-            GOOD + self.window(self.OOM + "[    3.0] Call Trace:\n")
+            GOOD + self.window(self.OOM + "[    3.000000] Call Trace:\n")
         )
 
 
