@@ -13,6 +13,9 @@
 # fault injection; "bench" adds scripts/kernel/bench.config on top, which
 # turns the debug options off (they distort the benchmark's ratios).
 #
+# A build whose Rust bindings lay a struct out other than C does fails
+# (scripts/kernel/check-bindgen-layout.sh).
+#
 # The build directory is $NSVM_CACHE/build/<version>-<key>, where key hashes
 # the config fragments and the toolchain versions: a warm run finds it and
 # does not rebuild, and the two kernels are cached side by side.
@@ -83,7 +86,7 @@ fetch_source() {
 
 cache_key() {
 	{
-		cat "${FRAGMENTS[@]}"
+		cat "${FRAGMENTS[@]}" "$NSVM_TOP/scripts/kernel/check-bindgen-layout.sh"
 		rustc --version
 		bindgen --version
 		gcc --version | head -n 1
@@ -147,6 +150,7 @@ build() {
 	make -C "$src" O="$out" -j"$NSVM_JOBS" bzImage modules >"$out/build.log" 2>&1 ||
 		{ tail -n 40 "$out/build.log" >&2; die "kernel build failed"; }
 	make -C "$src" O="$out" -s headers >&2
+	"$NSVM_TOP"/scripts/kernel/check-bindgen-layout.sh "$out"
 	touch "$out/.nsvm-built"
 	log "kernel: built in $((SECONDS - t0)) s"
 	echo "$out"

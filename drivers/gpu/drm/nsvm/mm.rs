@@ -26,6 +26,7 @@ mod user;
 
 use kernel::{
     mm::MmWithUser,
+    prelude::*,
     task::CurrentTask, //
 };
 
@@ -58,3 +59,45 @@ pub(crate) use notifier::{
     PageState,
     Request, //
 };
+
+#[kunit_tests(nsvm_layout)]
+mod tests {
+    use core::mem::offset_of;
+
+    use kernel::bindings::task_struct;
+
+    use super::sys;
+
+    /// The kernel crate reads `task_struct` through bindgen's layout:
+    /// it must be the layout the C compiler built the kernel with.
+    #[test]
+    fn task_struct_as_compiled() {
+        let mut c = sys::nsvm_task_layout {
+            size: 0,
+            mm: 0,
+            pid: 0,
+            tgid: 0,
+            group_leader: 0,
+        };
+        // SAFETY: `c` is valid for writes.
+        unsafe { sys::nsvm_task_layout(&mut c) };
+        let rust = (
+            size_of::<task_struct>(),
+            offset_of!(task_struct, mm),
+            offset_of!(task_struct, pid),
+            offset_of!(task_struct, tgid),
+            offset_of!(task_struct, group_leader),
+        );
+        if rust != (c.size, c.mm, c.pid, c.tgid, c.group_leader) {
+            kernel::pr_err!(
+                "task_struct (size, mm, pid, tgid, group_leader): C {:?}, bindgen {rust:?}\n",
+                (c.size, c.mm, c.pid, c.tgid, c.group_leader)
+            );
+        }
+        assert_eq!(size_of::<task_struct>(), c.size);
+        assert_eq!(offset_of!(task_struct, mm), c.mm);
+        assert_eq!(offset_of!(task_struct, pid), c.pid);
+        assert_eq!(offset_of!(task_struct, tgid), c.tgid);
+        assert_eq!(offset_of!(task_struct, group_leader), c.group_leader);
+    }
+}

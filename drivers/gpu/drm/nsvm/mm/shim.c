@@ -94,6 +94,15 @@ struct mm_struct *nsvm_current_mm(void)
 	return current->mm;
 }
 
+void nsvm_task_layout(struct nsvm_task_layout *out)
+{
+	out->size = sizeof(struct task_struct);
+	out->mm = offsetof(struct task_struct, mm);
+	out->pid = offsetof(struct task_struct, pid);
+	out->tgid = offsetof(struct task_struct, tgid);
+	out->group_leader = offsetof(struct task_struct, group_leader);
+}
+
 struct mm_struct *nsvm_notifier_mm(struct nsvm_notifier *n)
 {
 	return n->mni.mm;

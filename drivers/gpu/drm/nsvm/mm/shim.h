@@ -69,6 +69,25 @@ struct mm_struct *nsvm_notifier_mm(struct nsvm_notifier *n);
 struct mm_struct *nsvm_current_mm(void);
 
 /**
+ * struct nsvm_task_layout - where the C compiler put fields of task_struct
+ * that the kernel crate reads through bindgen's layout.
+ * @size: sizeof(struct task_struct).
+ * @mm: offsetof(struct task_struct, mm).
+ * @pid: offsetof(struct task_struct, pid).
+ * @tgid: offsetof(struct task_struct, tgid).
+ * @group_leader: offsetof(struct task_struct, group_leader).
+ */
+struct nsvm_task_layout {
+	unsigned long size;
+	unsigned long mm;
+	unsigned long pid;
+	unsigned long tgid;
+	unsigned long group_leader;
+};
+
+void nsvm_task_layout(struct nsvm_task_layout *out);
+
+/**
  * struct nsvm_pfn - one page of an hmm_range_fault() result, decoded.
  * @page: the page, or NULL when not valid.
  * @order: the CPU mapping order (0: 4 KiB, 9: 2 MiB PMD).

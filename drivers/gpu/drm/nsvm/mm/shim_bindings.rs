@@ -76,6 +76,33 @@ unsafe extern "C" {
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
+pub struct nsvm_task_layout {
+    pub size: kernel::ffi::c_ulong,
+    pub mm: kernel::ffi::c_ulong,
+    pub pid: kernel::ffi::c_ulong,
+    pub tgid: kernel::ffi::c_ulong,
+    pub group_leader: kernel::ffi::c_ulong,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of nsvm_task_layout"][::core::mem::size_of::<nsvm_task_layout>() - 40usize];
+    ["Alignment of nsvm_task_layout"][::core::mem::align_of::<nsvm_task_layout>() - 8usize];
+    ["Offset of field: nsvm_task_layout::size"]
+        [::core::mem::offset_of!(nsvm_task_layout, size) - 0usize];
+    ["Offset of field: nsvm_task_layout::mm"]
+        [::core::mem::offset_of!(nsvm_task_layout, mm) - 8usize];
+    ["Offset of field: nsvm_task_layout::pid"]
+        [::core::mem::offset_of!(nsvm_task_layout, pid) - 16usize];
+    ["Offset of field: nsvm_task_layout::tgid"]
+        [::core::mem::offset_of!(nsvm_task_layout, tgid) - 24usize];
+    ["Offset of field: nsvm_task_layout::group_leader"]
+        [::core::mem::offset_of!(nsvm_task_layout, group_leader) - 32usize];
+};
+unsafe extern "C" {
+    pub fn nsvm_task_layout(out: *mut nsvm_task_layout);
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
 pub struct nsvm_pfn {
     pub page: *mut page,
     pub order: kernel::ffi::c_uint,
