@@ -34,7 +34,6 @@ use crate::{
         PAGE_SIZE_4K, //
     },
     ioctl::Ioctl,
-    mm,
     mm::{
         migrate::Direction,
         PinnedWrite, //
@@ -129,7 +128,7 @@ impl Ioctl for SvmInit {
             return Err(EBUSY);
         }
         let task = kernel::current!();
-        let mm = mm::current_mm(task).ok_or(ESRCH)?;
+        let mm = task.mm().ok_or(ESRCH)?;
         let mirror = Mirror::new(
             mm,
             SoftVm::new(),

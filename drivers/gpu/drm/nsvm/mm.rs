@@ -24,31 +24,7 @@ pub(crate) mod pagemap;
 mod sys;
 mod user;
 
-use kernel::{
-    mm::MmWithUser,
-    prelude::*,
-    task::CurrentTask, //
-};
-
-/// The address space of the current task, like [`CurrentTask::mm`].
-///
-/// `CurrentTask::mm()` reads `current->mm` through bindgen's layout of
-/// `task_struct`, which on a GCC-built kernel can disagree with the layout
-/// GCC compiled (seen on 7.3.4 with libclang 18: Rust finds `mm` at offset
-/// 936, C at 984, same struct size), so it returns a pointer into the task
-/// struct. This reads the field in C instead.
-pub(crate) fn current_mm(task: &CurrentTask) -> Option<&MmWithUser> {
-    let _ = task;
-    // SAFETY: Reading `current->mm` from the current task is always valid.
-    let mm = unsafe { sys::nsvm_current_mm() };
-    if mm.is_null() {
-        return None;
-    }
-    // SAFETY: A non-null `current->mm` is a valid mm with non-zero
-    // `mm_users`. The returned reference borrows `task`, so, as with
-    // `CurrentTask::mm()`, it cannot leave the current task's context.
-    Some(unsafe { MmWithUser::from_raw(mm) })
-}
+use kernel::prelude::*;
 
 pub(crate) use user::PinnedWrite;
 

@@ -322,7 +322,8 @@ impl<V: GpuVm> Mirror<V> {
     /// exited); `EPERM` when the caller runs in another address space.
     pub(crate) fn enter(&self) -> Result<ARef<MmWithUser>> {
         let mm = self.mm.mmget_not_zero().ok_or(ESRCH)?;
-        let ours = crate::mm::current_mm(kernel::current!())
+        let ours = kernel::current!()
+            .mm()
             .is_some_and(|cur| core::ptr::eq(cur.as_raw(), mm.as_raw()));
         if !ours {
             return Err(EPERM);

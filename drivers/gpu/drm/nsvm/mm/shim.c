@@ -89,11 +89,6 @@ void nsvm_notifier_set_seq(struct nsvm_notifier *n, unsigned long cur_seq)
 	mmu_interval_set_seq(&n->mni, cur_seq);
 }
 
-struct mm_struct *nsvm_current_mm(void)
-{
-	return current->mm;
-}
-
 void nsvm_task_layout(struct nsvm_task_layout *out)
 {
 	out->size = sizeof(struct task_struct);

@@ -61,13 +61,6 @@ _Bool nsvm_notifier_read_retry(struct nsvm_notifier *n, unsigned long seq);
 void nsvm_notifier_set_seq(struct nsvm_notifier *n, unsigned long cur_seq);
 struct mm_struct *nsvm_notifier_mm(struct nsvm_notifier *n);
 
-/*
- * current->mm, read by C. The kernel crate's CurrentTask::mm() reads the
- * field through bindgen's layout of task_struct, which on a GCC-built
- * kernel disagrees with GCC's (7.3.4 + libclang 18: offset 936 vs 984).
- */
-struct mm_struct *nsvm_current_mm(void);
-
 /**
  * struct nsvm_task_layout - where the C compiler put fields of task_struct
  * that the kernel crate reads through bindgen's layout.

@@ -71,9 +71,6 @@ unsafe extern "C" {
 unsafe extern "C" {
     pub fn nsvm_notifier_mm(n: *mut nsvm_notifier) -> *mut mm_struct;
 }
-unsafe extern "C" {
-    pub fn nsvm_current_mm() -> *mut mm_struct;
-}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct nsvm_task_layout {
