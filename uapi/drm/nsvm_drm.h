@@ -29,6 +29,13 @@ extern "C" {
  * - Errors are negative errno values; each ioctl documents the ones it
  *   returns. An ioctl number nsvm does not know fails with -EINVAL (from the
  *   DRM core).
+ * - Every address range an ioctl takes (MIGRATE and SET_ATTR ranges,
+ *   SNAPSHOT's pages, each operand of each EXEC command, a READ's
+ *   destination included) must lie below the user address limit of the
+ *   calling process: TASK_SIZE of its address space, the end of the last
+ *   page below 2^DRM_NSVM_PARAM_VA_BITS (2^47 - 4096 on x86-64, 2^56 - 4096
+ *   with 5-level paging). A range that reaches past it, or past 2^64,
+ *   fails with -EINVAL before anything is done.
  */
 
 /** DRM_NSVM_UAPI_MAJOR - incompatible uapi revisions bump this. */
@@ -51,8 +58,10 @@ extern "C" {
  * @DRM_NSVM_PARAM_FEATURES: mask of DRM_NSVM_FEATURE_* bits.
  * @DRM_NSVM_PARAM_PAGE_SIZES: mask of the page sizes the GPU page table can
  *	map; bit n set means pages of 2^n bytes.
- * @DRM_NSVM_PARAM_VA_BITS: width of a GPU virtual address; the GPU can
- *	reach CPU addresses below 2^VA_BITS.
+ * @DRM_NSVM_PARAM_VA_BITS: width of a GPU virtual address: the width of a
+ *	user address on this machine (47, or 56 with 5-level paging). The
+ *	GPU can reach every address below the user address limit, which
+ *	lies below 2^VA_BITS (see "nsvm uapi conventions").
  * @DRM_NSVM_PARAM_VRAM_SIZE: device memory in bytes (0: none yet).
  * @DRM_NSVM_PARAM_DEVICE_INDEX: index of the device among nsvm devices.
  * @DRM_NSVM_PARAM_COUNT: number of params; not a param.
@@ -205,8 +214,9 @@ struct drm_nsvm_cmd {
  * Errors: -EINVAL for a bad @size, non-zero @flags or @pad, a @cmd_size
  * other than sizeof(struct drm_nsvm_cmd), more than DRM_NSVM_EXEC_MAX_CMDS
  * commands, or a command with an unknown op, non-zero flags, a length over
- * DRM_NSVM_CMD_MAX_LEN, an unaligned atomic, overlapping copy ranges or a
- * range that wraps; -EFAULT for an unreadable @cmds array, an unwritable
+ * DRM_NSVM_CMD_MAX_LEN, an unaligned atomic, overlapping copy ranges or an
+ * operand past the user address limit (the whole list is checked before
+ * any command runs); -EFAULT for an unreadable @cmds array, an unwritable
  * READ buffer, or a GPU fault that cannot be served (see above); -ENOENT,
  * -EPERM, -ESRCH: see "SVM lifetime rules"; -EINTR if a signal
  * interrupted it (the interrupted command may be partly done).
@@ -284,7 +294,8 @@ struct drm_nsvm_counters {
  * read the counters only.
  *
  * Errors: -EINVAL for a bad @size, non-zero @flags, an unaligned @start,
- * more than DRM_NSVM_SNAPSHOT_MAX_PAGES pages or a range that wraps;
+ * more than DRM_NSVM_SNAPSHOT_MAX_PAGES pages or pages past the user
+ * address limit;
  * -EFAULT for an unwritable @states; -ENOENT, -EPERM, -ESRCH: see "SVM
  * lifetime rules".
  */
@@ -336,7 +347,8 @@ enum drm_nsvm_mem {
  * whole) transparently.
  * Errors: -EINVAL for a bad @size, non-zero @flags or @pad, an unknown
  * @target, an unaligned @start or @length, a @length of 0 or over
- * DRM_NSVM_MIGRATE_MAX_LEN, or a range that wraps; -ENOMEM; -EINTR if a
+ * DRM_NSVM_MIGRATE_MAX_LEN, or a range past the user address limit;
+ * -ENOMEM; -EINTR if a
  * signal interrupted it (what moved stays moved, and is counted);
  * -ENOENT, -EPERM, -ESRCH: see "SVM lifetime rules".
  */
@@ -408,7 +420,8 @@ enum drm_nsvm_atomic {
  * the GPU maps the pages where they are.
  * Errors: -EINVAL for a bad @size, non-zero @flags or @pad, an unknown
  * @preferred or @atomic, @migrate_on_fault other than 0 or 1, an
- * unaligned @start or @length, a @length of 0 or a range that wraps;
+ * unaligned @start or @length, a @length of 0 or a range past the user
+ * address limit;
  * -ENOSPC when the file would hold more than DRM_NSVM_ATTR_MAX_RANGES
  * ranges; -ENOENT, -EPERM, -ESRCH: see "SVM lifetime rules".
  */

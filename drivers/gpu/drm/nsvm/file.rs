@@ -22,6 +22,7 @@ use kernel::{
 };
 
 use crate::{
+    addr,
     attr::Attr,
     driver::NsvmDevice,
     gpu::{
@@ -34,6 +35,7 @@ use crate::{
         PAGE_SIZE_4K, //
     },
     ioctl::Ioctl,
+    mm,
     mm::{
         migrate::Direction,
         PinnedWrite, //
@@ -95,6 +97,7 @@ impl Ioctl for GetParam {
         let facts = param::Facts {
             index: dev.index,
             vram_size: dev.vram.size() as u64,
+            va_bits: mm::user_va_bits(),
         };
         arg.value = param::query(&facts, arg.param)?;
         Ok(0)
@@ -169,6 +172,7 @@ impl Ioctl for Exec {
         arg.completed = 0;
         arg.fault_addr = 0;
         arg.fault_write = 0;
+        let limit = caller_limit()?;
         let mirror = file.inner().get_ref().mirror()?;
         let mm = mirror.enter()?;
 
@@ -178,7 +182,7 @@ impl Ioctl for Exec {
         let mut cmds = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
             let cmd: uapi::drm_nsvm_cmd = reader.read()?;
-            engine::validate(&cmd)?;
+            engine::validate(&cmd, limit)?;
             cmds.push(cmd, GFP_KERNEL)?;
         }
 
@@ -256,16 +260,15 @@ impl Ioctl for Snapshot {
         file: &drm::File<NsvmFile>,
         arg: &mut Self::Arg,
     ) -> Result<u32> {
-        let npages = arg.npages as usize;
         if arg.flags & !uapi::DRM_NSVM_SNAPSHOT_CPU != 0
-            || arg.start as usize % PAGE_SIZE_4K != 0
+            || arg.start % PAGE_SIZE_4K as u64 != 0
             || arg.npages > u64::from(uapi::DRM_NSVM_SNAPSHOT_MAX_PAGES)
-            || (arg.start as usize)
-                .checked_add(npages * PAGE_SIZE_4K)
-                .is_none()
         {
             return Err(EINVAL);
         }
+        // OVERFLOW: At most 2^20 pages.
+        addr::range_end(arg.start, arg.npages * PAGE_SIZE_4K as u64, caller_limit()?)?;
+        let npages = arg.npages as usize;
         let mirror = file.inner().get_ref().mirror()?;
         let mm = mirror.enter()?;
         let mut states = KVVec::from_elem(0u8, npages, GFP_KERNEL | __GFP_NOWARN)?;
@@ -282,15 +285,15 @@ impl Ioctl for Snapshot {
     }
 }
 
-/// Checks a page-aligned range of `length` bytes from `start`: `EINVAL`
-/// if it is empty, unaligned, longer than `max` or wraps; its end if not.
-fn page_range(start: u64, length: u64, max: u64) -> Result<usize> {
-    let page = PAGE_SIZE_4K as u64;
-    if length == 0 || length > max || start % page != 0 || length % page != 0 {
-        return Err(EINVAL);
-    }
-    let end = start.checked_add(length).ok_or(EINVAL)?;
-    usize::try_from(end).map_err(|_| EINVAL)
+/// The user address limit of the calling process (`TASK_SIZE`), which
+/// every address an ioctl takes is checked against before anything else
+/// is done with it (see `addr.rs`). A bound file's caller that is not its
+/// owner fails with `EPERM` after this; the limit is then not the
+/// mirror's, but nothing was done with it.
+fn caller_limit() -> Result<usize> {
+    let task = kernel::current!();
+    let mm: &kernel::mm::Mm = task.mm().ok_or(ESRCH)?;
+    Ok(mm::task_size(mm))
 }
 
 /// `DRM_IOCTL_NSVM_MIGRATE`.
@@ -307,7 +310,12 @@ impl Ioctl for MigrateIoctl {
         file: &drm::File<NsvmFile>,
         arg: &mut Self::Arg,
     ) -> Result<u32> {
-        let end = page_range(arg.start, arg.length, uapi::DRM_NSVM_MIGRATE_MAX_LEN)?;
+        let end = addr::page_range(
+            arg.start,
+            arg.length,
+            uapi::DRM_NSVM_MIGRATE_MAX_LEN,
+            caller_limit()?,
+        )?;
         let target = match arg.target {
             uapi::DRM_NSVM_MEM_SYSTEM => Direction::ToSystem,
             uapi::DRM_NSVM_MEM_DEVICE => Direction::ToDevice,
@@ -341,7 +349,7 @@ impl Ioctl for SetAttr {
         file: &drm::File<NsvmFile>,
         arg: &mut Self::Arg,
     ) -> Result<u32> {
-        let end = page_range(arg.start, arg.length, u64::MAX)?;
+        let end = addr::page_range(arg.start, arg.length, u64::MAX, caller_limit()?)?;
         let attr = Attr::from_uapi(arg)?;
         if arg.flags != 0 || arg.pad != 0 {
             return Err(EINVAL);

@@ -24,7 +24,27 @@ pub(crate) mod pagemap;
 mod sys;
 mod user;
 
-use kernel::prelude::*;
+use kernel::{
+    mm::Mm,
+    prelude::*, //
+};
+
+/// The user address limit of `mm` (`mm->task_size`, `TASK_SIZE` of its
+/// processes): page aligned, and no user address of `mm` lies at or above
+/// it.
+pub(crate) fn task_size(mm: &Mm) -> usize {
+    // SAFETY: `mm` is a valid `mm_struct` (its memory is held by `Mm`'s
+    // reference), and `task_size` is set once, at exec.
+    unsafe { sys::nsvm_mm_task_size(mm.as_raw()) }
+}
+
+/// Bits of a user address on this machine: every process's limit
+/// ([`task_size`]) lies below `1 << user_va_bits()` (47, or 56 with 5-level
+/// paging).
+pub(crate) fn user_va_bits() -> u32 {
+    // SAFETY: No requirements.
+    unsafe { sys::nsvm_user_va_bits() }
+}
 
 pub(crate) use user::PinnedWrite;
 

@@ -7,6 +7,7 @@
 //! module instance registers `num_devices` emulated GPUs, each a DRM device
 //! with a render node on a faux device; see `Documentation/nsvm/`.
 
+mod addr;
 mod attr;
 mod card;
 mod driver;

@@ -9,15 +9,16 @@ use crate::uapi;
 /// GPU page sizes the page table can map: 4 KiB and 2 MiB.
 pub(crate) const PAGE_SIZES: u64 = (1 << 12) | (1 << 21);
 
-/// Width of a GPU virtual address: the x86_64 user address space.
-pub(crate) const VA_BITS: u64 = 47;
-
 /// What a device tells about itself.
 pub(crate) struct Facts {
     /// Device index.
     pub(crate) index: u32,
     /// Device memory in bytes.
     pub(crate) vram_size: u64,
+    /// Width of a GPU virtual address: the user address space's (47 bits,
+    /// or 56 with 5-level paging). Every address below a process's user
+    /// address limit (`TASK_SIZE`, below `1 << va_bits`) is one.
+    pub(crate) va_bits: u32,
 }
 
 /// The value of `param` for a device with `facts`; `EINVAL` for a param
@@ -35,7 +36,7 @@ pub(crate) fn query(facts: &Facts, param: u32) -> Result<u64> {
             u64::from(f)
         }
         uapi::DRM_NSVM_PARAM_PAGE_SIZES => PAGE_SIZES,
-        uapi::DRM_NSVM_PARAM_VA_BITS => VA_BITS,
+        uapi::DRM_NSVM_PARAM_VA_BITS => facts.va_bits.into(),
         uapi::DRM_NSVM_PARAM_VRAM_SIZE => facts.vram_size,
         uapi::DRM_NSVM_PARAM_DEVICE_INDEX => facts.index.into(),
         _ => return Err(EINVAL),
@@ -49,6 +50,7 @@ mod tests {
     const FACTS: Facts = Facts {
         index: 3,
         vram_size: 0,
+        va_bits: 47,
     };
 
     #[test]
@@ -71,6 +73,7 @@ mod tests {
         assert_eq!(version >> 16, u64::from(uapi::DRM_NSVM_UAPI_MAJOR));
         assert_eq!(version & 0xffff, u64::from(uapi::DRM_NSVM_UAPI_MINOR));
         assert_eq!(query(&FACTS, uapi::DRM_NSVM_PARAM_DEVICE_INDEX)?, 3);
+        assert_eq!(query(&FACTS, uapi::DRM_NSVM_PARAM_VA_BITS)?, 47);
         let sizes = query(&FACTS, uapi::DRM_NSVM_PARAM_PAGE_SIZES)?;
         assert_eq!(sizes & (1 << 12), 1 << 12);
         assert_eq!(sizes & (1 << 21), 1 << 21);

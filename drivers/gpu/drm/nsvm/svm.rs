@@ -58,6 +58,7 @@ use kernel::{
 };
 
 use crate::{
+    addr,
     attr::{
         AtomicMode,
         Attr,
@@ -162,6 +163,10 @@ pub(crate) struct MirrorVm<V: GpuVm> {
     pub(crate) counters: Counters,
     /// The file's client id (debugfs `client-<id>`, tracepoints).
     pub(crate) client: u64,
+    /// The user address limit of the address space (`TASK_SIZE`, page
+    /// aligned): the ioctls let no address at or above it in, and windows
+    /// end at it.
+    pub(crate) limit: usize,
 }
 
 impl<V: GpuVm> Invalidate for MirrorVm<V> {
@@ -288,10 +293,10 @@ impl<V: GpuVm> Mirror<V> {
                 vram,
                 counters: Counters::new(),
                 client: id,
+                limit: crate::mm::task_size(mm),
             }),
             GFP_KERNEL,
         )?;
-        // The whole user address space, as one subscription.
         let stats = Stats {
             vm: data.clone(),
             window,
@@ -303,8 +308,9 @@ impl<V: GpuVm> Mirror<V> {
             GFP_KERNEL,
         )?;
         let debugfs = KBox::pin_init(debugfs.read_only_file(&name, stats), GFP_KERNEL)?;
-        let notifier =
-            IntervalNotifier::new(mm, 0, usize::MAX & !(PAGE_SIZE_4K - 1), Some(owner), data)?;
+        // The whole user address space, as one subscription.
+        let limit = data.limit;
+        let notifier = IntervalNotifier::new(mm, 0, limit, Some(owner), data)?;
         let grab: &Mm = mm;
         Ok(Self {
             _debugfs: debugfs,
@@ -405,6 +411,7 @@ impl<V: GpuVm> Mirror<V> {
     /// fault's VMA does not cover is queued again by the replay's probe.
     /// The first fault that cannot be served stops the batch.
     pub(crate) fn serve(&self, mm: &MmWithUser, faults: &mut [Fault]) -> Result<(), Unserved> {
+        let limit = self.vm().limit;
         let win = |f: &Fault| f.addr & !(self.window - 1);
         faults.sort_unstable_by_key(|f| f.addr);
         for run in faults.chunk_by(|a, b| win(a) == win(b)) {
@@ -414,9 +421,10 @@ impl<V: GpuVm> Mirror<V> {
                 .or_else(|| run.iter().find(|f| f.write))
                 .unwrap_or(&run[0]);
             // Sorted: the span runs from the first fault to the last.
+            let last = run[run.len() - 1].addr & !(FAULT_AROUND - 1);
             let need = (
                 run[0].addr & !(FAULT_AROUND - 1),
-                (run[run.len() - 1].addr & !(FAULT_AROUND - 1)).saturating_add(FAULT_AROUND),
+                addr::window_end(last, FAULT_AROUND, limit),
             );
             self.fault(mm, f, need).map_err(|err| Unserved {
                 addr: f.addr,
@@ -431,11 +439,17 @@ impl<V: GpuVm> Mirror<V> {
     /// the fault window first if asked to, maps the window (faulting in
     /// what is missing of `need`, which holds `f`), and for an atomic on
     /// system memory takes exclusive access to the page.
+    ///
+    /// A fault at or above the user address limit is `EFAULT`: no user
+    /// memory is there (the ioctls let no such address in).
     pub(crate) fn fault(&self, mm: &MmWithUser, f: &Fault, need: (usize, usize)) -> Result {
         let vm = self.vm();
+        if f.addr >= vm.limit {
+            return Err(EFAULT);
+        }
         let attr = vm.attrs.lock().get(f.addr);
         let win_start = f.addr & !(self.window - 1);
-        let win_end = win_start.saturating_add(self.window);
+        let win_end = addr::window_end(win_start, self.window, vm.limit);
         if attr.fault_to_device() || (f.atomic && attr.atomic == AtomicMode::Device) {
             // Best effort: what cannot move is mapped where it is.
             match vm.vram.migrate(mm, win_start, win_end, Direction::ToDevice) {
@@ -585,14 +599,20 @@ impl<V: GpuVm> Mirror<V> {
 
     /// The CPU-side state of the pages from `start`, one `DRM_NSVM_PTE_*`
     /// byte each, into `out` (`SNAPSHOT` with `DRM_NSVM_SNAPSHOT_CPU`).
+    /// `EINVAL` unless `start` is page aligned and the pages lie below the
+    /// user address limit.
     pub(crate) fn snapshot_cpu(&self, mm: &MmWithUser, start: usize, out: &mut [u8]) -> Result {
         // Large windows: a snapshot walks holes quickly, and each window
         // costs an allocation, the mmap lock and a notifier sequence.
         const WINDOW: usize = 32 * PAGE_SIZE_2M;
-        let end = start + out.len() * PAGE_SIZE_4K;
+        let len = out.len().checked_mul(PAGE_SIZE_4K).ok_or(EINVAL)?;
+        let end = addr::range_end(start as u64, len as u64, self.vm().limit)?;
+        if start % PAGE_SIZE_4K != 0 {
+            return Err(EINVAL);
+        }
         let mut va = start;
         while va < end {
-            let wend = end.min((va & !(WINDOW - 1)) + WINDOW);
+            let wend = addr::window_end(va & !(WINDOW - 1), WINDOW, end);
             let rf = self.notifier.range_fault(
                 mm,
                 va,

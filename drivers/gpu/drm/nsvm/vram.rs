@@ -463,7 +463,7 @@ impl Vram {
     /// (`dir` = [`Direction::ToDevice`]) or back to system memory. Holes and
     /// VMAs that cannot migrate are skipped; pages already where they
     /// should be are not counted. `EINTR` if a signal is pending (what
-    /// moved stays moved).
+    /// moved stays moved); `EINVAL` for an unaligned or reversed range.
     pub(crate) fn migrate(
         &self,
         mm: &MmWithUser,
@@ -471,6 +471,9 @@ impl Vram {
         end: usize,
         dir: Direction,
     ) -> Result<Moved> {
+        if start % PAGE_SIZE_4K != 0 || end % PAGE_SIZE_4K != 0 || start > end {
+            return Err(EINVAL);
+        }
         let mut mig = Migrate::new()?;
         let mut moved = Moved::default();
         let mut addr = start;
@@ -482,7 +485,10 @@ impl Vram {
             if kernel::current!().signal_pending() {
                 return Err(EINTR);
             }
-            let step = (end.min((addr & !(PAGE_SIZE_2M - 1)) + PAGE_SIZE_2M) - addr) / PAGE_SIZE_4K;
+            // The rest of `addr`'s 2 MiB block: `end` (aligned) bounds it
+            // where the block's end would not fit.
+            let block_end = (addr & !(PAGE_SIZE_2M - 1)).saturating_add(PAGE_SIZE_2M);
+            let step = (block_end.min(end) - addr) / PAGE_SIZE_4K;
             let (next, evict) = {
                 let lock = MmapRead::lock(mm);
                 let (next, collected) = mig.setup(&lock, addr, end, self.owner(), dir)?;
@@ -532,6 +538,7 @@ impl Vram {
             }
             res = None;
             starved = false;
+            // OVERFLOW: `addr < end`, both page aligned.
             addr = next.max(addr + PAGE_SIZE_4K);
         }
         let c = match dir {

@@ -43,6 +43,7 @@ use kernel::{
 };
 
 use crate::{
+    addr,
     gpu::queue::OwnedQueue,
     gpu::{
         Fault,
@@ -620,16 +621,18 @@ fn chunk(va: usize, left: usize) -> usize {
 }
 
 /// Checks a command before anything runs: `EINVAL` for what the uapi
-/// forbids.
-pub(crate) fn validate(cmd: &uapi::drm_nsvm_cmd) -> Result {
+/// forbids, an operand included that does not lie below the user address
+/// limit `limit`.
+pub(crate) fn validate(cmd: &uapi::drm_nsvm_cmd, limit: usize) -> Result {
     if cmd.flags != 0 || cmd.len > u64::from(uapi::DRM_NSVM_CMD_MAX_LEN) {
         return Err(EINVAL);
     }
-    let in_range = |addr: u64, len: u64| addr.checked_add(len).is_some();
-    // Two operands that neither wrap nor overlap.
+    let in_range = |addr: u64, len: u64| addr::range_end(addr, len, limit).is_ok();
+    // Two operands below the limit that do not overlap.
     let disjoint = |cmd: &uapi::drm_nsvm_cmd| {
         in_range(cmd.src, cmd.len)
             && in_range(cmd.dst, cmd.len)
+            // OVERFLOW: Both below the limit.
             && (cmd.src + cmd.len <= cmd.dst || cmd.dst + cmd.len <= cmd.src)
     };
     match cmd.op {
@@ -671,18 +674,47 @@ mod tests {
         assert_eq!(u32::from_le_bytes([y[4], y[5], y[6], y[7]]), u32::MAX);
     }
 
+    const LIMIT: usize = (1 << 47) - PAGE_SIZE_4K;
+
     #[test]
     fn validate_axpy32() {
         let op = uapi::DRM_NSVM_OP_AXPY32;
-        assert!(validate(&cmd(op, 0x2000, 0x1000, 0x1000)).is_ok());
-        assert!(validate(&cmd(op, 0x2000, 0x1000, 0)).is_ok());
+        let v = |c| validate(&c, LIMIT);
+        assert!(v(cmd(op, 0x2000, 0x1000, 0x1000)).is_ok());
+        assert!(v(cmd(op, 0x2000, 0x1000, 0)).is_ok());
         // Unaligned operands or length.
-        assert_eq!(validate(&cmd(op, 0x2002, 0x1000, 8)), Err(EINVAL));
-        assert_eq!(validate(&cmd(op, 0x2000, 0x1001, 8)), Err(EINVAL));
-        assert_eq!(validate(&cmd(op, 0x2000, 0x1000, 6)), Err(EINVAL));
+        assert_eq!(v(cmd(op, 0x2002, 0x1000, 8)), Err(EINVAL));
+        assert_eq!(v(cmd(op, 0x2000, 0x1001, 8)), Err(EINVAL));
+        assert_eq!(v(cmd(op, 0x2000, 0x1000, 6)), Err(EINVAL));
         // Overlap, in place included, and wrapping.
-        assert_eq!(validate(&cmd(op, 0x1000, 0x1000, 8)), Err(EINVAL));
-        assert_eq!(validate(&cmd(op, 0x1004, 0x1000, 8)), Err(EINVAL));
-        assert_eq!(validate(&cmd(op, u64::MAX - 3, 0x1000, 8)), Err(EINVAL));
+        assert_eq!(v(cmd(op, 0x1000, 0x1000, 8)), Err(EINVAL));
+        assert_eq!(v(cmd(op, 0x1004, 0x1000, 8)), Err(EINVAL));
+        assert_eq!(v(cmd(op, u64::MAX - 3, 0x1000, 8)), Err(EINVAL));
+    }
+
+    #[test]
+    fn validate_at_the_limit() {
+        let limit = LIMIT as u64;
+        let page = PAGE_SIZE_4K as u64;
+        let v = |c| validate(&c, LIMIT);
+        let (fill, add32, add64) = (
+            uapi::DRM_NSVM_OP_FILL,
+            uapi::DRM_NSVM_OP_ATOMIC_ADD32,
+            uapi::DRM_NSVM_OP_ATOMIC_ADD64,
+        );
+        assert!(v(cmd(fill, limit - page, 0, page)).is_ok());
+        assert!(v(cmd(fill, limit, 0, 0)).is_ok());
+        assert_eq!(v(cmd(fill, limit - page, 0, page + 1)), Err(EINVAL));
+        assert_eq!(v(cmd(fill, 0xffff_ffff_ffe0_0000, 0, page)), Err(EINVAL));
+        assert!(v(cmd(add32, limit - 4, 0, 0)).is_ok());
+        assert_eq!(v(cmd(add32, limit, 0, 0)), Err(EINVAL));
+        assert!(v(cmd(add64, limit - 8, 0, 0)).is_ok());
+        assert_eq!(v(cmd(add64, limit, 0, 0)), Err(EINVAL));
+        // Both operands of a copy, and a READ's destination.
+        let (copy, read) = (uapi::DRM_NSVM_OP_COPY, uapi::DRM_NSVM_OP_READ);
+        assert_eq!(v(cmd(copy, 0x1000, limit, 8)), Err(EINVAL));
+        assert_eq!(v(cmd(copy, limit, 0x1000, 8)), Err(EINVAL));
+        assert_eq!(v(cmd(read, limit, 0x1000, 8)), Err(EINVAL));
+        assert_eq!(v(cmd(read, 0x1000, 1 << 63, 8)), Err(EINVAL));
     }
 }

@@ -4,6 +4,7 @@
  * the safe Rust types in mm.rs. See shim.h for the contract of each call.
  */
 
+#include <linux/bitops.h>
 #include <linux/hmm.h>
 #include <linux/jiffies.h>
 #include <linux/memremap.h>
@@ -96,6 +97,16 @@ void nsvm_task_layout(struct nsvm_task_layout *out)
 	out->pid = offsetof(struct task_struct, pid);
 	out->tgid = offsetof(struct task_struct, tgid);
 	out->group_leader = offsetof(struct task_struct, group_leader);
+}
+
+unsigned long nsvm_mm_task_size(const struct mm_struct *mm)
+{
+	return mm->task_size;
+}
+
+unsigned int nsvm_user_va_bits(void)
+{
+	return fls64(TASK_SIZE_MAX);
 }
 
 struct mm_struct *nsvm_notifier_mm(struct nsvm_notifier *n)

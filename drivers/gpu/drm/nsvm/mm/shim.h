@@ -61,6 +61,11 @@ _Bool nsvm_notifier_read_retry(struct nsvm_notifier *n, unsigned long seq);
 void nsvm_notifier_set_seq(struct nsvm_notifier *n, unsigned long cur_seq);
 struct mm_struct *nsvm_notifier_mm(struct nsvm_notifier *n);
 
+/* mm->task_size: the user address limit of @mm, page aligned. */
+unsigned long nsvm_mm_task_size(const struct mm_struct *mm);
+/* Bits of a user address: TASK_SIZE_MAX is below 1 << this. */
+unsigned int nsvm_user_va_bits(void);
+
 /**
  * struct nsvm_task_layout - where the C compiler put fields of task_struct
  * that the kernel crate reads through bindgen's layout.

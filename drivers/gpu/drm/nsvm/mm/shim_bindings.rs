@@ -71,6 +71,12 @@ unsafe extern "C" {
 unsafe extern "C" {
     pub fn nsvm_notifier_mm(n: *mut nsvm_notifier) -> *mut mm_struct;
 }
+unsafe extern "C" {
+    pub fn nsvm_mm_task_size(mm: *const mm_struct) -> kernel::ffi::c_ulong;
+}
+unsafe extern "C" {
+    pub fn nsvm_user_va_bits() -> kernel::ffi::c_uint;
+}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct nsvm_task_layout {
