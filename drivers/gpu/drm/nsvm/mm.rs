@@ -46,6 +46,14 @@ pub(crate) fn user_va_bits() -> u32 {
     unsafe { sys::nsvm_user_va_bits() }
 }
 
+/// For KUnit: gives the test's kthread an address space of its own and
+/// maps `len` bytes of private anonymous memory in it; their address.
+#[cfg(CONFIG_KUNIT = "y")]
+pub(crate) fn kunit_mmap(len: usize) -> Option<usize> {
+    // SAFETY: No requirements: outside a KUnit test it returns 0.
+    Some(unsafe { sys::nsvm_kunit_mmap(len) }).filter(|&a| a != 0)
+}
+
 pub(crate) use user::PinnedWrite;
 
 pub(crate) use notifier::{

@@ -496,13 +496,12 @@ impl<V: GpuVm> Mirror<V> {
                 let pte = match *state {
                     PageState::Present {
                         page,
+                        pfn,
                         writable,
                         order,
                         device_private,
                     } => {
-                        let index = device_private
-                            .then(|| vm.vram.index(page.as_ptr()))
-                            .flatten();
+                        let index = device_private.then(|| vm.vram.index(pfn)).flatten();
                         vram_page = vram_page.or(index);
                         Some(Pte {
                             addr: index.map_or(PteAddr::System(page), PteAddr::Vram),

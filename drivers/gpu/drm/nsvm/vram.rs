@@ -178,7 +178,7 @@ impl VramMem {
         while i < m.len() {
             let s = m.src(i);
             let n = 1usize << s.order;
-            let src = match s.page.and_then(|p| pm.index(p)) {
+            let src = match s.page.and_then(|_| pm.index(s.pfn)) {
                 Some(index) if s.migrate => index,
                 _ => {
                     i += n;
@@ -356,9 +356,9 @@ impl Vram {
         self.pagemap.get().owner()
     }
 
-    /// The index of `page` if it is one of this device's pages.
-    pub(crate) fn index(&self, page: NonNull<bindings::page>) -> Option<usize> {
-        self.pagemap.get().index(page)
+    /// The index of the page at `pfn` if it is one of this device's pages.
+    pub(crate) fn index(&self, pfn: usize) -> Option<usize> {
+        self.pagemap.get().index(pfn)
     }
 
     /// The memory, for the GPU's accesses.
@@ -455,7 +455,7 @@ impl Vram {
     /// many moved.
     fn evict(&self, chunk: usize) -> Result<usize> {
         let mut mig = Migrate::new()?;
-        let mut m = mig.setup_device(self.pagemap.get(), chunk * CHUNK_PAGES, CHUNK_PAGES);
+        let mut m = mig.setup_device(self.pagemap.get(), chunk * CHUNK_PAGES, CHUNK_PAGES)?;
         self.mem().to_system(self.pagemap.get(), &mut m, false)
     }
 

@@ -23,6 +23,8 @@ struct nsvm_pagemap {
 	nsvm_folio_free_fn folio_free;
 	nsvm_migrate_to_ram_fn migrate_to_ram;
 	unsigned long pfn;
+	/* Pages asked for; the region is section aligned, so it may be larger. */
+	unsigned long npages;
 };
 
 static struct nsvm_pagemap *to_nsvm_pagemap(struct dev_pagemap *pgmap)
@@ -83,6 +85,7 @@ struct nsvm_pagemap *nsvm_pagemap_create(unsigned long size, const void *ctx,
 	pm->folio_free = folio_free;
 	pm->migrate_to_ram = migrate_to_ram;
 	pm->pfn = res->start >> PAGE_SHIFT;
+	pm->npages = size >> PAGE_SHIFT;
 	pm->pgmap.type = MEMORY_DEVICE_PRIVATE;
 	pm->pgmap.range.start = res->start;
 	pm->pgmap.range.end = res->end;
@@ -124,13 +127,9 @@ struct page *nsvm_pagemap_page_init(struct nsvm_pagemap *pm, unsigned long index
 	return page;
 }
 
-bool nsvm_pagemap_index(const struct nsvm_pagemap *pm, const struct page *page,
-			unsigned long *index)
+unsigned long nsvm_pagemap_npages(const struct nsvm_pagemap *pm)
 {
-	if (!is_device_private_page(page) || page_pgmap(page) != &pm->pgmap)
-		return false;
-	*index = page_to_pfn(page) - pm->pfn;
-	return true;
+	return pm->npages;
 }
 
 unsigned long nsvm_fault_address(const struct vm_fault *vmf)
@@ -260,6 +259,7 @@ void nsvm_migrate_src(const struct nsvm_migrate *m, unsigned long i, struct nsvm
 	unsigned long mpfn = m->src[i];
 
 	out->page = migrate_pfn_to_page(mpfn);
+	out->pfn = out->page ? page_to_pfn(out->page) : 0;
 	out->migrate = mpfn & MIGRATE_PFN_MIGRATE;
 	out->write = mpfn & MIGRATE_PFN_WRITE;
 	out->order = 0;

@@ -75,6 +75,8 @@ pub(crate) struct Src {
     /// The page; `None` for a hole or the zero page (the destination gets
     /// zeroes). Locked and valid until the migration is finalized.
     pub(crate) page: Option<NonNull<bindings::page>>,
+    /// The page's pfn (0 without a page).
+    pub(crate) pfn: usize,
     /// Selected (before [`Collected::migrate_pages`]) or migrated (after).
     pub(crate) migrate: bool,
     /// Mapped writable.
@@ -164,19 +166,25 @@ impl Migrate {
         Ok(self.collected())
     }
 
-    /// Collects up to [`MAX_PAGES`] device pages of `pagemap` from `index`
-    /// on, wherever they are mapped (`migrate_device_range()`), for
-    /// migration to system memory: eviction. Pages that are free or busy
-    /// (locked by someone else) are not selected.
+    /// Collects the `npages` (1 to [`MAX_PAGES`]) device pages of `pagemap`
+    /// from `index` on, wherever they are mapped (`migrate_device_range()`),
+    /// for migration to system memory: eviction. Pages that are free or busy
+    /// (locked by someone else) are not selected. `EINVAL` for pages that
+    /// are not all the pagemap's.
     pub(crate) fn setup_device<'a>(
         &'a mut self,
         pagemap: PagemapRef<'_>,
         index: usize,
         npages: usize,
-    ) -> Collected<'a> {
-        // SAFETY: `raw` is ours; the pfns are the pagemap's.
+    ) -> Result<Collected<'a>> {
+        let end = index.checked_add(npages).ok_or(EINVAL)?;
+        if npages == 0 || npages > MAX_PAGES || end > pagemap.npages() {
+            return Err(EINVAL);
+        }
+        // SAFETY: `raw` is ours; the `npages` pfns from `pfn() + index` are
+        // the pagemap's (checked above), which lives for the call.
         unsafe { sys::nsvm_migrate_setup_device(self.raw.as_ptr(), pagemap.pfn() + index, npages) };
-        self.collected()
+        Ok(self.collected())
     }
 
     fn collected(&mut self) -> Collected<'_> {
@@ -215,6 +223,7 @@ impl Collected<'_> {
     pub(crate) fn src(&self, i: usize) -> Src {
         let mut out = sys::nsvm_mpfn {
             page: core::ptr::null_mut(),
+            pfn: 0,
             migrate: false,
             write: false,
             order: 0,
@@ -225,6 +234,7 @@ impl Collected<'_> {
         }
         Src {
             page: NonNull::new(out.page),
+            pfn: out.pfn,
             migrate: out.migrate,
             write: out.write,
             order: out.order,

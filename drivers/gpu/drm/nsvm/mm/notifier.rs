@@ -25,7 +25,10 @@ use kernel::{
     alloc::flags::__GFP_NOWARN,
     bindings,
     mm::MmWithUser,
-    page::PAGE_SHIFT,
+    page::{
+        PAGE_SHIFT,
+        PAGE_SIZE, //
+    },
     prelude::*,
     sync::Arc, //
 };
@@ -121,11 +124,13 @@ pub(crate) struct Seq(usize);
 /// # Invariants
 ///
 /// `raw` was returned by `nsvm_notifier_create()` with `Arc::as_ptr(&data)`
-/// as context and [`callback::<T>`] as callback, and stays inserted until
-/// [`Drop`] removes it; `data` outlives it.
+/// as context and [`callback::<T>`] as callback, over `[start, end)`, and
+/// stays inserted until [`Drop`] removes it; `data` outlives it.
 pub(crate) struct IntervalNotifier<T: Invalidate> {
     raw: NonNull<sys::nsvm_notifier>,
     data: Arc<T>,
+    start: usize,
+    end: usize,
 }
 
 // SAFETY: The C notifier may be used from any thread; `T` is `Send + Sync`.
@@ -154,7 +159,8 @@ unsafe extern "C" fn callback<T: Invalidate>(
 
 impl<T: Invalidate> IntervalNotifier<T> {
     /// Subscribes `data` to the invalidations of `[start, start + len)` of
-    /// `mm`, for the device whose pages have owner `owner`.
+    /// `mm` (page aligned), for the device whose pages have owner `owner`.
+    /// `EINVAL` for an empty, unaligned or wrapping range.
     pub(crate) fn new(
         mm: &MmWithUser,
         start: usize,
@@ -162,6 +168,10 @@ impl<T: Invalidate> IntervalNotifier<T> {
         owner: Option<Owner>,
         data: Arc<T>,
     ) -> Result<Self> {
+        let end = start.checked_add(len).ok_or(EINVAL)?;
+        if len == 0 || start % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
+            return Err(EINVAL);
+        }
         let mut err = 0;
         // SAFETY:
         // - `mm` has users (`MmWithUser`), as insertion requires.
@@ -178,10 +188,15 @@ impl<T: Invalidate> IntervalNotifier<T> {
                 &mut err,
             )
         };
-        // INVARIANT: `raw` was created with `data` as context and stays
-        // inserted until `drop()`.
+        // INVARIANT: `raw` was created with `data` as context over `[start,
+        // end)` and stays inserted until `drop()`.
         match NonNull::new(raw) {
-            Some(raw) => Ok(Self { raw, data }),
+            Some(raw) => Ok(Self {
+                raw,
+                data,
+                start,
+                end,
+            }),
             None => Err(Error::from_errno(err)),
         }
     }
@@ -223,7 +238,9 @@ impl<T: Invalidate> IntervalNotifier<T> {
     /// With `device`, the owner's device pages are reported as they are;
     /// without, faulting migrates them back to system memory first.
     /// `mm` must be this notifier's address space, held with `mmget` for the
-    /// call: `EINVAL` otherwise.
+    /// call, and the window page aligned, not empty, inside the notifier's
+    /// range and holding `addr`: `EINVAL` otherwise. The `req.fault` part
+    /// may be anything: it is clipped to the window.
     pub(crate) fn range_fault(
         &self,
         mm: &MmWithUser,
@@ -237,7 +254,14 @@ impl<T: Invalidate> IntervalNotifier<T> {
             write,
             device,
         } = req;
-        if !self.watches(mm) || win_start > addr || addr >= win_end {
+        if !self.watches(mm)
+            || win_start % PAGE_SIZE != 0
+            || win_end % PAGE_SIZE != 0
+            || win_start < self.start
+            || win_end > self.end
+            || win_start > addr
+            || addr >= win_end
+        {
             return Err(EINVAL);
         }
         let (fault_start, fault_end) = fault.unwrap_or((0, 0));
@@ -285,6 +309,7 @@ impl<T: Invalidate> IntervalNotifier<T> {
     fn decode(&self, hmm_pfn: usize) -> PageState {
         let mut out = sys::nsvm_pfn {
             page: core::ptr::null_mut(),
+            pfn: 0,
             order: 0,
             valid: false,
             write: false,
@@ -296,6 +321,7 @@ impl<T: Invalidate> IntervalNotifier<T> {
         match NonNull::new(out.page) {
             Some(page) if out.valid => PageState::Present {
                 page: CpuPage(page),
+                pfn: out.pfn,
                 writable: out.write,
                 order: out.order as u8,
                 device_private: out.device_private,
@@ -359,6 +385,8 @@ pub(crate) enum PageState {
     Present {
         /// The page.
         page: CpuPage,
+        /// Its pfn.
+        pfn: usize,
         /// Mapped writable.
         writable: bool,
         /// CPU mapping order: 0 for a PTE, 9 for a 2 MiB PMD.
@@ -396,5 +424,70 @@ impl RangeFault {
     /// One entry per page, from [`RangeFault::start`].
     pub(crate) fn pages(&self) -> &[PageState] {
         &self.pages
+    }
+}
+
+#[kunit_tests(nsvm_notifier)]
+mod tests {
+    use super::*;
+    use crate::mm::kunit_mmap;
+
+    /// A subscriber with no device mappings.
+    struct Nothing;
+
+    impl Invalidate for Nothing {
+        fn invalidate(&self, inv: &Invalidation<'_>) -> bool {
+            inv.set_seq();
+            true
+        }
+    }
+
+    const SNAP: Request = Request {
+        fault: None,
+        write: false,
+        device: false,
+    };
+
+    #[test]
+    fn rejects_what_it_cannot_serve() -> Result {
+        let len = 16 * PAGE_SIZE;
+        let addr = kunit_mmap(len).ok_or(ENOMEM)?;
+        let task = kernel::current!();
+        let mm = task.mm().ok_or(ENOENT)?;
+        let data = Arc::new(Nothing, GFP_KERNEL)?;
+        let new = |start, len| IntervalNotifier::new(mm, start, len, None, data.clone()).err();
+        assert_eq!(new(addr + 1, len), Some(EINVAL));
+        assert_eq!(new(addr, len - 1), Some(EINVAL));
+        assert_eq!(new(addr, 0), Some(EINVAL));
+        assert_eq!(new(addr, usize::MAX & !(PAGE_SIZE - 1)), Some(EINVAL));
+
+        let n = IntervalNotifier::new(mm, addr, len, None, data.clone())?;
+        let rf = |a, s, e| n.range_fault(mm, a, s, e, SNAP).err();
+        // Unaligned windows: hmm would fill a pfn array sized by rounding
+        // down, past its end.
+        assert_eq!(rf(addr, addr, addr + len - 1), Some(EINVAL));
+        assert_eq!(rf(addr + 1, addr + 1, addr + len), Some(EINVAL));
+        // Outside the notifier's range, or not holding the address.
+        assert_eq!(rf(addr, addr - PAGE_SIZE, addr + len), Some(EINVAL));
+        assert_eq!(rf(addr, addr, addr + len + PAGE_SIZE), Some(EINVAL));
+        assert_eq!(rf(addr + len, addr, addr + len), Some(EINVAL));
+        assert_eq!(rf(addr, addr, addr), Some(EINVAL));
+
+        // The window itself: nothing there until faulted in.
+        let r = n.range_fault(mm, addr, addr, addr + len, SNAP)?;
+        assert_eq!(r.pages().len(), 16);
+        assert!(r.pages().iter().all(|p| *p == PageState::Absent));
+        let fault = Request {
+            fault: Some((addr, addr + len)),
+            write: true,
+            device: false,
+        };
+        let r = n.range_fault(mm, addr + PAGE_SIZE, addr, addr + len, fault)?;
+        assert_eq!((r.start(), r.end()), (addr, addr + len));
+        assert!(r
+            .pages()
+            .iter()
+            .all(|p| matches!(p, PageState::Present { writable: true, .. })));
+        Ok(())
     }
 }

@@ -98,13 +98,17 @@ impl PagemapRef<'_> {
         unsafe { sys::nsvm_pagemap_pfn(self.raw.as_ptr()) }
     }
 
-    /// The index of `page` if it is one of this pagemap's pages.
-    pub(crate) fn index(&self, page: NonNull<bindings::page>) -> Option<usize> {
-        let mut index = 0;
-        // SAFETY: `raw` is live (type invariants); `page` is only compared
-        // and its pfn computed, which is valid for any struct page.
-        unsafe { sys::nsvm_pagemap_index(self.raw.as_ptr(), page.as_ptr(), &mut index) }
-            .then_some(index)
+    /// The number of pages.
+    pub(crate) fn npages(&self) -> usize {
+        // SAFETY: `raw` is live (type invariants).
+        unsafe { sys::nsvm_pagemap_npages(self.raw.as_ptr()) }
+    }
+
+    /// The index of the page at `pfn` if it is one of this pagemap's pages:
+    /// the pagemap owns its pfn range, so this is arithmetic, and no
+    /// `struct page` is looked at.
+    pub(crate) fn index(&self, pfn: usize) -> Option<usize> {
+        pfn.checked_sub(self.pfn()).filter(|&i| i < self.npages())
     }
 
     /// Hands out the free device folio of `1 << order` pages at `index`:
@@ -274,4 +278,53 @@ pub(crate) unsafe fn copy_page(dst: NonNull<bindings::page>, src: NonNull<bindin
 pub(crate) unsafe fn clear_page(dst: NonNull<bindings::page>) {
     // SAFETY: By the safety requirements.
     unsafe { sys::nsvm_clear_page(dst.as_ptr()) };
+}
+
+#[kunit_tests(nsvm_pagemap)]
+mod tests {
+    use super::*;
+    use crate::mm::migrate::{
+        Migrate,
+        MAX_PAGES, //
+    };
+
+    /// Pages nobody uses.
+    struct Idle;
+
+    impl PagemapOps for Idle {
+        fn free(&self, _index: usize, _order: u32) {}
+
+        fn migrate_to_ram(&self, _fault: &DeviceFault<'_>) -> Result {
+            Err(EFAULT)
+        }
+    }
+
+    #[test]
+    fn indices_stay_inside() -> Result {
+        let pm = Pagemap::new(
+            MAX_PAGES * kernel::page::PAGE_SIZE,
+            Arc::new(Idle, GFP_KERNEL)?,
+        )?;
+        let r = pm.get();
+        let n = r.npages();
+        assert_eq!(n, MAX_PAGES);
+        assert_eq!(r.index(r.pfn()), Some(0));
+        assert_eq!(r.index(r.pfn() + n - 1), Some(n - 1));
+        assert_eq!(r.index(r.pfn() + n), None);
+        assert_eq!(r.index(r.pfn() - 1), None);
+        assert_eq!(r.index(0), None);
+        assert_eq!(r.index(usize::MAX), None);
+
+        let mut m = Migrate::new()?;
+        assert!(m.setup_device(r, 0, 0).is_err());
+        assert!(m.setup_device(r, n, 1).is_err());
+        assert!(m.setup_device(r, n - 1, 2).is_err());
+        assert!(m.setup_device(r, usize::MAX, 2).is_err());
+        assert!(m.setup_device(r, 0, n + 1).is_err());
+        // Every page is free: none is selected.
+        let c = m.setup_device(r, 0, n)?;
+        assert_eq!(c.len(), n);
+        assert!((0..n).all(|i| !c.src(i).migrate));
+        Ok(())
+    }
 }

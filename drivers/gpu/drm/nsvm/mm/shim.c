@@ -4,11 +4,15 @@
  * the safe Rust types in mm.rs. See shim.h for the contract of each call.
  */
 
+#include <kunit/test.h>
+#include <kunit/test-bug.h>
 #include <linux/bitops.h>
+#include <linux/err.h>
 #include <linux/hmm.h>
 #include <linux/jiffies.h>
 #include <linux/memremap.h>
 #include <linux/mm.h>
+#include <linux/mman.h>
 #include <linux/mmu_notifier.h>
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
@@ -107,6 +111,22 @@ unsigned long nsvm_mm_task_size(const struct mm_struct *mm)
 unsigned int nsvm_user_va_bits(void)
 {
 	return fls64(TASK_SIZE_MAX);
+}
+
+unsigned long nsvm_kunit_mmap(unsigned long len)
+{
+#if IS_ENABLED(CONFIG_KUNIT)
+	struct kunit *test = kunit_get_current_test();
+	unsigned long addr;
+
+	if (!test)
+		return 0;
+	addr = kunit_vm_mmap(test, NULL, 0, len, PROT_READ | PROT_WRITE,
+			     MAP_ANONYMOUS | MAP_PRIVATE, 0);
+	return IS_ERR_VALUE(addr) ? 0 : addr;
+#else
+	return 0;
+#endif
 }
 
 struct mm_struct *nsvm_notifier_mm(struct nsvm_notifier *n)
@@ -233,6 +253,7 @@ void nsvm_pfn_decode(const struct nsvm_notifier *n, unsigned long hmm_pfn,
 	out->valid = true;
 	out->write = hmm_pfn & HMM_PFN_WRITE;
 	out->page = hmm_pfn_to_page(hmm_pfn);
+	out->pfn = page_to_pfn(out->page);
 	out->order = hmm_pfn_to_map_order(hmm_pfn);
 	out->device_private = is_device_private_page(out->page) &&
 			      page_pgmap(out->page)->owner == n->owner;

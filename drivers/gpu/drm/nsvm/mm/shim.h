@@ -85,9 +85,17 @@ struct nsvm_task_layout {
 
 void nsvm_task_layout(struct nsvm_task_layout *out);
 
+/*
+ * For KUnit: give the test's kthread an address space of its own
+ * (kunit_attach_mm()) and map @len bytes of private anonymous memory in it
+ * (kunit_vm_mmap()); returns the address, or 0.
+ */
+unsigned long nsvm_kunit_mmap(unsigned long len);
+
 /**
  * struct nsvm_pfn - one page of an hmm_range_fault() result, decoded.
  * @page: the page, or NULL when not valid.
+ * @pfn: its pfn.
  * @order: the CPU mapping order (0: 4 KiB, 9: 2 MiB PMD).
  * @valid: present in the CPU page table.
  * @write: mapped writable.
@@ -96,6 +104,7 @@ void nsvm_task_layout(struct nsvm_task_layout *out);
  */
 struct nsvm_pfn {
 	struct page *page;
+	unsigned long pfn;
 	unsigned int order;
 	_Bool valid;
 	_Bool write;
@@ -153,15 +162,15 @@ struct nsvm_pagemap *nsvm_pagemap_create(unsigned long size, const void *ctx,
 void nsvm_pagemap_destroy(struct nsvm_pagemap *pm);
 /* The first pfn; it is 2 MiB aligned. */
 unsigned long nsvm_pagemap_pfn(const struct nsvm_pagemap *pm);
+/* The number of pages, @size of nsvm_pagemap_create() (the struct pages
+ * of the section-aligned region past them are never handed out). */
+unsigned long nsvm_pagemap_npages(const struct nsvm_pagemap *pm);
 /*
  * Hand out the free device page (folio of 2^@order pages) at @index:
  * refcount 1, locked, ready to be a migration destination.
  */
 struct page *nsvm_pagemap_page_init(struct nsvm_pagemap *pm, unsigned long index,
 				    unsigned int order);
-/* If @page is a device page of @pm, its index in *index. */
-_Bool nsvm_pagemap_index(const struct nsvm_pagemap *pm, const struct page *page,
-			 unsigned long *index);
 /* The device page a CPU fault hit, for a migrate_to_ram callback. */
 struct page *nsvm_fault_page(const struct vm_fault *vmf);
 /* The faulting address of @vmf. */
@@ -182,6 +191,7 @@ struct nsvm_migrate;
 /**
  * struct nsvm_mpfn - one source entry of a migration, decoded.
  * @page: the source page, NULL for a hole (pte_none) or the zero page.
+ * @pfn: its pfn (0 without a page).
  * @migrate: the entry is selected for migration (after
  *	nsvm_migrate_pages(): it was migrated).
  * @write: the page was mapped writable.
@@ -190,6 +200,7 @@ struct nsvm_migrate;
  */
 struct nsvm_mpfn {
 	struct page *page;
+	unsigned long pfn;
 	_Bool migrate;
 	_Bool write;
 	unsigned int order;

@@ -104,10 +104,14 @@ const _: () = {
 unsafe extern "C" {
     pub fn nsvm_task_layout(out: *mut nsvm_task_layout);
 }
+unsafe extern "C" {
+    pub fn nsvm_kunit_mmap(len: kernel::ffi::c_ulong) -> kernel::ffi::c_ulong;
+}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct nsvm_pfn {
     pub page: *mut page,
+    pub pfn: kernel::ffi::c_ulong,
     pub order: kernel::ffi::c_uint,
     pub valid: bool,
     pub write: bool,
@@ -116,15 +120,16 @@ pub struct nsvm_pfn {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nsvm_pfn"][::core::mem::size_of::<nsvm_pfn>() - 16usize];
+    ["Size of nsvm_pfn"][::core::mem::size_of::<nsvm_pfn>() - 24usize];
     ["Alignment of nsvm_pfn"][::core::mem::align_of::<nsvm_pfn>() - 8usize];
     ["Offset of field: nsvm_pfn::page"][::core::mem::offset_of!(nsvm_pfn, page) - 0usize];
-    ["Offset of field: nsvm_pfn::order"][::core::mem::offset_of!(nsvm_pfn, order) - 8usize];
-    ["Offset of field: nsvm_pfn::valid"][::core::mem::offset_of!(nsvm_pfn, valid) - 12usize];
-    ["Offset of field: nsvm_pfn::write"][::core::mem::offset_of!(nsvm_pfn, write) - 13usize];
-    ["Offset of field: nsvm_pfn::error"][::core::mem::offset_of!(nsvm_pfn, error) - 14usize];
+    ["Offset of field: nsvm_pfn::pfn"][::core::mem::offset_of!(nsvm_pfn, pfn) - 8usize];
+    ["Offset of field: nsvm_pfn::order"][::core::mem::offset_of!(nsvm_pfn, order) - 16usize];
+    ["Offset of field: nsvm_pfn::valid"][::core::mem::offset_of!(nsvm_pfn, valid) - 20usize];
+    ["Offset of field: nsvm_pfn::write"][::core::mem::offset_of!(nsvm_pfn, write) - 21usize];
+    ["Offset of field: nsvm_pfn::error"][::core::mem::offset_of!(nsvm_pfn, error) - 22usize];
     ["Offset of field: nsvm_pfn::device_private"]
-        [::core::mem::offset_of!(nsvm_pfn, device_private) - 15usize];
+        [::core::mem::offset_of!(nsvm_pfn, device_private) - 23usize];
 };
 unsafe extern "C" {
     pub fn nsvm_range_fault(
@@ -184,18 +189,14 @@ unsafe extern "C" {
     pub fn nsvm_pagemap_pfn(pm: *const nsvm_pagemap) -> kernel::ffi::c_ulong;
 }
 unsafe extern "C" {
+    pub fn nsvm_pagemap_npages(pm: *const nsvm_pagemap) -> kernel::ffi::c_ulong;
+}
+unsafe extern "C" {
     pub fn nsvm_pagemap_page_init(
         pm: *mut nsvm_pagemap,
         index: kernel::ffi::c_ulong,
         order: kernel::ffi::c_uint,
     ) -> *mut page;
-}
-unsafe extern "C" {
-    pub fn nsvm_pagemap_index(
-        pm: *const nsvm_pagemap,
-        page: *const page,
-        index: *mut kernel::ffi::c_ulong,
-    ) -> bool;
 }
 unsafe extern "C" {
     pub fn nsvm_fault_page(vmf: *const vm_fault) -> *mut page;
@@ -218,18 +219,20 @@ pub struct nsvm_migrate {
 #[derive(Debug, Copy, Clone)]
 pub struct nsvm_mpfn {
     pub page: *mut page,
+    pub pfn: kernel::ffi::c_ulong,
     pub migrate: bool,
     pub write: bool,
     pub order: kernel::ffi::c_uint,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of nsvm_mpfn"][::core::mem::size_of::<nsvm_mpfn>() - 16usize];
+    ["Size of nsvm_mpfn"][::core::mem::size_of::<nsvm_mpfn>() - 24usize];
     ["Alignment of nsvm_mpfn"][::core::mem::align_of::<nsvm_mpfn>() - 8usize];
     ["Offset of field: nsvm_mpfn::page"][::core::mem::offset_of!(nsvm_mpfn, page) - 0usize];
-    ["Offset of field: nsvm_mpfn::migrate"][::core::mem::offset_of!(nsvm_mpfn, migrate) - 8usize];
-    ["Offset of field: nsvm_mpfn::write"][::core::mem::offset_of!(nsvm_mpfn, write) - 9usize];
-    ["Offset of field: nsvm_mpfn::order"][::core::mem::offset_of!(nsvm_mpfn, order) - 12usize];
+    ["Offset of field: nsvm_mpfn::pfn"][::core::mem::offset_of!(nsvm_mpfn, pfn) - 8usize];
+    ["Offset of field: nsvm_mpfn::migrate"][::core::mem::offset_of!(nsvm_mpfn, migrate) - 16usize];
+    ["Offset of field: nsvm_mpfn::write"][::core::mem::offset_of!(nsvm_mpfn, write) - 17usize];
+    ["Offset of field: nsvm_mpfn::order"][::core::mem::offset_of!(nsvm_mpfn, order) - 20usize];
 };
 pub const nsvm_migrate_dir_NSVM_MIGRATE_TO_DEVICE: nsvm_migrate_dir = 0;
 pub const nsvm_migrate_dir_NSVM_MIGRATE_TO_SYSTEM: nsvm_migrate_dir = 1;
