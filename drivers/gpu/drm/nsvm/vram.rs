@@ -633,6 +633,14 @@ impl PinnedDrop for Vram {
             }
             kernel::time::delay::fsleep(kernel::time::Delta::from_micros(1000));
         }
+        // Something keeps device pages (a pin, a page held in a migration
+        // that does not end): memunmap_pages() now waits for it, and the
+        // log says why the removal hangs.
+        let pages: usize = self.mem().alloc.lock().chunks.iter().map(|c| c.used).sum();
+        pr_warn!(
+            "nsvm.{}: {pages} device pages still in use after {TEARDOWN_PASSES} eviction passes; waiting for them to be freed\n",
+            self.mem().dev
+        );
     }
 }
 
