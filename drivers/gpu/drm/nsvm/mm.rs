@@ -2,8 +2,9 @@
 
 //! Safe abstractions of the mm interfaces nsvm needs and the `kernel` crate
 //! lacks: mmu interval notifiers and `hmm_range_fault()` ([`notifier`]),
-//! device-private pagemaps ([`pagemap`]), and page migration and exclusive
-//! access ([`migrate`]).
+//! device-private pagemaps ([`pagemap`]), page migration and exclusive
+//! access ([`migrate`]), and accesses to pages that others access at the
+//! same time ([`access`]).
 //!
 //! Written as if for `rust/kernel/mm/`: nothing here knows about GPUs. The
 //! raw C lives in `mm/shim.c` and `mm/devmem.c`, which own every kernel
@@ -18,6 +19,7 @@
 //! `&MmWithUser` of the notifier's mm: the address space must have users
 //! for its duration.
 
+pub(crate) mod access;
 pub(crate) mod migrate;
 pub(crate) mod notifier;
 pub(crate) mod pagemap;

@@ -24,12 +24,10 @@
 //! last), so the queue is the device's own and dropping the device waits
 //! for it: no job code runs once the module may be unloaded.
 
+use core::ptr::NonNull;
+
 use kernel::{
-    new_condvar, new_mutex, new_work,
-    page::{
-        BorrowedPage,
-        Page, //
-    },
+    bindings, new_condvar, new_mutex, new_work,
     prelude::*,
     sync::{
         Arc,
@@ -56,7 +54,10 @@ use crate::{
         FAULT_GRANULE,
         PAGE_SIZE_4K, //
     },
-    mm::PinnedWrite,
+    mm::{
+        access,
+        PinnedWrite, //
+    },
     svm::MirrorVm,
     uapi,
 };
@@ -352,43 +353,41 @@ impl<V: GpuVm> Job<V> {
 
     /// Runs `f` on the page the GPU maps at `va`, with the offset of `va` in
     /// it; `Ok(None)` on a miss. `vm` is the VM lock's guard.
+    ///
+    /// The page `f` gets stays allocated for the call: a system page is in
+    /// the GPU page table, and the invalidation callback takes the VM lock
+    /// (which the caller holds while `vm` is borrowed) before the CPU may
+    /// unmap, and so free, it; a device page's backing page lives as long
+    /// as the device memory, which the mirror holds. Others (the process,
+    /// another mirror) may access it meanwhile: `f` uses [`access`].
     fn access<R>(
         &self,
         vm: &V,
         va: usize,
         write: bool,
         atomic: bool,
-        f: impl FnOnce(&Page, usize) -> Result<R>,
+        f: impl FnOnce(NonNull<bindings::page>, usize) -> Result<R>,
     ) -> Result<Option<R>> {
         let Some(pte) = vm.lookup(va).filter(|p| allows(p, write, atomic)) else {
             return Ok(None);
         };
-        let off = va % PAGE_SIZE_4K;
-        match pte.addr {
-            PteAddr::System(page) => {
-                // SAFETY: The entry is in the GPU page table and the caller
-                // holds the VM lock, which the invalidation callback takes
-                // before the CPU may unmap (and so free) the page: the page
-                // stays valid while `vm` is borrowed, after `f` returns.
-                let page = unsafe { BorrowedPage::from_raw(page.as_ptr()) };
-                f(&page, off).map(Some)
-            }
+        let page = match pte.addr {
+            PteAddr::System(page) => page.as_ptr(),
             // Device pages are mapped only once their chunk is populated.
             PteAddr::Vram(index) => {
                 let page = self.vm.vram.memory().page(index).ok_or(EINVAL)?;
-                f(page, off).map(Some)
+                NonNull::new(page.as_ptr()).ok_or(EINVAL)?
             }
-        }
+        };
+        f(page, va % PAGE_SIZE_4K).map(Some)
     }
 
     /// GPU-reads `buf.len()` bytes at `va`, within one page; `false` on a
     /// miss.
     fn read(&self, vm: &V, va: usize, buf: &mut [u8]) -> Result<bool> {
-        let n = buf.len();
-        // SAFETY: `buf` holds `n` bytes. The page is user memory, which the
-        // process may race on, as with `copy_from_user()`.
+        // SAFETY: `access()` hands out a page allocated for the call.
         let r = self.access(vm, va, false, false, |p, off| unsafe {
-            p.read_raw(buf.as_mut_ptr(), off, n)
+            access::read(p, off, buf)
         })?;
         Ok(r.is_some())
     }
@@ -396,20 +395,19 @@ impl<V: GpuVm> Job<V> {
     /// GPU-reads `buf.len()` bytes at `va`, within one page, through a
     /// writable mapping (the read of a read-modify-write); `false` on a miss.
     fn read_for_write(&self, vm: &V, va: usize, buf: &mut [u8]) -> Result<bool> {
-        let n = buf.len();
         // SAFETY: As for `read()`.
         let r = self.access(vm, va, true, false, |p, off| unsafe {
-            p.read_raw(buf.as_mut_ptr(), off, n)
+            access::read(p, off, buf)
         })?;
         Ok(r.is_some())
     }
 
     /// GPU-writes `buf` at `va`, within one page; `false` on a miss.
     fn write(&self, vm: &V, va: usize, buf: &[u8]) -> Result<bool> {
-        let n = buf.len();
-        // SAFETY: As for `read()`.
+        // SAFETY: `access()` hands out a page allocated for the call, which
+        // the GPU page table maps writable to this job.
         let r = self.access(vm, va, true, false, |p, off| unsafe {
-            p.write_raw(buf.as_ptr(), off, n)
+            access::write(p, off, buf)
         })?;
         Ok(r.is_some())
     }
@@ -536,28 +534,16 @@ impl<V: GpuVm> Job<V> {
             }
             uapi::DRM_NSVM_OP_ATOMIC_ADD32 | uapi::DRM_NSVM_OP_ATOMIC_ADD64 => {
                 let wide = cmd.op == uapi::DRM_NSVM_OP_ATOMIC_ADD64;
-                let size = if wide { 8 } else { 4 };
-                let addend = cmd.value;
-                // Read-modify-write under one hold of the VM lock: atomic
-                // against every other GPU access. Against the CPU, the
-                // entry's `atomic` permission says the page is device memory
-                // or exclusive to the device (or that the range's policy
-                // does not ask for it).
+                // One atomic instruction on the page: atomic against every
+                // other access. The entry's `atomic` permission is the
+                // range's policy on top: the page is device memory or
+                // exclusive to the device (or the policy leaves atomicity
+                // against the CPU to the system).
                 let vm = self.vm.vm.lock();
-                let old = self.access(&vm, dst, true, true, |p, off| {
-                    let mut bytes = [0u8; 8];
-                    // SAFETY: `bytes` holds 8 >= `size` bytes; the operand is
-                    // aligned, so it does not cross the page.
-                    unsafe { p.read_raw(bytes.as_mut_ptr(), off, size)? };
-                    let old = u64::from_le_bytes(bytes);
-                    let new = if wide {
-                        old.wrapping_add(addend)
-                    } else {
-                        u64::from((old as u32).wrapping_add(addend as u32))
-                    };
-                    // SAFETY: As above.
-                    unsafe { p.write_raw(new.to_le_bytes().as_ptr(), off, size)? };
-                    Ok(old)
+                // SAFETY: `access()` hands out a page allocated for the call,
+                // which the GPU page table maps writable to this job.
+                let old = self.access(&vm, dst, true, true, |p, off| unsafe {
+                    access::atomic_add(p, off, cmd.value, wide)
                 })?;
                 drop(vm);
                 let Some(old) = old else {

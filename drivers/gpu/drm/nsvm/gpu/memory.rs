@@ -31,7 +31,7 @@ use super::{
     PAGE_SIZE_2M,
     PAGE_SIZE_4K, //
 };
-use crate::mm::pagemap::{
+use crate::mm::access::{
     clear_page,
     copy_page, //
 };

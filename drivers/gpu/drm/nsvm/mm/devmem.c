@@ -6,6 +6,7 @@
  * call.
  */
 
+#include <linux/atomic.h>
 #include <linux/highmem.h>
 #include <linux/huge_mm.h>
 #include <linux/ioport.h>
@@ -150,6 +151,31 @@ void nsvm_copy_page(struct page *dst, struct page *src)
 void nsvm_clear_page(struct page *page)
 {
 	clear_highpage(page);
+}
+
+void nsvm_page_read(struct page *page, unsigned long offset, void *to, unsigned long len)
+{
+	memcpy_from_page(to, page, offset, len);
+}
+
+void nsvm_page_write(struct page *page, unsigned long offset, const void *from,
+		     unsigned long len)
+{
+	memcpy_to_page(page, offset, from, len);
+}
+
+unsigned long long nsvm_page_atomic_add(struct page *page, unsigned long offset,
+					unsigned long long value, bool wide)
+{
+	void *addr = kmap_local_page(page) + offset;
+	unsigned long long old;
+
+	if (wide)
+		old = atomic64_fetch_add(value, addr);
+	else
+		old = (u32)atomic_fetch_add((u32)value, addr);
+	kunmap_local(addr);
+	return old;
 }
 
 struct nsvm_migrate {

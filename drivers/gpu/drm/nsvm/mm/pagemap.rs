@@ -259,27 +259,6 @@ impl<T: PagemapOps> Drop for Pagemap<T> {
     }
 }
 
-/// Copies the contents of page `src` to page `dst`.
-///
-/// # Safety
-///
-/// Both pages are valid and stay allocated for the call; nothing else
-/// writes `dst`.
-pub(crate) unsafe fn copy_page(dst: NonNull<bindings::page>, src: NonNull<bindings::page>) {
-    // SAFETY: By the safety requirements.
-    unsafe { sys::nsvm_copy_page(dst.as_ptr(), src.as_ptr()) };
-}
-
-/// Zeroes page `dst`.
-///
-/// # Safety
-///
-/// As for [`copy_page`].
-pub(crate) unsafe fn clear_page(dst: NonNull<bindings::page>) {
-    // SAFETY: By the safety requirements.
-    unsafe { sys::nsvm_clear_page(dst.as_ptr()) };
-}
-
 #[kunit_tests(nsvm_pagemap)]
 mod tests {
     use super::*;

@@ -179,6 +179,16 @@ unsigned long nsvm_fault_address(const struct vm_fault *vmf);
 /* copy_highpage() and clear_highpage(). */
 void nsvm_copy_page(struct page *dst, struct page *src);
 void nsvm_clear_page(struct page *page);
+/* memcpy_from_page() and memcpy_to_page(): @offset + @len within the page. */
+void nsvm_page_read(struct page *page, unsigned long offset, void *to, unsigned long len);
+void nsvm_page_write(struct page *page, unsigned long offset, const void *from,
+		     unsigned long len);
+/*
+ * atomic64_fetch_add() (@wide) or atomic_fetch_add() of @value at @offset
+ * of @page (aligned); returns the old value.
+ */
+unsigned long long nsvm_page_atomic_add(struct page *page, unsigned long offset,
+					unsigned long long value, _Bool wide);
 
 /*
  * Migration (migrate_vma_* and migrate_device_*), for at most

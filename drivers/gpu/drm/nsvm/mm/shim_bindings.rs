@@ -210,6 +210,30 @@ unsafe extern "C" {
 unsafe extern "C" {
     pub fn nsvm_clear_page(page: *mut page);
 }
+unsafe extern "C" {
+    pub fn nsvm_page_read(
+        page: *mut page,
+        offset: kernel::ffi::c_ulong,
+        to: *mut kernel::ffi::c_void,
+        len: kernel::ffi::c_ulong,
+    );
+}
+unsafe extern "C" {
+    pub fn nsvm_page_write(
+        page: *mut page,
+        offset: kernel::ffi::c_ulong,
+        from: *const kernel::ffi::c_void,
+        len: kernel::ffi::c_ulong,
+    );
+}
+unsafe extern "C" {
+    pub fn nsvm_page_atomic_add(
+        page: *mut page,
+        offset: kernel::ffi::c_ulong,
+        value: kernel::ffi::c_ulonglong,
+        wide: bool,
+    ) -> kernel::ffi::c_ulonglong;
+}
 #[repr(C)]
 #[derive(Debug)]
 pub struct nsvm_migrate {

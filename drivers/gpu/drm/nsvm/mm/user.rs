@@ -8,18 +8,12 @@ use core::ptr::{
     NonNull, //
 };
 
-use kernel::{
-    alloc::flags::__GFP_NOWARN,
-    bindings,
-    error::to_result,
-    page::{
-        BorrowedPage,
-        PAGE_SIZE, //
-    },
-    prelude::*,
-};
+use kernel::{alloc::flags::__GFP_NOWARN, bindings, error::to_result, page::PAGE_SIZE, prelude::*};
 
-use super::sys;
+use super::{
+    access,
+    sys, //
+};
 
 /// The pages of `[addr, addr + len)` of the current process, pinned for
 /// writing.
@@ -38,8 +32,8 @@ pub(crate) struct PinnedWrite {
 // SAFETY: Pinned pages may be written from any thread; the pointers are
 // only dereferenced while the pin, which `self` owns, holds.
 unsafe impl Send for PinnedWrite {}
-// SAFETY: `write()` takes `&self` and writes through the page cache's own
-// mappings, as `copy_to_user()` from two threads would.
+// SAFETY: `write()` takes `&self` and writes with `access::write()`, which
+// allows concurrent accesses, as `copy_to_user()` from two threads would.
 unsafe impl Sync for PinnedWrite {}
 
 impl PinnedWrite {
@@ -66,13 +60,11 @@ impl PinnedWrite {
             let off = pos % PAGE_SIZE;
             let n = (PAGE_SIZE - off).min(data.len() - done);
             let raw = NonNull::new(self.pages[pos / PAGE_SIZE]).ok_or(EINVAL)?;
-            // SAFETY: By the type invariants the page is pinned until `self`
-            // drops, which outlives `page`.
-            let page = unsafe { BorrowedPage::from_raw(raw) };
-            // SAFETY: `data[done..]` holds `n` bytes and `off + n` is within
-            // the page. The page is user memory, which the process may race
-            // on, as with `copy_to_user()`.
-            unsafe { page.write_raw(data.as_ptr().add(done), off, n)? };
+            // SAFETY: By the type invariants the page is pinned, so
+            // allocated, until `self` drops, and pinned for writing. The
+            // process may access it meanwhile, which `access::write()`
+            // allows.
+            unsafe { access::write(raw, off, &data[done..done + n])? };
             done += n;
         }
         Ok(())
