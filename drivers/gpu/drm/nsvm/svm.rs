@@ -22,18 +22,31 @@
 //!
 //! # Lock order
 //!
-//! 1. `mmap_lock` (read): taken inside [`IntervalNotifier::range_fault`]
-//!    only, never while holding 2.
-//! 2. page locks: a migration's, or the page of an [`ExclusivePage`].
-//! 3. [`MirrorVm::vm`] (`"Mirror::vm"`): the GPU page table. The
-//!    invalidation callback takes it, and callbacks may run from reclaim,
-//!    so under it nothing allocates with `GFP_KERNEL`, touches user memory
-//!    or takes `mmap_lock`; page-table memory is reserved before.
-//! 4. `"Vram::alloc"`: see `vram.rs`.
+//! As the code takes them (an arrow: "is held while taking"):
+//!
+//! 1. `"Vram::evict"`: one eviction at a time (see `vram.rs`); taken with
+//!    none of the others held.
+//! 2. `mmap_lock`: read by the range faults (inside
+//!    [`IntervalNotifier::range_fault`]), a migration step and
+//!    [`Mirror::exclusive`]; written by munmap, mprotect and friends, whose
+//!    invalidations take 4.
+//! 3. folio locks: a migration's collected pages, the page of an
+//!    [`ExclusivePage`], and those reclaim and the core's migrations hold
+//!    when they invalidate.
+//! 4. [`MirrorVm::vm`] (`"Mirror::vm"`): the GPU page table, the driver
+//!    lock of the notifier. Taken by every invalidation (with 2 held by
+//!    munmap, 3 by reclaim and migration, and from reclaim itself), by
+//!    [`Mirror::exclusive`] with 2 and 3 held (2 -> 3 -> 4), and by the
+//!    fault path's commit, the GPU's lock runs and SNAPSHOT with neither.
+//!    Under it nothing allocates in a way that may reclaim (lockdep knows it
+//!    is taken in reclaim from the mirror's creation on, see
+//!    `mm/notifier.rs`), nothing touches user memory through the address
+//!    space, and neither 2 nor 3 is taken; page-table memory is reserved
+//!    before.
+//! 5. `"Vram::alloc"`: the device-memory allocator, a leaf (see `vram.rs`).
 //!
 //! [`MirrorVm::attrs`] (`"Mirror::attrs"`) is a leaf, held only to read or
-//! change the attributes. Device memory is reached without any of these:
-//! `Vram::evict` (see `vram.rs`) comes before 1.
+//! change the attributes.
 
 use core::fmt;
 
@@ -170,21 +183,13 @@ pub(crate) struct MirrorVm<V: GpuVm> {
 }
 
 impl<V: GpuVm> Invalidate for MirrorVm<V> {
-    fn invalidate(&self, inv: &Invalidation<'_>) -> bool {
-        // Our own make_device_exclusive(): Mirror::exclusive() maps the page
-        // under its lock; bumping the sequence would only make it retry.
-        if inv.own_exclusive() {
-            return true;
-        }
-        let mut vm = if inv.blockable() {
-            self.vm.lock()
-        } else {
-            match self.vm.try_lock() {
-                Some(vm) => vm,
-                None => return false,
-            }
-        };
-        inv.set_seq();
+    type Mappings = V;
+
+    fn lock(&self) -> &Mutex<V> {
+        &self.vm
+    }
+
+    fn invalidate(&self, inv: &Invalidation<'_>, vm: &mut V) {
         // Only a write-protect event leaves the pages where they are; for
         // anything else (mprotect included: the notifier does not say what
         // the new protection is) the entries go.
@@ -195,7 +200,7 @@ impl<V: GpuVm> Invalidate for MirrorVm<V> {
                 Counters::add(&self.counters.invalidations, 1);
                 trace::invalidate(self.client, inv.start(), inv.end(), true, protected);
             }
-            return true;
+            return;
         }
         let dropped = vm.unmap(inv.start(), inv.end());
         if dropped > 0 {
@@ -204,7 +209,6 @@ impl<V: GpuVm> Invalidate for MirrorVm<V> {
             Counters::add(&self.counters.pages_unmapped, dropped as u64);
             trace::invalidate(self.client, inv.start(), inv.end(), false, dropped);
         }
-        true
     }
 }
 
@@ -525,13 +529,10 @@ impl<V: GpuVm> Mirror<V> {
                 continue;
             }
             let res = V::reserve(rf.start(), rf.end())?;
-
-            let mut guard = vm.vm.lock();
-            if self.notifier.read_retry(rf.seq()) {
-                drop(guard);
+            let Some(mut guard) = self.notifier.lock_if_current(rf.seq()) else {
                 Counters::add(&vm.counters.retries, 1);
                 continue;
-            }
+            };
             let mapped = guard.map(res, rf.start(), &ptes);
             drop(guard);
             Counters::add(&vm.counters.pages_mapped, mapped as u64);
@@ -564,14 +565,12 @@ impl<V: GpuVm> Mirror<V> {
                 huge: false,
                 atomic: true,
             };
-            let mut guard = vm.vm.lock();
             // Anything that changed the page since (a concurrent
             // MADV_DONTNEED under mmap_read_lock) shows here.
-            if self.notifier.read_retry(seq) {
-                drop(guard);
+            let Some(mut guard) = self.notifier.lock_if_current(seq) else {
                 Counters::add(&vm.counters.retries, 1);
                 continue;
-            }
+            };
             let mapped = guard.map(res, va, &[Some(pte)]);
             drop(guard);
             Counters::add(&vm.counters.pages_mapped, mapped as u64);

@@ -2,19 +2,31 @@
 
 //! Mmu interval notifiers and `hmm_range_fault()`.
 //!
-//! The read side follows `Documentation/mm/hmm.rst`:
+//! The subscriber keeps its device mappings behind one mutex, the "driver
+//! lock" of `Documentation/mm/hmm.rst` ([`Invalidate::lock`]), and the
+//! notifier runs the protocol of that document around it. An invalidation
+//! takes the lock (with `try_lock()` when it may not block, failing if the
+//! lock is held), records its sequence and has the subscriber drop its
+//! mappings of the range, all before it returns. The read side is:
 //!
 //! ```text
 //! again:
-//!     fault = notifier.fault(mm, ...)?;        // read_begin + hmm_range_fault
-//!     let guard = driver_lock.lock();          // the lock invalidate() takes
-//!     if notifier.read_retry(fault.seq()) { goto again }
-//!     use fault.pages() to program the device  // still under driver_lock
+//!     let fault = notifier.range_fault(mm, ...)?;    // read_begin + hmm
+//!     let Some(mut mappings) = notifier.lock_if_current(fault.seq()) else {
+//!         goto again;                                // invalidated since
+//!     };
+//!     use fault.pages() to program `mappings`        // under the lock
 //! ```
 //!
-//! and [`Invalidate::invalidate`] takes the same driver lock, calls
-//! [`Invalidation::set_seq`] and drops the device's mappings before it
-//! returns.
+//! The lock's guard is only handed out by [`IntervalNotifier::lock_if_current`]
+//! and to [`Invalidate::invalidate`]: what the device maps is only changed
+//! with the sequence checked or recorded.
+//!
+//! Invalidations run from reclaim (and with page locks held): nothing under
+//! the driver lock may allocate memory in a way that can reclaim. The
+//! notifier tells lockdep so when it is created, as `drm_gpusvm_init()`
+//! does, so that an allocation under the lock is reported on every run, not
+//! only when reclaim happens to invalidate.
 
 use core::{
     ffi::c_void,
@@ -30,7 +42,11 @@ use kernel::{
         PAGE_SIZE, //
     },
     prelude::*,
-    sync::Arc, //
+    sync::{
+        Arc,
+        Mutex,
+        MutexGuard, //
+    },
 };
 
 use super::{
@@ -40,20 +56,23 @@ use super::{
 
 /// Receives the invalidations of an [`IntervalNotifier`].
 pub(crate) trait Invalidate: Send + Sync {
-    /// The CPU page tables of `inv.start()..inv.end()` are about to change.
-    ///
-    /// Before returning, the implementation must stop every device access to
-    /// the range and call [`Invalidation::set_seq`], both under the lock it
-    /// also holds around [`IntervalNotifier::read_retry`]. When
-    /// `!inv.blockable()` it must not sleep, and returns `false` if it would
-    /// have had to (for a mutex: `try_lock()` failed).
-    fn invalidate(&self, inv: &Invalidation<'_>) -> bool;
+    /// What the driver lock protects: the device's mappings.
+    type Mappings: Send + Unpin;
+
+    /// The driver lock (see the module documentation).
+    fn lock(&self) -> &Mutex<Self::Mappings>;
+
+    /// The CPU page tables of `inv.start()..inv.end()` are about to change:
+    /// before returning, stop every device access to the range through
+    /// `mappings`. Runs with the driver lock held and the sequence
+    /// recorded; must not sleep (the invalidation may be one that may not
+    /// block) nor allocate (it may run from reclaim).
+    fn invalidate(&self, inv: &Invalidation<'_>, mappings: &mut Self::Mappings);
 }
 
 /// One invalidation callback.
 pub(crate) struct Invalidation<'a> {
     raw: &'a sys::nsvm_invalidation,
-    notifier: *mut sys::nsvm_notifier,
 }
 
 impl Invalidation<'_> {
@@ -67,11 +86,6 @@ impl Invalidation<'_> {
         self.raw.end
     }
 
-    /// Whether the callback may sleep.
-    pub(crate) fn blockable(&self) -> bool {
-        self.raw.blockable
-    }
-
     /// A migration started by this notifier's owner, which handles the
     /// device's mappings itself.
     #[expect(dead_code)]
@@ -79,26 +93,10 @@ impl Invalidation<'_> {
         self.raw.own_migration
     }
 
-    /// The owner's own `make_device_exclusive()`, handing the page to its
-    /// device: to be let through, not waited for (that would livelock the
-    /// owner's retry loop).
-    pub(crate) fn own_exclusive(&self) -> bool {
-        self.raw.own_exclusive
-    }
-
     /// The pages stay mapped and only lose write access: a device may keep
     /// read access to them.
     pub(crate) fn write_protect(&self) -> bool {
         self.raw.write_protect
-    }
-
-    /// Records the invalidation sequence: makes every
-    /// [`IntervalNotifier::read_retry`] of an older read report a collision.
-    /// Call under the driver lock.
-    pub(crate) fn set_seq(&self) {
-        // SAFETY: `notifier` is the notifier this callback runs for, alive
-        // for the callback's duration.
-        unsafe { sys::nsvm_notifier_set_seq(self.notifier, self.raw.cur_seq) };
     }
 }
 
@@ -138,7 +136,8 @@ unsafe impl<T: Invalidate> Send for IntervalNotifier<T> {}
 // SAFETY: Every `&self` method calls thread-safe C; `T` is `Sync`.
 unsafe impl<T: Invalidate> Sync for IntervalNotifier<T> {}
 
-/// The C callback: hands an invalidation to `T`.
+/// The C callback: takes the driver lock, records the sequence and hands
+/// the invalidation to `T`.
 ///
 /// # Safety
 ///
@@ -154,7 +153,26 @@ unsafe extern "C" fn callback<T: Invalidate>(
     let data = unsafe { &*ctx.cast::<T>() };
     // SAFETY: By the safety requirements `inv` is valid for this call.
     let raw = unsafe { &*inv };
-    data.invalidate(&Invalidation { raw, notifier })
+    // The owner's own make_device_exclusive() hands the page to its device,
+    // which maps it under the driver lock after checking the sequence it
+    // read before: let it through (as nouveau does). Recording it would
+    // only make the owner retry, and retry again.
+    if raw.own_exclusive {
+        return true;
+    }
+    let mut mappings = if raw.blockable {
+        data.lock().lock()
+    } else {
+        match data.lock().try_lock() {
+            Some(guard) => guard,
+            None => return false,
+        }
+    };
+    // SAFETY: `notifier` is the notifier this callback runs for, alive for
+    // the call (safety requirements).
+    unsafe { sys::nsvm_notifier_set_seq(notifier, raw.cur_seq) };
+    data.invalidate(&Invalidation { raw }, &mut mappings);
+    true
 }
 
 impl<T: Invalidate> IntervalNotifier<T> {
@@ -172,6 +190,13 @@ impl<T: Invalidate> IntervalNotifier<T> {
         if len == 0 || start % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
             return Err(EINVAL);
         }
+        // Reclaim runs invalidations, which take the driver lock: tell
+        // lockdep now (see the module documentation).
+        // SAFETY: Paired with the release below, in the same context.
+        unsafe { sys::nsvm_fs_reclaim_acquire() };
+        drop(data.lock().lock());
+        // SAFETY: Pairs with the acquire above.
+        unsafe { sys::nsvm_fs_reclaim_release() };
         let mut err = 0;
         // SAFETY:
         // - `mm` has users (`MmWithUser`), as insertion requires.
@@ -220,11 +245,18 @@ impl<T: Invalidate> IntervalNotifier<T> {
         Seq(unsafe { sys::nsvm_notifier_read_begin(self.raw.as_ptr()) })
     }
 
-    /// Whether an invalidation ran since the read that returned `seq`. Call
-    /// under the lock [`Invalidate::invalidate`] takes.
-    pub(crate) fn read_retry(&self, seq: Seq) -> bool {
-        // SAFETY: `raw` is a live notifier (type invariants).
-        unsafe { sys::nsvm_notifier_read_retry(self.raw.as_ptr(), seq.0) }
+    /// Takes the driver lock and returns its guard if no invalidation ran
+    /// since the read side that returned `seq`: what was read since is
+    /// current, and stays so while the guard is held. `None` (the lock
+    /// dropped again) if one ran: read again.
+    pub(crate) fn lock_if_current(&self, seq: Seq) -> Option<MutexGuard<'_, T::Mappings>> {
+        let guard = self.data.lock().lock();
+        // SAFETY: `raw` is a live notifier (type invariants); the driver
+        // lock, which invalidations take to record their sequence, is held.
+        if unsafe { sys::nsvm_notifier_read_retry(self.raw.as_ptr(), seq.0) } {
+            return None;
+        }
+        Some(guard)
     }
 
     /// Runs `hmm_range_fault()`: see [`RangeFault`].
@@ -344,9 +376,9 @@ impl<T: Invalidate> Drop for IntervalNotifier<T> {
 ///
 /// It carries no reference: the page stays the one mapped there only until
 /// the next invalidation of its address, which the user must observe (the
-/// HMM contract); it is valid to access only under the driver lock, after
-/// [`IntervalNotifier::read_retry`] said the fault is current, and until
-/// the driver's [`Invalidate::invalidate`] drops it.
+/// HMM contract); it is valid to access only under the driver lock, from
+/// [`IntervalNotifier::lock_if_current`] on, and until
+/// [`Invalidate::invalidate`] drops it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct CpuPage(NonNull<bindings::page>);
 
@@ -416,7 +448,7 @@ impl RangeFault {
     }
 
     /// The notifier sequence to check with
-    /// [`IntervalNotifier::read_retry`].
+    /// [`IntervalNotifier::lock_if_current`].
     pub(crate) fn seq(&self) -> Seq {
         self.seq
     }
@@ -433,13 +465,20 @@ mod tests {
     use crate::mm::kunit_mmap;
 
     /// A subscriber with no device mappings.
-    struct Nothing;
+    #[pin_data]
+    struct Nothing {
+        #[pin]
+        lock: Mutex<()>,
+    }
 
     impl Invalidate for Nothing {
-        fn invalidate(&self, inv: &Invalidation<'_>) -> bool {
-            inv.set_seq();
-            true
+        type Mappings = ();
+
+        fn lock(&self) -> &Mutex<()> {
+            &self.lock
         }
+
+        fn invalidate(&self, _inv: &Invalidation<'_>, _mappings: &mut ()) {}
     }
 
     const SNAP: Request = Request {
@@ -454,7 +493,12 @@ mod tests {
         let addr = kunit_mmap(len).ok_or(ENOMEM)?;
         let task = kernel::current!();
         let mm = task.mm().ok_or(ENOENT)?;
-        let data = Arc::new(Nothing, GFP_KERNEL)?;
+        let data = Arc::pin_init(
+            pin_init!(Nothing {
+                lock <- kernel::new_mutex!(()),
+            }),
+            GFP_KERNEL,
+        )?;
         let new = |start, len| IntervalNotifier::new(mm, start, len, None, data.clone()).err();
         assert_eq!(new(addr + 1, len), Some(EINVAL));
         assert_eq!(new(addr, len - 1), Some(EINVAL));

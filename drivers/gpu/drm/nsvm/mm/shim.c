@@ -94,6 +94,16 @@ void nsvm_notifier_set_seq(struct nsvm_notifier *n, unsigned long cur_seq)
 	mmu_interval_set_seq(&n->mni, cur_seq);
 }
 
+void nsvm_fs_reclaim_acquire(void)
+{
+	fs_reclaim_acquire(GFP_KERNEL);
+}
+
+void nsvm_fs_reclaim_release(void)
+{
+	fs_reclaim_release(GFP_KERNEL);
+}
+
 void nsvm_task_layout(struct nsvm_task_layout *out)
 {
 	out->size = sizeof(struct task_struct);

@@ -59,6 +59,10 @@ void nsvm_notifier_destroy(struct nsvm_notifier *n);
 unsigned long nsvm_notifier_read_begin(struct nsvm_notifier *n);
 _Bool nsvm_notifier_read_retry(struct nsvm_notifier *n, unsigned long seq);
 void nsvm_notifier_set_seq(struct nsvm_notifier *n, unsigned long cur_seq);
+/* fs_reclaim_acquire(GFP_KERNEL) and its release: with lockdep, the code
+ * between them counts as running in reclaim (no-ops without). */
+void nsvm_fs_reclaim_acquire(void);
+void nsvm_fs_reclaim_release(void);
 struct mm_struct *nsvm_notifier_mm(struct nsvm_notifier *n);
 
 /* mm->task_size: the user address limit of @mm, page aligned. */

@@ -69,6 +69,12 @@ unsafe extern "C" {
     pub fn nsvm_notifier_set_seq(n: *mut nsvm_notifier, cur_seq: kernel::ffi::c_ulong);
 }
 unsafe extern "C" {
+    pub fn nsvm_fs_reclaim_acquire();
+}
+unsafe extern "C" {
+    pub fn nsvm_fs_reclaim_release();
+}
+unsafe extern "C" {
     pub fn nsvm_notifier_mm(n: *mut nsvm_notifier) -> *mut mm_struct;
 }
 unsafe extern "C" {
