@@ -136,9 +136,12 @@ struct drm_nsvm_svm_init {
 	__u32 flags;
 	/**
 	 * @fault_window: in, bytes the fault handler maps around a faulting
-	 * address (aligned to it, clipped to the VMA): what the CPU has there
-	 * is mapped, and missing pages are faulted in within 64 KiB of the
-	 * window's faulting addresses; 0 for the default, 2 MiB.
+	 * address (aligned to it, clipped to the user address limit): what
+	 * the CPU has there is mapped, and missing pages are faulted in
+	 * within the 64 KiB blocks of the window's faulting addresses,
+	 * writable only in those of write faults; a neighbour that cannot be
+	 * faulted in is left out (only the faulting page's own failure fails
+	 * the access); 0 for the default, 2 MiB.
 	 */
 	__u64 fault_window;
 	/** @pad: in, must be zero. */

@@ -62,8 +62,7 @@ pub(crate) use notifier::{
     IntervalNotifier,
     Invalidate,
     Invalidation,
-    PageState,
-    Request, //
+    PageState, //
 };
 
 #[kunit_tests(nsvm_layout)]

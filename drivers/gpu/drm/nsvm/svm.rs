@@ -27,9 +27,9 @@
 //! 1. `"Vram::evict"`: one eviction at a time (see `vram.rs`); taken with
 //!    none of the others held.
 //! 2. `mmap_lock`: read by the range faults (inside
-//!    [`IntervalNotifier::range_fault`]), a migration step and
-//!    [`Mirror::exclusive`]; written by munmap, mprotect and friends, whose
-//!    invalidations take 4.
+//!    [`IntervalNotifier::snapshot`] and [`IntervalNotifier::fault`]), a
+//!    migration step and [`Mirror::exclusive`]; written by munmap, mprotect
+//!    and friends, whose invalidations take 4.
 //! 3. folio locks: a migration's collected pages, the page of an
 //!    [`ExclusivePage`], and those reclaim and the core's migrations hold
 //!    when they invalidate.
@@ -68,6 +68,10 @@ use kernel::{
         },
         Arc, Mutex,
     },
+    time::{
+        Instant,
+        Monotonic, //
+    },
 };
 
 use crate::{
@@ -94,12 +98,12 @@ use crate::{
             ExclusivePage,
             MmapRead, //
         },
+        notifier::RangeFault,
         IntervalNotifier,
         Invalidate,
         Invalidation,
         PageState,
-        PinnedWrite,
-        Request, //
+        PinnedWrite, //
     },
     ptdump::PtDump,
     trace, uapi,
@@ -113,10 +117,6 @@ use crate::{
 pub(crate) const DEFAULT_WINDOW: usize = PAGE_SIZE_2M;
 /// Largest fault window userspace may ask for.
 pub(crate) const MAX_WINDOW: usize = 1 << 30;
-
-/// Range faults retried this many times in a row (an invalidation raced
-/// each of them) make the fault fail with `EBUSY`.
-const MAX_RETRIES: u32 = 1000;
 
 /// How far around a GPU fault missing pages are faulted in. The rest of
 /// the fault window is mapped only where the CPU has pages already: a
@@ -209,6 +209,71 @@ impl<V: GpuVm> Invalidate for MirrorVm<V> {
             Counters::add(&self.counters.pages_unmapped, dropped as u64);
             trace::invalidate(self.client, inv.start(), inv.end(), false, dropped);
         }
+    }
+}
+
+/// A part of a fault window whose missing pages a fault has faulted in,
+/// writable with `write`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    start: usize,
+    end: usize,
+    write: bool,
+}
+
+/// The spans of a window's faults (sorted by address): the
+/// [`FAULT_AROUND`] block of each, within the window, writable where a
+/// write or atomic fault lies; adjacent blocks of one kind merged.
+fn spans(faults: &[Fault], (win_start, win_end): (usize, usize)) -> Result<KVec<Span>> {
+    // The blocks, one per block that holds a fault.
+    let mut blocks: KVec<Span> = KVec::with_capacity(faults.len(), GFP_KERNEL)?;
+    for f in faults {
+        let block = f.addr & !(FAULT_AROUND - 1);
+        let start = block.max(win_start);
+        let end = addr::window_end(block, FAULT_AROUND, win_end);
+        let write = f.write || f.atomic;
+        match blocks.last_mut() {
+            Some(b) if b.start == start => b.write |= write,
+            _ => blocks.push(Span { start, end, write }, GFP_KERNEL)?,
+        }
+    }
+    // Adjacent ones that ask for the same, merged.
+    let mut spans: KVec<Span> = KVec::with_capacity(blocks.len(), GFP_KERNEL)?;
+    for b in blocks {
+        match spans.last_mut() {
+            Some(s) if s.end == b.start && s.write == b.write => s.end = b.end,
+            _ => spans.push(b, GFP_KERNEL)?,
+        }
+    }
+    Ok(spans)
+}
+
+/// How long serving one GPU fault may take while invalidations keep undoing
+/// it: then `EBUSY`.
+const FAULT_PATIENCE_MS: i64 = 1000;
+
+/// The bound of a fault path's retry loop: `EINTR` once a signal is
+/// pending (the EXEC returns, a fatal signal ends the process), `EBUSY`
+/// past [`FAULT_PATIENCE_MS`].
+struct Patience {
+    start: Instant<Monotonic>,
+}
+
+impl Patience {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+        }
+    }
+
+    fn check(&self) -> Result {
+        if kernel::current!().signal_pending() {
+            return Err(EINTR);
+        }
+        if self.start.elapsed().as_millis() > FAULT_PATIENCE_MS {
+            return Err(EBUSY);
+        }
+        Ok(())
     }
 }
 
@@ -378,6 +443,11 @@ impl<V: GpuVm> Mirror<V> {
                     trace::fault_batch(vm.client, &batch, &served.as_ref().map_err(|u| u.err));
                     match served {
                         Ok(()) => job.replay(),
+                        // A signal came while the batch was served.
+                        Err(u) if u.err == EINTR => {
+                            interrupted = true;
+                            job.cancel();
+                        }
                         Err(u) => {
                             unserved = Some(u);
                             job.cancel();
@@ -404,18 +474,17 @@ impl<V: GpuVm> Mirror<V> {
         Ok(())
     }
 
-    /// Serves a batch of GPU faults with one range fault per fault window,
-    /// which faults in the span of the window's faults (each widened to
-    /// [`FAULT_AROUND`]) and maps what else of the window is present.
+    /// Serves a batch of GPU faults, window by window: each window maps
+    /// what the CPU has there and faults in the missing pages of its
+    /// faults' spans (each fault's [`FAULT_AROUND`] block), writable only
+    /// in the blocks of write faults.
     ///
-    /// Write access is asked for a write fault's own address only: another
-    /// fault of the window may lie in a read-only VMA, which a write request
-    /// would wrongly fail. So each window serves its first atomic fault, or
-    /// else its first write fault, or else its first fault, and what that
-    /// fault's VMA does not cover is queued again by the replay's probe.
+    /// Each window serves its first atomic fault, or else its first write
+    /// fault, or else its first fault: only that fault's own page failing
+    /// fails the window. Fault-around is best effort, and whatever of the
+    /// other faults is still missing is queued again by the replay's probe.
     /// The first fault that cannot be served stops the batch.
     pub(crate) fn serve(&self, mm: &MmWithUser, faults: &mut [Fault]) -> Result<(), Unserved> {
-        let limit = self.vm().limit;
         let win = |f: &Fault| f.addr & !(self.window - 1);
         faults.sort_unstable_by_key(|f| f.addr);
         for run in faults.chunk_by(|a, b| win(a) == win(b)) {
@@ -424,13 +493,7 @@ impl<V: GpuVm> Mirror<V> {
                 .find(|f| f.atomic)
                 .or_else(|| run.iter().find(|f| f.write))
                 .unwrap_or(&run[0]);
-            // Sorted: the span runs from the first fault to the last.
-            let last = run[run.len() - 1].addr & !(FAULT_AROUND - 1);
-            let need = (
-                run[0].addr & !(FAULT_AROUND - 1),
-                addr::window_end(last, FAULT_AROUND, limit),
-            );
-            self.fault(mm, f, need).map_err(|err| Unserved {
+            self.fault(mm, f, run).map_err(|err| Unserved {
                 addr: f.addr,
                 write: f.write,
                 err,
@@ -439,14 +502,15 @@ impl<V: GpuVm> Mirror<V> {
         Ok(())
     }
 
-    /// Serves GPU fault `f` as the policy of its address says: migrates
-    /// the fault window first if asked to, maps the window (faulting in
-    /// what is missing of `need`, which holds `f`), and for an atomic on
-    /// system memory takes exclusive access to the page.
+    /// Serves GPU fault `f` of `faults` (one window's, sorted), as the
+    /// policy of its address says: migrates the fault window first if
+    /// asked to, maps the window (faulting in what the faults' spans miss)
+    /// and for an atomic on system memory takes exclusive access to the
+    /// page.
     ///
     /// A fault at or above the user address limit is `EFAULT`: no user
     /// memory is there (the ioctls let no such address in).
-    pub(crate) fn fault(&self, mm: &MmWithUser, f: &Fault, need: (usize, usize)) -> Result {
+    fn fault(&self, mm: &MmWithUser, f: &Fault, faults: &[Fault]) -> Result {
         let vm = self.vm();
         if f.addr >= vm.limit {
             return Err(EFAULT);
@@ -461,37 +525,65 @@ impl<V: GpuVm> Mirror<V> {
                 _ => {}
             }
         }
-        self.map_window(mm, f, (win_start, win_end), need, &attr)?;
+        let spans = spans(faults, (win_start, win_end))?;
+        self.map_window(mm, f, (win_start, win_end), &spans, &attr)?;
         if f.atomic && !vm.vm.lock().lookup(f.addr).is_some_and(|p| p.atomic) {
             self.exclusive(mm, f.addr)?;
         }
         Ok(())
     }
 
-    /// Maps the fault window `[win_start, win_end)` around `f`, clipped to
-    /// its VMA, from the CPU page tables, faulting in what `need` misses.
+    /// Maps the fault window `[win_start, win_end)` around `f` from the CPU
+    /// page tables, after faulting in the pages of `spans` that neither the
+    /// CPU nor the GPU has as the span asks.
+    ///
+    /// Each round snapshots the window, faults in what is missing (`f`'s
+    /// own page first: its failure is the fault's; the other runs' are
+    /// remembered and not tried again) and snapshots again, until a
+    /// snapshot needs nothing and is still current under the VM lock; then
+    /// it is mapped. Bounded by [`Patience`].
     fn map_window(
         &self,
         mm: &MmWithUser,
         f: &Fault,
         (win_start, win_end): (usize, usize),
-        need: (usize, usize),
+        spans: &[Span],
         attr: &Attr,
     ) -> Result {
         let vm = self.vm();
+        let own = f.addr & !(PAGE_SIZE_4K - 1);
         let mut device = !attr.fault_to_system();
-        for _ in 0..MAX_RETRIES {
-            let rf = self.notifier.range_fault(
-                mm,
-                f.addr,
-                win_start,
-                win_end,
-                Request {
-                    fault: Some(need),
-                    write: f.write,
-                    device,
-                },
-            )?;
+        let mut failed = KVec::new();
+        let patience = Patience::new();
+        loop {
+            patience.check()?;
+            let rf = self.notifier.snapshot(mm, win_start, win_end, device)?;
+            let runs = self.missing(&rf, spans, &failed)?;
+            if !runs.is_empty() {
+                for r in runs.iter().filter(|r| r.start <= own && own < r.end) {
+                    self.notifier
+                        .fault(mm, own, own + PAGE_SIZE_4K, r.write, device)?;
+                }
+                for r in runs.iter() {
+                    for (start, end) in [
+                        (r.start, own.clamp(r.start, r.end)),
+                        (
+                            own.saturating_add(PAGE_SIZE_4K).clamp(r.start, r.end),
+                            r.end,
+                        ),
+                    ] {
+                        if start >= end {
+                            continue;
+                        }
+                        match self.notifier.fault(mm, start, end, r.write, device) {
+                            Err(e) if e == EINTR => return Err(e),
+                            Err(_) => failed.push((start, end), GFP_KERNEL)?,
+                            Ok(()) => {}
+                        }
+                    }
+                }
+                continue;
+            }
             let mut ptes = KVVec::with_capacity(rf.pages().len(), GFP_KERNEL | __GFP_NOWARN)?;
             let mut vram_page = None;
             for (i, state) in rf.pages().iter().enumerate() {
@@ -514,17 +606,19 @@ impl<V: GpuVm> Mirror<V> {
                             atomic: index.is_some() || attr.atomic == AtomicMode::System,
                         })
                     }
+                    // Not mapped by the CPU, or the device's own exclusive
+                    // entry: an entry the GPU has stays as it is.
                     PageState::Absent | PageState::Error => None,
                 };
                 ptes.push_within_capacity(pte).map_err(|_| ENOMEM)?;
             }
             // A write to a read-only device page (it was read-only when it
             // migrated): the CPU must break COW, so it comes back first.
-            let own = ptes
-                .get((f.addr - rf.start()) / PAGE_SIZE_4K)
+            let own_pte = ptes
+                .get((own - rf.start()) / PAGE_SIZE_4K)
                 .copied()
                 .flatten();
-            if device && f.write && own.is_some_and(|p| !p.writable && is_vram(&p)) {
+            if device && f.write && own_pte.is_some_and(|p| !p.writable && is_vram(&p)) {
                 device = false;
                 continue;
             }
@@ -541,23 +635,73 @@ impl<V: GpuVm> Mirror<V> {
             }
             return Ok(());
         }
-        Err(EBUSY)
+    }
+
+    /// The runs of pages of `spans` that need a fault: neither the CPU
+    /// (snapshot `rf`) nor the GPU maps them as the span asks (the GPU's
+    /// own exclusive entries read as absent to the CPU: they are done), and
+    /// they are not in a run that `failed` before. The owner's device pages
+    /// are done as they are.
+    fn missing(
+        &self,
+        rf: &RangeFault,
+        spans: &[Span],
+        failed: &[(usize, usize)],
+    ) -> Result<KVec<Span>> {
+        // At most a run per page: room is made before taking the lock.
+        let pages = spans.iter().map(|s| (s.end - s.start) / PAGE_SIZE_4K).sum();
+        let mut runs: KVec<Span> = KVec::with_capacity(pages, GFP_KERNEL)?;
+        let vm = self.vm().vm.lock();
+        for s in spans {
+            let mut va = s.start;
+            while va < s.end {
+                let state = rf.pages().get((va - rf.start()) / PAGE_SIZE_4K);
+                let cpu = match state {
+                    Some(PageState::Present {
+                        writable,
+                        device_private,
+                        ..
+                    }) => *writable || !s.write || *device_private,
+                    _ => false,
+                };
+                let done = cpu
+                    || vm.lookup(va).is_some_and(|p| p.writable || !s.write)
+                    || failed.iter().any(|&(a, b)| a <= va && va < b);
+                if !done {
+                    match runs.last_mut() {
+                        Some(r) if r.end == va && r.write == s.write => r.end += PAGE_SIZE_4K,
+                        _ => runs
+                            .push_within_capacity(Span {
+                                start: va,
+                                end: va + PAGE_SIZE_4K,
+                                write: s.write,
+                            })
+                            .map_err(|_| ENOMEM)?,
+                    }
+                }
+                va += PAGE_SIZE_4K;
+            }
+        }
+        Ok(runs)
     }
 
     /// Takes exclusive access to the page at `addr` and maps it for GPU
     /// atomics: the CPU faults on it until the GPU entry is invalidated.
-    /// `EOPNOTSUPP` for memory that allows no exclusive access.
+    /// `EOPNOTSUPP` for memory that allows no exclusive access. Bounded by
+    /// [`Patience`].
     fn exclusive(&self, mm: &MmWithUser, addr: usize) -> Result {
         let vm = self.vm();
         let va = addr & !(PAGE_SIZE_4K - 1);
-        for _ in 0..MAX_RETRIES {
+        let patience = Patience::new();
+        loop {
+            patience.check()?;
             let res = V::reserve(va, va + PAGE_SIZE_4K)?;
             // Splits a THP mapping and ends an exclusive access left by a
             // previous attempt here, before the sequence is read: neither
             // can then fail the check below.
-            ExclusivePage::prepare(&MmapRead::lock(mm), va)?;
+            ExclusivePage::prepare(&MmapRead::lock(mm)?, va)?;
             let seq = self.notifier.read_begin();
-            let lock = MmapRead::lock(mm);
+            let lock = MmapRead::lock(mm)?;
             let page = ExclusivePage::new(&lock, va, vm.vram.owner())?;
             let pte = Pte {
                 addr: PteAddr::System(page.page()),
@@ -576,7 +720,6 @@ impl<V: GpuVm> Mirror<V> {
             Counters::add(&vm.counters.pages_mapped, mapped as u64);
             return Ok(());
         }
-        Err(EBUSY)
     }
 
     /// Migrates `[start, end)` to `target` (`MIGRATE`).
@@ -611,17 +754,7 @@ impl<V: GpuVm> Mirror<V> {
         let mut va = start;
         while va < end {
             let wend = addr::window_end(va & !(WINDOW - 1), WINDOW, end);
-            let rf = self.notifier.range_fault(
-                mm,
-                va,
-                va,
-                wend,
-                Request {
-                    fault: None,
-                    write: false,
-                    device: true,
-                },
-            )?;
+            let rf = self.notifier.snapshot(mm, va, wend, true)?;
             let first = (rf.start() - start) / PAGE_SIZE_4K;
             for (state, byte) in rf.pages().iter().zip(out[first..].iter_mut()) {
                 *byte = match *state {

@@ -490,7 +490,7 @@ impl Vram {
             let block_end = (addr & !(PAGE_SIZE_2M - 1)).saturating_add(PAGE_SIZE_2M);
             let step = (block_end.min(end) - addr) / PAGE_SIZE_4K;
             let (next, evict) = {
-                let lock = MmapRead::lock(mm);
+                let lock = MmapRead::lock(mm)?;
                 let (next, collected) = mig.setup(&lock, addr, end, self.owner(), dir)?;
                 let mut evict = false;
                 if let Some(mut m) = collected {

@@ -356,6 +356,16 @@ void nsvm_migrate_finalize(struct nsvm_migrate *m)
 		migrate_vma_finalize(&m->args);
 }
 
+int nsvm_mmap_read_lock_killable(struct mm_struct *mm)
+{
+	return mmap_read_lock_killable(mm);
+}
+
+void nsvm_mmap_read_unlock(struct mm_struct *mm)
+{
+	mmap_read_unlock(mm);
+}
+
 int nsvm_fault_in_write(struct mm_struct *mm, unsigned long addr)
 {
 	struct page *page;

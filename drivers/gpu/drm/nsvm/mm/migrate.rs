@@ -21,14 +21,7 @@ use core::{
     ptr::NonNull, //
 };
 
-use kernel::{
-    bindings,
-    mm::{
-        MmWithUser,
-        MmapReadGuard, //
-    },
-    prelude::*,
-};
+use kernel::{bindings, mm::MmWithUser, prelude::*};
 
 use super::{
     notifier::CpuPage,
@@ -44,19 +37,37 @@ use super::{
 /// Most pages one migration step moves: one 2 MiB folio.
 pub(crate) const MAX_PAGES: usize = sys::NSVM_MIGRATE_MAX_PAGES as usize;
 
-/// `mmap_read_lock()` of an address space, remembering which.
+/// The mmap lock of an address space, held for reading.
+///
+/// # Invariants
+///
+/// `mm`'s mmap lock is held for reading by this value, which releases it
+/// on drop in the same task (it is not `Send`).
 pub(crate) struct MmapRead<'a> {
     mm: &'a MmWithUser,
-    _guard: MmapReadGuard<'a>,
+    _not_send: PhantomData<*mut ()>,
 }
 
 impl<'a> MmapRead<'a> {
-    /// Takes `mmap_read_lock()` of `mm`.
-    pub(crate) fn lock(mm: &'a MmWithUser) -> Self {
-        Self {
+    /// Takes the mmap lock of `mm` for reading, killably: `EINTR` when a
+    /// fatal signal comes first (`mmap_read_lock_killable()`). The kernel
+    /// crate's `MmWithUser::mmap_read_lock()` cannot be killed, which would
+    /// keep a dying process waiting behind a writer.
+    pub(crate) fn lock(mm: &'a MmWithUser) -> Result<Self> {
+        // SAFETY: `mm` is a valid address space with users.
+        kernel::error::to_result(unsafe { sys::nsvm_mmap_read_lock_killable(mm.as_raw()) })?;
+        // INVARIANT: The lock is held.
+        Ok(Self {
             mm,
-            _guard: mm.mmap_read_lock(),
-        }
+            _not_send: PhantomData,
+        })
+    }
+}
+
+impl Drop for MmapRead<'_> {
+    fn drop(&mut self) {
+        // SAFETY: This value holds the lock for reading (type invariants).
+        unsafe { sys::nsvm_mmap_read_unlock(self.mm.as_raw()) };
     }
 }
 

@@ -11,12 +11,16 @@
 //!
 //! ```text
 //! again:
-//!     let fault = notifier.range_fault(mm, ...)?;    // read_begin + hmm
-//!     let Some(mut mappings) = notifier.lock_if_current(fault.seq()) else {
+//!     let snap = notifier.snapshot(mm, ...)?;        // read_begin + hmm
+//!     let Some(mut mappings) = notifier.lock_if_current(snap.seq()) else {
 //!         goto again;                                // invalidated since
 //!     };
-//!     use fault.pages() to program `mappings`        // under the lock
+//!     use snap.pages() to program `mappings`         // under the lock
 //! ```
+//!
+//! Missing pages are faulted in before, with [`IntervalNotifier::fault`].
+//! Both take the mmap lock themselves (killably), as
+//! `hmm_range_fault_unlocked_timeout()` does.
 //!
 //! The lock's guard is only handed out by [`IntervalNotifier::lock_if_current`]
 //! and to [`Invalidate::invalidate`]: what the device maps is only changed
@@ -98,19 +102,6 @@ impl Invalidation<'_> {
     pub(crate) fn write_protect(&self) -> bool {
         self.raw.write_protect
     }
-}
-
-/// What [`IntervalNotifier::range_fault`] asks for.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Request {
-    /// The part `[start, end)` of the window whose missing pages are faulted
-    /// in (the rest is only snapshot); `None` to only snapshot.
-    pub(crate) fault: Option<(usize, usize)>,
-    /// Fault them in writable.
-    pub(crate) write: bool,
-    /// Report the owner's device pages as they are (else fault them back to
-    /// system memory).
-    pub(crate) device: bool,
 }
 
 /// A sequence number from a notifier's read side.
@@ -259,83 +250,106 @@ impl<T: Invalidate> IntervalNotifier<T> {
         Some(guard)
     }
 
-    /// Runs `hmm_range_fault()`: see [`RangeFault`].
-    ///
-    /// With `req.fault`, the window `[win_start, win_end)` is clipped to the
-    /// VMA that holds `addr`, and the missing pages of the `req.fault` part
-    /// of it are faulted in (writable with `req.write`): an address that
-    /// cannot be (no VMA, PROT_NONE, write to read-only) fails with `EFAULT`
-    /// or `EPERM`; the rest is only snapshot. Without `fault`, the window
-    /// is only snapshot.
-    /// With `device`, the owner's device pages are reported as they are;
-    /// without, faulting migrates them back to system memory first.
-    /// `mm` must be this notifier's address space, held with `mmget` for the
-    /// call, and the window page aligned, not empty, inside the notifier's
-    /// range and holding `addr`: `EINVAL` otherwise. The `req.fault` part
-    /// may be anything: it is clipped to the window.
-    pub(crate) fn range_fault(
-        &self,
-        mm: &MmWithUser,
-        addr: usize,
-        win_start: usize,
-        win_end: usize,
-        req: Request,
-    ) -> Result<RangeFault> {
-        let Request {
-            fault,
-            write,
-            device,
-        } = req;
+    /// `EINVAL` unless `mm` is this notifier's address space and `[start,
+    /// end)` a page-aligned, non-empty range inside the notifier's.
+    fn check(&self, mm: &MmWithUser, start: usize, end: usize) -> Result {
         if !self.watches(mm)
-            || win_start % PAGE_SIZE != 0
-            || win_end % PAGE_SIZE != 0
-            || win_start < self.start
-            || win_end > self.end
-            || win_start > addr
-            || addr >= win_end
+            || start % PAGE_SIZE != 0
+            || end % PAGE_SIZE != 0
+            || start >= end
+            || start < self.start
+            || end > self.end
         {
             return Err(EINVAL);
         }
-        let (fault_start, fault_end) = fault.unwrap_or((0, 0));
-        let npages = (win_end - win_start) >> PAGE_SHIFT;
-        // Sized by the caller's window (up to 1 GiB): vmalloc may serve it, and
-        // a failure is the caller's ENOMEM, not a kernel warning.
+        Ok(())
+    }
+
+    /// Runs `hmm_range_fault_unlocked_timeout()` over `[start, end)`: the
+    /// pfn array is sized here, by the range [`Self::check`] accepted.
+    fn hmm(
+        &self,
+        mm: &MmWithUser,
+        (start, end): (usize, usize),
+        fault: Option<bool>,
+        device: bool,
+    ) -> Result<(KVVec<usize>, Seq)> {
+        self.check(mm, start, end)?;
+        let npages = (end - start) >> PAGE_SHIFT;
+        // Sized by the caller's range (up to a 1 GiB window): vmalloc may
+        // serve it, and a failure is the caller's ENOMEM, not a warning.
         let mut pfns = KVVec::from_elem(0usize, npages, GFP_KERNEL | __GFP_NOWARN)?;
-        let (mut start, mut end, mut seq) = (0, 0, 0);
+        let mut seq = 0;
         // SAFETY:
         // - `raw` is a live notifier (type invariants) and `mm`, its address
         //   space, has users for the call.
-        // - `pfns` has one slot per page of the window.
+        // - The range is page aligned and inside the notifier's (checked
+        //   above), and `pfns` has one slot per page of it.
         let ret = unsafe {
             sys::nsvm_range_fault(
                 self.raw.as_ptr(),
-                addr,
-                win_start,
-                win_end,
+                start,
+                end,
                 pfns.as_mut_ptr().cast(),
-                fault_start,
-                fault_end,
-                write,
+                fault.is_some(),
+                fault.unwrap_or(false),
                 device,
-                &mut start,
-                &mut end,
                 &mut seq,
             )
         };
         kernel::error::to_result(ret)?;
-        let first = (start - win_start) >> PAGE_SHIFT;
-        let last = (end - win_start) >> PAGE_SHIFT;
-        let mut pages = KVVec::with_capacity(last - first, GFP_KERNEL | __GFP_NOWARN)?;
-        for &hmm_pfn in &pfns[first..last] {
+        Ok((pfns, Seq(seq)))
+    }
+
+    /// What the CPU page table maps in `[start, end)` (see [`RangeFault`]):
+    /// holes and inaccessible pages are reported, nothing is faulted in, and
+    /// no fault handler runs. With `device`, the owner's device pages are
+    /// reported as they are; without, as absent.
+    ///
+    /// The mmap lock is taken inside, killably (`EINTR` for a fatal
+    /// signal); `EBUSY` when invalidations keep colliding with the walk for
+    /// a second; `EFAULT` for an address space the OOM reaper took. `mm`
+    /// must be this notifier's, held with `mmget` for the call, and the
+    /// range page aligned, not empty and inside the notifier's: `EINVAL`
+    /// otherwise.
+    pub(crate) fn snapshot(
+        &self,
+        mm: &MmWithUser,
+        start: usize,
+        end: usize,
+        device: bool,
+    ) -> Result<RangeFault> {
+        let (pfns, seq) = self.hmm(mm, (start, end), None, device)?;
+        let mut pages = KVVec::with_capacity(pfns.len(), GFP_KERNEL | __GFP_NOWARN)?;
+        for &hmm_pfn in pfns.iter() {
             pages
                 .push_within_capacity(self.decode(hmm_pfn))
                 .map_err(|_| ENOMEM)?;
         }
-        Ok(RangeFault {
-            start,
-            seq: Seq(seq),
-            pages,
-        })
+        Ok(RangeFault { start, seq, pages })
+    }
+
+    /// Faults every page of `[start, end)` in, as a CPU access would
+    /// (writable with `write`): `EFAULT` if a page cannot be (no VMA,
+    /// `PROT_NONE`, a fault handler's `SIGBUS`), `EPERM` for a write to
+    /// read-only memory. Fault handlers may drop the mmap lock (userfaultfd
+    /// memory is served by its handler). With `device`, the owner's device
+    /// pages are left where they are; without, they come back to system
+    /// memory. A page after the first one that needs a fault is faulted
+    /// whatever it is (HMM faults the rest of the page table it walks): a
+    /// caller that must not fault some pages leaves them out of the range.
+    ///
+    /// The result is not kept: [`Self::snapshot`] then reads what is
+    /// mapped. Errors and requirements as for [`Self::snapshot`].
+    pub(crate) fn fault(
+        &self,
+        mm: &MmWithUser,
+        start: usize,
+        end: usize,
+        write: bool,
+        device: bool,
+    ) -> Result {
+        self.hmm(mm, (start, end), Some(write), device).map(|_| ())
     }
 
     fn decode(&self, hmm_pfn: usize) -> PageState {
@@ -409,9 +423,10 @@ impl CpuPage {
 /// The state of one page in a [`RangeFault`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PageState {
-    /// Not mapped by the CPU (only seen without `fault`).
+    /// Not mapped by the CPU (or a device-exclusive entry, or another
+    /// device's page).
     Absent,
-    /// Cannot be accessed (only seen without `fault`).
+    /// Cannot be accessed (no VMA, `PROT_NONE`, I/O memory).
     Error,
     /// Mapped.
     Present {
@@ -428,7 +443,7 @@ pub(crate) enum PageState {
     },
 }
 
-/// The result of [`IntervalNotifier::range_fault`]: the pages of a range,
+/// The result of [`IntervalNotifier::snapshot`]: the pages of a range,
 /// valid if no invalidation ran since (check [`RangeFault::seq`]).
 pub(crate) struct RangeFault {
     start: usize,
@@ -481,12 +496,6 @@ mod tests {
         fn invalidate(&self, _inv: &Invalidation<'_>, _mappings: &mut ()) {}
     }
 
-    const SNAP: Request = Request {
-        fault: None,
-        write: false,
-        device: false,
-    };
-
     #[test]
     fn rejects_what_it_cannot_serve() -> Result {
         let len = 16 * PAGE_SIZE;
@@ -506,32 +515,32 @@ mod tests {
         assert_eq!(new(addr, usize::MAX & !(PAGE_SIZE - 1)), Some(EINVAL));
 
         let n = IntervalNotifier::new(mm, addr, len, None, data.clone())?;
-        let rf = |a, s, e| n.range_fault(mm, a, s, e, SNAP).err();
-        // Unaligned windows: hmm would fill a pfn array sized by rounding
-        // down, past its end.
-        assert_eq!(rf(addr, addr, addr + len - 1), Some(EINVAL));
-        assert_eq!(rf(addr + 1, addr + 1, addr + len), Some(EINVAL));
-        // Outside the notifier's range, or not holding the address.
-        assert_eq!(rf(addr, addr - PAGE_SIZE, addr + len), Some(EINVAL));
-        assert_eq!(rf(addr, addr, addr + len + PAGE_SIZE), Some(EINVAL));
-        assert_eq!(rf(addr + len, addr, addr + len), Some(EINVAL));
-        assert_eq!(rf(addr, addr, addr), Some(EINVAL));
+        let snap = |s, e| n.snapshot(mm, s, e, false).err();
+        let fault = |s, e| n.fault(mm, s, e, true, false).err();
+        // Unaligned ranges: hmm would fill a pfn array sized by rounding
+        // down, past its end. Empty ones, and ones outside the notifier's.
+        for (s, e) in [
+            (addr, addr + len - 1),
+            (addr + 1, addr + len),
+            (addr, addr),
+            (addr + PAGE_SIZE, addr),
+            (addr - PAGE_SIZE, addr + len),
+            (addr, addr + len + PAGE_SIZE),
+        ] {
+            assert_eq!(snap(s, e), Some(EINVAL));
+            assert_eq!(fault(s, e), Some(EINVAL));
+        }
 
-        // The window itself: nothing there until faulted in.
-        let r = n.range_fault(mm, addr, addr, addr + len, SNAP)?;
-        assert_eq!(r.pages().len(), 16);
-        assert!(r.pages().iter().all(|p| *p == PageState::Absent));
-        let fault = Request {
-            fault: Some((addr, addr + len)),
-            write: true,
-            device: false,
-        };
-        let r = n.range_fault(mm, addr + PAGE_SIZE, addr, addr + len, fault)?;
+        // The range itself: nothing there until faulted in.
+        let r = n.snapshot(mm, addr, addr + len, false)?;
         assert_eq!((r.start(), r.end()), (addr, addr + len));
-        assert!(r
-            .pages()
-            .iter()
-            .all(|p| matches!(p, PageState::Present { writable: true, .. })));
+        assert!(r.pages().iter().all(|p| *p == PageState::Absent));
+        n.fault(mm, addr + PAGE_SIZE, addr + 3 * PAGE_SIZE, true, false)?;
+        let r = n.snapshot(mm, addr, addr + len, false)?;
+        for (i, p) in r.pages().iter().enumerate() {
+            let present = matches!(p, PageState::Present { writable: true, .. });
+            assert_eq!(present, (1..3).contains(&i));
+        }
         Ok(())
     }
 }

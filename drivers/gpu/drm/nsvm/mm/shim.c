@@ -144,111 +144,25 @@ struct mm_struct *nsvm_notifier_mm(struct nsvm_notifier *n)
 	return n->mni.mm;
 }
 
-/* Whether @hmm_pfn already satisfies @req, or is a device page of @owner
- * (which must not be faulted: that would migrate it to system memory). */
-static bool nsvm_pfn_done(unsigned long hmm_pfn, unsigned long req, void *owner)
+int nsvm_range_fault(struct nsvm_notifier *n, unsigned long start, unsigned long end,
+		     unsigned long *pfns, bool fault, bool write, bool device,
+		     unsigned long *seq)
 {
-	struct page *page;
-
-	if (!(hmm_pfn & HMM_PFN_VALID))
-		return false;
-	page = hmm_pfn_to_page(hmm_pfn);
-	if (owner && is_device_private_page(page) && page_pgmap(page)->owner == owner)
-		return true;
-	return !(req & HMM_PFN_REQ_WRITE) || (hmm_pfn & HMM_PFN_WRITE);
-}
-
-/*
- * Fault the pages of a snapshot in [@from, @to) that need it, run by run. One
- * hmm_range_fault() with HMM_PFN_REQ_FAULT over the whole range would not
- * do: once a page needs a fault, it calls handle_mm_fault() on every page
- * up to the end of the page table it walks, device pages of the owner
- * included, which migrates them back to system memory.
- */
-static int nsvm_fault_runs(const struct hmm_range *snap, unsigned long req, unsigned long from,
-			   unsigned long to)
-{
-	unsigned long npages, i, j;
-	int ret;
-
-	from = max(from, snap->start);
-	to = min(to, snap->end);
-	if (from >= to)
-		return 0;
-	i = (from - snap->start) >> PAGE_SHIFT;
-	npages = (to - snap->start) >> PAGE_SHIFT;
-
-	while (i < npages) {
-		if (nsvm_pfn_done(snap->hmm_pfns[i], req, snap->dev_private_owner)) {
-			i++;
-			continue;
-		}
-		for (j = i + 1; j < npages; j++)
-			if (nsvm_pfn_done(snap->hmm_pfns[j], req, snap->dev_private_owner))
-				break;
-		{
-			struct hmm_range run = *snap;
-
-			run.start = snap->start + (i << PAGE_SHIFT);
-			run.end = snap->start + (j << PAGE_SHIFT);
-			run.hmm_pfns = snap->hmm_pfns + i;
-			run.default_flags = req;
-			ret = hmm_range_fault(&run);
-			if (ret)
-				return ret;
-		}
-		i = j;
-	}
-	return 0;
-}
-
-int nsvm_range_fault(struct nsvm_notifier *n, unsigned long addr, unsigned long win_start,
-		     unsigned long win_end, unsigned long *pfns, unsigned long fault_start,
-		     unsigned long fault_end, bool write, bool device, unsigned long *start,
-		     unsigned long *end, unsigned long *seq)
-{
-	bool fault = fault_start < fault_end;
-	struct mm_struct *mm = n->mni.mm;
-	unsigned long timeout = jiffies + msecs_to_jiffies(HMM_RANGE_DEFAULT_TIMEOUT);
-	unsigned long req = HMM_PFN_REQ_FAULT | (write ? HMM_PFN_REQ_WRITE : 0);
 	struct hmm_range range = {
 		.notifier = &n->mni,
+		.start = start,
+		.end = end,
+		.hmm_pfns = pfns,
+		.default_flags = fault ? HMM_PFN_REQ_FAULT | (write ? HMM_PFN_REQ_WRITE : 0) : 0,
 		.dev_private_owner = device ? n->owner : NULL,
 	};
-	struct vm_area_struct *vma;
 	int ret;
 
 	/* The caller's mmget keeps the address space alive. */
-	VM_WARN_ON_ONCE(!atomic_read(&mm->mm_users));
-
-	do {
-		if (time_after(jiffies, timeout))
-			return -EBUSY;
-		range.notifier_seq = mmu_interval_read_begin(&n->mni);
-		mmap_read_lock(mm);
-		range.start = win_start;
-		range.end = win_end;
-		if (fault) {
-			vma = vma_lookup(mm, addr);
-			if (!vma) {
-				mmap_read_unlock(mm);
-				return -EFAULT;
-			}
-			range.start = max(win_start, vma->vm_start);
-			range.end = min(win_end, vma->vm_end);
-		}
-		range.hmm_pfns = pfns + ((range.start - win_start) >> PAGE_SHIFT);
-		/* A snapshot first; then what needs it is faulted. */
-		memset(range.hmm_pfns, 0,
-		       ((range.end - range.start) >> PAGE_SHIFT) * sizeof(*pfns));
-		ret = hmm_range_fault(&range);
-		if (!ret && fault)
-			ret = nsvm_fault_runs(&range, req, fault_start, fault_end);
-		mmap_read_unlock(mm);
-	} while (ret == -EBUSY);
-
-	*start = range.start;
-	*end = range.end;
+	VM_WARN_ON_ONCE(!atomic_read(&n->mni.mm->mm_users));
+	memset(pfns, 0, ((end - start) >> PAGE_SHIFT) * sizeof(*pfns));
+	ret = hmm_range_fault_unlocked_timeout(&range,
+					       msecs_to_jiffies(HMM_RANGE_DEFAULT_TIMEOUT));
 	*seq = range.notifier_seq;
 	return ret;
 }

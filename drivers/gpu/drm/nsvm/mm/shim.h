@@ -26,8 +26,11 @@ struct nsvm_notifier;
  * @own_exclusive: make_device_exclusive() by the owner, about to hand
  *	the page to its device: the driver must not wait for or undo it.
  * @write_protect: the pages stay mapped and only lose write access
- *	(MMU_NOTIFY_PROTECTION_PAGE: fork's COW, KSM, uffd-wp); a device may
- *	keep read access.
+ *	(MMU_NOTIFY_PROTECTION_PAGE: in 7.3, fork's copy-on-write setup,
+ *	folio_mkclean() and the write-protection of shared mappings for dirty
+ *	tracking; KSM raises MMU_NOTIFY_CLEAR and uffd-wp goes through
+ *	change_protection(), MMU_NOTIFY_PROTECTION_VMA); a device may keep
+ *	read access.
  */
 struct nsvm_invalidation {
 	unsigned long start;
@@ -117,25 +120,25 @@ struct nsvm_pfn {
 };
 
 /*
- * hmm_range_fault() under mmap_read_lock, retrying on -EBUSY until
- * HMM_RANGE_DEFAULT_TIMEOUT.
- *
- * With @fault_start < @fault_end, the range is [win_start, win_end)
- * clipped to the VMA that holds @addr (-EFAULT if none does), and the
- * missing pages of [fault_start, fault_end) are faulted in, writable with
- * @write; the rest of the range is only snapshot. Otherwise
- * [win_start, win_end) is only snapshot. With @device, device pages of the notifier's owner are
- * reported as they are; without, faulting migrates them to system memory.
- * The range used is returned in *start and *end; @pfns has one
- * slot per page of the window. On success *seq is the notifier sequence
+ * hmm_range_fault_unlocked_timeout() over [@start, @end) of the notifier's
+ * mm (page aligned), as Documentation/mm/hmm.rst recommends: it takes
+ * mmap_read_lock itself (killably), lets fault handlers drop it (as
+ * userfaultfd's do), fails an address space the OOM reaper has taken
+ * (check_stable_address_space()), and retries invalidations for up to
+ * HMM_RANGE_DEFAULT_TIMEOUT. Without @fault it only snapshots; with it
+ * every page of the range is faulted in, writable with @write. With
+ * @device, device pages of the notifier's owner are reported as they are,
+ * never faulted; without, faulting migrates them to system memory.
+ * @pfns has one slot per page. On success *seq is the notifier sequence
  * the result is valid for: check it with nsvm_notifier_read_retry() under
- * the driver lock before using it. The caller must hold an mmget reference
- * on the mm.
+ * the driver lock before using it. The caller must hold an mmget
+ * reference on the mm. Returns 0, or -EFAULT, -EPERM (a write to
+ * read-only memory), -ENOMEM, -EBUSY (the timeout) or -EINTR (a fatal
+ * signal).
  */
-int nsvm_range_fault(struct nsvm_notifier *n, unsigned long addr, unsigned long win_start,
-		     unsigned long win_end, unsigned long *pfns, unsigned long fault_start,
-		     unsigned long fault_end, _Bool write, _Bool device, unsigned long *start,
-		     unsigned long *end, unsigned long *seq);
+int nsvm_range_fault(struct nsvm_notifier *n, unsigned long start, unsigned long end,
+		     unsigned long *pfns, _Bool fault, _Bool write, _Bool device,
+		     unsigned long *seq);
 void nsvm_pfn_decode(const struct nsvm_notifier *n, unsigned long hmm_pfn,
 		     struct nsvm_pfn *out);
 
@@ -265,6 +268,10 @@ void nsvm_migrate_abort(struct nsvm_migrate *m);
 void nsvm_migrate_pages(struct nsvm_migrate *m);
 /* migrate_vma_finalize() / migrate_device_finalize(). */
 void nsvm_migrate_finalize(struct nsvm_migrate *m);
+
+/* mmap_read_lock_killable() (0 or -EINTR) and mmap_read_unlock() of @mm. */
+int nsvm_mmap_read_lock_killable(struct mm_struct *mm);
+void nsvm_mmap_read_unlock(struct mm_struct *mm);
 
 /*
  * Fault the page at @addr of @mm in writable and PTE-mapped (splitting a

@@ -140,16 +140,12 @@ const _: () = {
 unsafe extern "C" {
     pub fn nsvm_range_fault(
         n: *mut nsvm_notifier,
-        addr: kernel::ffi::c_ulong,
-        win_start: kernel::ffi::c_ulong,
-        win_end: kernel::ffi::c_ulong,
+        start: kernel::ffi::c_ulong,
+        end: kernel::ffi::c_ulong,
         pfns: *mut kernel::ffi::c_ulong,
-        fault_start: kernel::ffi::c_ulong,
-        fault_end: kernel::ffi::c_ulong,
+        fault: bool,
         write: bool,
         device: bool,
-        start: *mut kernel::ffi::c_ulong,
-        end: *mut kernel::ffi::c_ulong,
         seq: *mut kernel::ffi::c_ulong,
     ) -> kernel::ffi::c_int;
 }
@@ -328,6 +324,12 @@ unsafe extern "C" {
 }
 unsafe extern "C" {
     pub fn nsvm_migrate_finalize(m: *mut nsvm_migrate);
+}
+unsafe extern "C" {
+    pub fn nsvm_mmap_read_lock_killable(mm: *mut mm_struct) -> kernel::ffi::c_int;
+}
+unsafe extern "C" {
+    pub fn nsvm_mmap_read_unlock(mm: *mut mm_struct);
 }
 unsafe extern "C" {
     pub fn nsvm_fault_in_write(
