@@ -222,7 +222,9 @@ struct drm_nsvm_cmd {
  * any command runs); -EFAULT for an unreadable @cmds array, an unwritable
  * READ buffer, or a GPU fault that cannot be served (see above); -ENOENT,
  * -EPERM, -ESRCH: see "SVM lifetime rules"; -EINTR if a signal
- * interrupted it (the interrupted command may be partly done).
+ * interrupted it: it stops the running command within a few pages, and
+ * the commands after it do not run (the interrupted command may be partly
+ * done; @completed counts those that completed).
  */
 struct drm_nsvm_exec {
 	/** @size: in, sizeof(struct drm_nsvm_exec). */

@@ -188,6 +188,12 @@ impl Ioctl for Exec {
 
         let mut ret = Ok(0);
         for cmd in cmds.iter_mut() {
+            // A signal stops the list between commands, and the running
+            // command within a lock run (the job is cancelled).
+            if kernel::current!().signal_pending() {
+                ret = Err(EINTR);
+                break;
+            }
             match run_cmd(&dev.engine, mirror, &mm, cmd) {
                 Ok(()) => arg.completed += 1,
                 Err(Stop::Unserved(u)) => {
@@ -232,6 +238,9 @@ fn run_cmd(
     let len = cmd.len as usize;
     let mut off = 0;
     while off < len {
+        if kernel::current!().signal_pending() {
+            return Err(Stop::Error(EINTR));
+        }
         let n = (len - off).min(SoftVm::MAX_READ);
         let mut piece = uapi::drm_nsvm_cmd {
             src: cmd.src + off as u64,

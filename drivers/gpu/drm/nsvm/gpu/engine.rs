@@ -16,6 +16,10 @@
 //! job, or cancels it when a fault cannot be served. A miss during
 //! execution (an invalidation raced the batch) stalls the job the same way.
 //!
+//! A cancel (a signal to the ioctl, an unservable fault) takes effect before
+//! the worker's next hold of the VM lock: within [`LOCK_RUN`] pages, or
+//! [`PROBE_RUN`] page-table lookups, whether the job faults or not.
+//!
 //! The ioctl always waits for the job to finish before returning, also when
 //! a signal interrupts it (it cancels the job first): no job outlives the
 //! ioctl, so none can use the page table after the file, and with it the
@@ -30,6 +34,10 @@ use kernel::{
     bindings, new_condvar, new_mutex, new_work,
     prelude::*,
     sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
         Arc,
         CondVar,
         Mutex, //
@@ -69,6 +77,9 @@ const MAX_EXTRA_REPLAYS: usize = 64;
 /// Pages a command touches per hold of the VM lock: fewer round trips,
 /// and an invalidation waits for at most this many page copies.
 const LOCK_RUN: usize = 16;
+
+/// Page-table lookups the probe makes per hold of the VM lock.
+const PROBE_RUN: usize = 512;
 
 /// The command processor of one GPU: the queue its jobs run on.
 ///
@@ -125,6 +136,9 @@ pub(crate) struct Job<V: GpuVm> {
     /// Shared with the fault handler.
     #[pin]
     state: Mutex<JobState>,
+    /// Set by [`GpuJob::cancel`]: the worker stops before its next hold of
+    /// the VM lock, also when it never stalls on a fault.
+    cancelled: Atomic<bool>,
     /// Signalled on every phase change.
     #[pin]
     cond: CondVar,
@@ -181,6 +195,7 @@ impl<V: GpuVm> GpuJob for Job<V> {
     }
 
     fn cancel(&self) {
+        self.cancelled.store(true, Relaxed);
         let mut st = self.state.lock();
         if st.phase != Phase::Done {
             st.phase = Phase::Cancel;
@@ -220,6 +235,7 @@ impl<V: GpuVm> Job<V> {
                 vm,
                 dst,
                 state <- new_mutex!(state, "Job::state"),
+                cancelled: Atomic::new(false),
                 cond <- new_condvar!("Job::cond"),
                 work <- new_work!("Job::work"),
             }),
@@ -314,7 +330,8 @@ impl<V: GpuVm> Job<V> {
         queue: &mut KVec<Fault>,
     ) -> Result {
         queue.clear();
-        let vm = self.vm.vm.lock();
+        let mut vm = self.vm.vm.lock();
+        let mut looked = 0;
         let atomic = is_atomic(cmd);
         for (i, (start, len, write)) in ranges(cmd).into_iter().enumerate() {
             let from = done.max(probed[i]);
@@ -324,6 +341,15 @@ impl<V: GpuVm> Job<V> {
             let mut first_miss = None;
             let mut va = (start + from) & !(PAGE_SIZE_4K - 1);
             while va < start + len && queue.len() < FAULT_BATCH {
+                // A 1 GiB command is 2^18 lookups: the VM lock is let go
+                // every PROBE_RUN of them, for invalidations (the OOM
+                // reaper's may not wait) and for a cancel.
+                looked += 1;
+                if looked % PROBE_RUN == 0 {
+                    drop(vm);
+                    self.check_cancel()?;
+                    vm = self.vm.vm.lock();
+                }
                 let mut next = va.checked_add(PAGE_SIZE_4K);
                 if !vm.lookup(va).is_some_and(|p| allows(&p, write, atomic)) {
                     first_miss.get_or_insert(va);
@@ -412,6 +438,16 @@ impl<V: GpuVm> Job<V> {
         Ok(r.is_some())
     }
 
+    /// `ECANCELED` once the job was cancelled: checked before every hold of
+    /// the VM lock, so a cancel takes effect within one lock run (of
+    /// [`LOCK_RUN`] pages, or [`PROBE_RUN`] lookups), not one command.
+    fn check_cancel(&self) -> Result {
+        if self.cancelled.load(Relaxed) {
+            return Err(ECANCELED);
+        }
+        Ok(())
+    }
+
     /// Runs `step` from byte `*done` to `len`, [`LOCK_RUN`] steps per hold
     /// of the VM lock. Each step gets the lock's guard and the offset it
     /// starts at, and returns the bytes it did or the fault it missed on,
@@ -423,6 +459,7 @@ impl<V: GpuVm> Job<V> {
         mut step: impl FnMut(&V, usize) -> Result<core::result::Result<usize, Fault>>,
     ) -> Result<Option<Fault>> {
         while *done < len {
+            self.check_cancel()?;
             let vm = self.vm.vm.lock();
             for _ in 0..LOCK_RUN {
                 if *done == len {
@@ -507,6 +544,7 @@ impl<V: GpuVm> Job<V> {
             uapi::DRM_NSVM_OP_READ => {
                 let out = self.dst.as_ref().ok_or(EINVAL)?;
                 while *done < len {
+                    self.check_cancel()?;
                     // Up to LOCK_RUN pages into `buf` under the lock, then
                     // out to the (pinned) destination without it.
                     let first = *done;
