@@ -118,6 +118,9 @@ pub(crate) const DEFAULT_WINDOW: usize = PAGE_SIZE_2M;
 /// Largest fault window userspace may ask for.
 pub(crate) const MAX_WINDOW: usize = 1 << 30;
 
+/// GPU entries a SNAPSHOT reads per hold of the VM lock: one directory.
+const SNAPSHOT_RUN: usize = PAGE_SIZE_2M / PAGE_SIZE_4K;
+
 /// How far around a GPU fault missing pages are faulted in. The rest of
 /// the fault window is mapped only where the CPU has pages already: a
 /// sparse access does not populate 2 MiB of memory nobody touched, and a
@@ -785,29 +788,43 @@ impl<V: GpuVm> Mirror<V> {
     }
 
     /// The GPU page-table state of `npages` pages from `start`, one
-    /// `DRM_NSVM_PTE_*` byte each, into `out`.
+    /// `DRM_NSVM_PTE_*` byte each, into `out` (not present past the end of
+    /// the address space).
+    ///
+    /// The VM lock is held for [`SNAPSHOT_RUN`] entries at a time: an
+    /// invalidation, a non-blockable one of the OOM reaper included, never
+    /// waits for a whole snapshot of up to 2^20 pages.
     pub(crate) fn snapshot(&self, start: usize, out: &mut [u8]) {
-        let vm = self.vm().vm.lock();
-        for (i, state) in out.iter_mut().enumerate() {
-            *state = match vm.lookup(start + i * PAGE_SIZE_4K) {
-                None => 0,
-                Some(pte) => {
-                    let mut s = uapi::DRM_NSVM_PTE_VALID;
-                    if pte.writable {
-                        s |= uapi::DRM_NSVM_PTE_WRITE;
-                    }
-                    if pte.huge {
-                        s |= uapi::DRM_NSVM_PTE_HUGE;
-                    }
-                    if is_vram(&pte) {
-                        s |= uapi::DRM_NSVM_PTE_DEVICE;
-                    }
-                    if pte.atomic {
-                        s |= uapi::DRM_NSVM_PTE_ATOMIC;
-                    }
-                    s as u8
+        for (n, run) in out.chunks_mut(SNAPSHOT_RUN).enumerate() {
+            let first = start.checked_add(n * SNAPSHOT_RUN * PAGE_SIZE_4K);
+            let vm = self.vm().vm.lock();
+            for (i, state) in run.iter_mut().enumerate() {
+                let va = first.and_then(|f| f.checked_add(i * PAGE_SIZE_4K));
+                *state = Self::pte_state(va.and_then(|va| vm.lookup(va)));
+            }
+        }
+    }
+
+    /// The `DRM_NSVM_PTE_*` byte of a GPU entry.
+    fn pte_state(pte: Option<Pte>) -> u8 {
+        match pte {
+            None => 0,
+            Some(pte) => {
+                let mut s = uapi::DRM_NSVM_PTE_VALID;
+                if pte.writable {
+                    s |= uapi::DRM_NSVM_PTE_WRITE;
                 }
-            };
+                if pte.huge {
+                    s |= uapi::DRM_NSVM_PTE_HUGE;
+                }
+                if is_vram(&pte) {
+                    s |= uapi::DRM_NSVM_PTE_DEVICE;
+                }
+                if pte.atomic {
+                    s |= uapi::DRM_NSVM_PTE_ATOMIC;
+                }
+                s as u8
+            }
         }
     }
 }
