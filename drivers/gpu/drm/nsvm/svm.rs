@@ -540,11 +540,13 @@ impl<V: GpuVm> Mirror<V> {
     /// page tables, after faulting in the pages of `spans` that neither the
     /// CPU nor the GPU has as the span asks.
     ///
-    /// Each round snapshots the window, faults in what is missing (`f`'s
-    /// own page first: its failure is the fault's; the other runs' are
-    /// remembered and not tried again) and snapshots again, until a
-    /// snapshot needs nothing and is still current under the VM lock; then
-    /// it is mapped. Bounded by [`Patience`].
+    /// Each round snapshots the window and faults in the runs of missing
+    /// pages, taking what the faults read into the snapshot; it maps the
+    /// result if the snapshot is still current under the VM lock (so
+    /// nothing read since changed either), else it starts again. A run
+    /// that fails is tried again without `f`'s own page, whose failure is
+    /// the fault's; the other pages of failed runs are left out from then
+    /// on. Bounded by [`Patience`].
     fn map_window(
         &self,
         mm: &MmWithUser,
@@ -560,32 +562,21 @@ impl<V: GpuVm> Mirror<V> {
         let patience = Patience::new();
         loop {
             patience.check()?;
-            let rf = self.notifier.snapshot(mm, win_start, win_end, device)?;
-            let runs = self.missing(&rf, spans, &failed)?;
-            if !runs.is_empty() {
-                for r in runs.iter().filter(|r| r.start <= own && own < r.end) {
-                    self.notifier
-                        .fault(mm, own, own + PAGE_SIZE_4K, r.write, device)?;
-                }
-                for r in runs.iter() {
-                    for (start, end) in [
-                        (r.start, own.clamp(r.start, r.end)),
-                        (
-                            own.saturating_add(PAGE_SIZE_4K).clamp(r.start, r.end),
-                            r.end,
-                        ),
-                    ] {
-                        if start >= end {
-                            continue;
-                        }
-                        match self.notifier.fault(mm, start, end, r.write, device) {
-                            Err(e) if e == EINTR => return Err(e),
-                            Err(_) => failed.push((start, end), GFP_KERNEL)?,
-                            Ok(()) => {}
-                        }
+            let mut rf = self.notifier.snapshot(mm, win_start, win_end, device)?;
+            for r in self.missing(&rf, spans, &failed)?.iter() {
+                match self.notifier.fault(mm, r.start, r.end, r.write, device) {
+                    Ok(faulted) => rf.merge(&faulted),
+                    Err(e) if e == EINTR => return Err(e),
+                    // Best effort, but for `f`'s own page: try it alone.
+                    Err(_) if (r.start..r.end).contains(&own) => {
+                        let faulted =
+                            self.notifier
+                                .fault(mm, own, own + PAGE_SIZE_4K, r.write, device)?;
+                        rf.merge(&faulted);
+                        failed.push((r.start, r.end), GFP_KERNEL)?;
                     }
+                    Err(_) => failed.push((r.start, r.end), GFP_KERNEL)?,
                 }
-                continue;
             }
             let mut ptes = KVVec::with_capacity(rf.pages().len(), GFP_KERNEL | __GFP_NOWARN)?;
             let mut vram_page = None;

@@ -319,7 +319,11 @@ impl<T: Invalidate> IntervalNotifier<T> {
         end: usize,
         device: bool,
     ) -> Result<RangeFault> {
-        let (pfns, seq) = self.hmm(mm, (start, end), None, device)?;
+        self.result(start, self.hmm(mm, (start, end), None, device)?)
+    }
+
+    /// The decoded result of [`Self::hmm`] from `start`.
+    fn result(&self, start: usize, (pfns, seq): (KVVec<usize>, Seq)) -> Result<RangeFault> {
         let mut pages = KVVec::with_capacity(pfns.len(), GFP_KERNEL | __GFP_NOWARN)?;
         for &hmm_pfn in pfns.iter() {
             pages
@@ -339,8 +343,8 @@ impl<T: Invalidate> IntervalNotifier<T> {
     /// whatever it is (HMM faults the rest of the page table it walks): a
     /// caller that must not fault some pages leaves them out of the range.
     ///
-    /// The result is not kept: [`Self::snapshot`] then reads what is
-    /// mapped. Errors and requirements as for [`Self::snapshot`].
+    /// Returns what is mapped in the range then, as [`Self::snapshot`]
+    /// would; errors and requirements as for it.
     pub(crate) fn fault(
         &self,
         mm: &MmWithUser,
@@ -348,8 +352,8 @@ impl<T: Invalidate> IntervalNotifier<T> {
         end: usize,
         write: bool,
         device: bool,
-    ) -> Result {
-        self.hmm(mm, (start, end), Some(write), device).map(|_| ())
+    ) -> Result<RangeFault> {
+        self.result(start, self.hmm(mm, (start, end), Some(write), device)?)
     }
 
     fn decode(&self, hmm_pfn: usize) -> PageState {
@@ -472,6 +476,25 @@ impl RangeFault {
     pub(crate) fn pages(&self) -> &[PageState] {
         &self.pages
     }
+
+    /// Takes the pages of `later` (read after `self`, as by a fault of
+    /// some of `self`'s pages) where the two overlap. The result is
+    /// current if `self`'s sequence is: everything in it was read after
+    /// `self`'s read side began.
+    pub(crate) fn merge(&mut self, later: &RangeFault) {
+        let (start, end) = (self.start().max(later.start()), self.end().min(later.end()));
+        if start >= end {
+            return;
+        }
+        let n = (end - start) >> PAGE_SHIFT;
+        let (a, b) = (
+            (start - self.start) >> PAGE_SHIFT,
+            (start - later.start) >> PAGE_SHIFT,
+        );
+        for (to, from) in self.pages[a..a + n].iter_mut().zip(&later.pages[b..b + n]) {
+            *to = *from;
+        }
+    }
 }
 
 #[kunit_tests(nsvm_notifier)]
@@ -532,12 +555,20 @@ mod tests {
         }
 
         // The range itself: nothing there until faulted in.
-        let r = n.snapshot(mm, addr, addr + len, false)?;
+        let mut r = n.snapshot(mm, addr, addr + len, false)?;
         assert_eq!((r.start(), r.end()), (addr, addr + len));
         assert!(r.pages().iter().all(|p| *p == PageState::Absent));
-        n.fault(mm, addr + PAGE_SIZE, addr + 3 * PAGE_SIZE, true, false)?;
-        let r = n.snapshot(mm, addr, addr + len, false)?;
-        for (i, p) in r.pages().iter().enumerate() {
+        let f = n.fault(mm, addr + PAGE_SIZE, addr + 3 * PAGE_SIZE, true, false)?;
+        assert_eq!(
+            (f.start(), f.end()),
+            (addr + PAGE_SIZE, addr + 3 * PAGE_SIZE)
+        );
+        // The fault's pages, merged into the older snapshot, are what a new
+        // snapshot reads.
+        r.merge(&f);
+        let again = n.snapshot(mm, addr, addr + len, false)?;
+        assert_eq!(r.pages(), again.pages());
+        for (i, p) in again.pages().iter().enumerate() {
             let present = matches!(p, PageState::Present { writable: true, .. });
             assert_eq!(present, (1..3).contains(&i));
         }
