@@ -84,27 +84,113 @@ fn allowed(nr: u32) -> &'static [i32] {
     }
 }
 
+/// The call the fuzzer is making, in memory shared with the parent: if
+/// the call kills the fuzzing child (a kernel BUG kills the caller), the
+/// parent names it.
+#[repr(C)]
+struct LastCall {
+    index: u64,
+    nr: u32,
+    len: u32,
+    /// The argument, then for EXEC its first commands.
+    bytes: [u8; 256],
+}
+
+/// The bytes of `v`.
+fn bytes_of<T>(v: &T) -> &[u8] {
+    // SAFETY: The uapi structs are plain integers without padding.
+    unsafe { std::slice::from_raw_parts(ptr::from_ref(v).cast(), size_of::<T>()) }
+}
+
 struct Fuzz {
     rng: Rng,
-    addrs: Vec<u64>,
-    lens: Vec<u64>,
+    /// Addresses of this process's own test mappings.
+    targets: Vec<u64>,
+    /// The user address limit (`TASK_SIZE`, from VA_BITS).
+    limit: u64,
     buf: Vec<u8>,
     cmds: Vec<Cmd>,
+    last: *mut LastCall,
+}
+
+/// Values at the edges, for any address, length or count: 0, 1, a page
+/// less one, a page, 2 MiB and a page either side, the user address
+/// limit and a page below it, 2^47, 2^63, and the top of the 64-bit space.
+fn edges(limit: u64) -> [u64; 15] {
+    let page = PAGE as u64;
+    let mb2 = 2u64 << 20;
+    [
+        0,
+        1,
+        page - 1,
+        page,
+        mb2 - page,
+        mb2,
+        mb2 + page,
+        limit - page,
+        limit,
+        1 << 47,
+        1 << 63,
+        0u64.wrapping_sub(mb2),
+        0u64.wrapping_sub(page),
+        u64::MAX,
+        limit + page,
+    ]
 }
 
 impl Fuzz {
+    fn edge(&mut self) -> u64 {
+        let e = edges(self.limit);
+        self.rng.pick(&e)
+    }
+
     fn addr(&mut self) -> u64 {
-        let a = self.rng.pick(&self.addrs);
-        match self.rng.below(4) {
-            0 => a.wrapping_add(self.rng.below(8192)),
-            _ => a,
+        match self.rng.below(8) {
+            0..=3 => {
+                let a = self.rng.pick(&self.targets);
+                match self.rng.below(4) {
+                    0 => a.wrapping_add(self.rng.below(8192)),
+                    _ => a,
+                }
+            }
+            4 => self.rng.next(),
+            _ => self.edge(),
         }
     }
 
-    fn len(&mut self) -> u64 {
+    /// A length for a range from `start`: an edge value, a random one, a
+    /// short one, or one whose sum with `start` lands exactly on (or one
+    /// byte or page past) 2^64 or the address limit.
+    fn len_from(&mut self, start: u64) -> u64 {
         match self.rng.below(8) {
             0 => self.rng.next(),
-            _ => self.rng.pick(&self.lens),
+            1..=2 => self.edge(),
+            3..=4 => {
+                let target = if self.rng.below(2) == 0 {
+                    0
+                } else {
+                    self.limit
+                };
+                let past = self.rng.pick(&[0, 0, 1, PAGE as u64]);
+                target.wrapping_sub(start).wrapping_add(past)
+            }
+            _ => self.rng.pick(&[
+                8,
+                PAGE as u64 + 1,
+                16 * PAGE as u64,
+                1 << 30,
+                (1 << 30) + 1,
+                1 << 40,
+            ]),
+        }
+    }
+
+    /// A count: an edge value, or near `max` (what the ioctl accepts).
+    fn count(&mut self, max: u64) -> u64 {
+        match self.rng.below(4) {
+            0 => self.edge(),
+            1 => self.rng.pick(&[max, max + 1, u64::from(u32::MAX)]),
+            _ => self.rng.below(max + 1),
         }
     }
 
@@ -134,14 +220,15 @@ impl Fuzz {
 
     fn cmd(&mut self) -> Cmd {
         let op = self.small(6);
+        let dst = self.addr();
         Cmd {
             op,
             flags: self.zeroish(),
-            dst: self.addr(),
+            dst,
             src: self.addr(),
             // Valid commands stay short, so that the run stays fast.
             len: if self.rng.below(4) == 0 {
-                self.len()
+                self.len_from(dst)
             } else {
                 self.rng.below(3 * PAGE as u64)
             },
@@ -149,8 +236,33 @@ impl Fuzz {
         }
     }
 
-    /// One call with structured random arguments; returns (nr, errno).
-    fn call(&mut self, fds: &[i32]) -> (u32, i32) {
+    /// Records call `index` of ioctl `nr` with argument `arg` (and `cmds`)
+    /// in the shared [`LastCall`], then makes it.
+    fn ioctl<T>(
+        &mut self,
+        index: u64,
+        fd: i32,
+        nr: u32,
+        cmd: u64,
+        arg: &mut T,
+        cmds: &[Cmd],
+    ) -> i32 {
+        // SAFETY: `last` is the shared page, only this process writes it.
+        let last = unsafe { &mut *self.last };
+        let mut v = bytes_of(arg).to_vec();
+        for c in cmds {
+            v.extend_from_slice(bytes_of(c));
+        }
+        let n = v.len().min(last.bytes.len());
+        last.bytes[..n].copy_from_slice(&v[..n]);
+        last.len = n as u32;
+        last.nr = nr;
+        last.index = index;
+        ioctl(fd, cmd, arg)
+    }
+
+    /// Call `index`, with structured random arguments; returns (nr, errno).
+    fn call(&mut self, index: u64, fds: &[i32]) -> (u32, i32) {
         let fd = self.rng.pick(fds);
         let nr = match self.rng.below(20) {
             0 => 6 + self.rng.below(0x3a) as u32,
@@ -166,36 +278,44 @@ impl Fuzz {
                     value: self.rng.next(),
                     pad: u64::from(self.zeroish()),
                 };
-                ioctl(fd, nsvm::DRM_IOCTL_NSVM_GET_PARAM, &mut a)
+                self.ioctl(index, fd, nr, nsvm::DRM_IOCTL_NSVM_GET_PARAM, &mut a, &[])
             }
             sys::DRM_NSVM_SVM_INIT => {
                 let mut a = sys::drm_nsvm_svm_init {
                     size: self.size::<sys::drm_nsvm_svm_init>(),
                     flags: self.zeroish(),
-                    fault_window: self.len(),
+                    fault_window: self.len_from(0),
                     pad: u64::from(self.zeroish()),
                 };
-                ioctl(fd, nsvm::DRM_IOCTL_NSVM_SVM_INIT, &mut a)
+                self.ioctl(index, fd, nr, nsvm::DRM_IOCTL_NSVM_SVM_INIT, &mut a, &[])
             }
             sys::DRM_NSVM_EXEC => {
                 let n = self.rng.below(4) as usize;
-                self.cmds.clear();
+                let mut cmds = std::mem::take(&mut self.cmds);
+                cmds.clear();
                 for _ in 0..n {
-                    let c = self.cmd();
-                    self.cmds.push(c);
+                    cmds.push(self.cmd());
                 }
-                let cmds = match self.rng.below(16) {
+                let ptr = match self.rng.below(16) {
                     0 => self.addr(),
-                    _ => self.cmds.as_mut_ptr() as u64,
+                    _ => cmds.as_mut_ptr() as u64,
+                };
+                let max = sys::DRM_NSVM_EXEC_MAX_CMDS;
+                let num_cmds = match self.rng.below(16) {
+                    0 => self.count(u64::from(max)) as u32,
+                    _ => n as u32,
                 };
                 let mut a = sys::drm_nsvm_exec {
                     size: self.size::<sys::drm_nsvm_exec>(),
-                    num_cmds: if self.rng.below(16) == 0 {
-                        self.rng.next() as u32
+                    // Over the maximum: EINVAL before anything is read. Up
+                    // to it, never past our own commands: those read from
+                    // elsewhere could point the GPU at our heap.
+                    num_cmds: if num_cmds > max || ptr != cmds.as_ptr() as u64 {
+                        num_cmds
                     } else {
-                        n as u32
+                        num_cmds.min(n as u32)
                     },
-                    cmds,
+                    cmds: ptr,
                     cmd_size: if self.rng.below(16) == 0 {
                         self.rng.below(64) as u32
                     } else {
@@ -204,34 +324,40 @@ impl Fuzz {
                     flags: self.zeroish(),
                     ..Default::default()
                 };
-                ioctl(fd, nsvm::DRM_IOCTL_NSVM_EXEC, &mut a)
+                let e = self.ioctl(index, fd, nr, nsvm::DRM_IOCTL_NSVM_EXEC, &mut a, &cmds);
+                self.cmds = cmds;
+                e
             }
             sys::DRM_NSVM_SNAPSHOT => {
                 let states = match self.rng.below(8) {
                     0 => self.addr(),
                     _ => self.buf.as_mut_ptr() as u64,
                 };
+                let start = self.addr();
+                let npages = match self.rng.below(8) {
+                    0 => self.count(u64::from(sys::DRM_NSVM_SNAPSHOT_MAX_PAGES)),
+                    1 => self.len_from(start) / PAGE as u64,
+                    _ => self.rng.below(self.buf.len() as u64),
+                };
+                // `buf` holds the most pages a SNAPSHOT may report.
                 let mut a = sys::drm_nsvm_snapshot {
                     size: self.size::<sys::drm_nsvm_snapshot>(),
                     flags: self.small(1),
-                    start: self.addr(),
-                    npages: if self.rng.below(8) == 0 {
-                        self.len()
-                    } else {
-                        self.rng.below(self.buf.len() as u64)
-                    },
+                    start,
+                    npages,
                     states,
                     ..Default::default()
                 };
-                ioctl(fd, nsvm::DRM_IOCTL_NSVM_SNAPSHOT, &mut a)
+                self.ioctl(index, fd, nr, nsvm::DRM_IOCTL_NSVM_SNAPSHOT, &mut a, &[])
             }
             sys::DRM_NSVM_MIGRATE => {
+                let start = self.addr();
                 let mut a = sys::drm_nsvm_migrate {
                     size: self.size::<sys::drm_nsvm_migrate>(),
                     flags: self.zeroish(),
-                    start: self.addr(),
+                    start,
                     length: if self.rng.below(4) == 0 {
-                        self.len()
+                        self.len_from(start)
                     } else {
                         self.rng.below(16) * PAGE as u64
                     },
@@ -239,27 +365,28 @@ impl Fuzz {
                     pad: self.zeroish(),
                     ..Default::default()
                 };
-                ioctl(fd, nsvm::DRM_IOCTL_NSVM_MIGRATE, &mut a)
+                self.ioctl(index, fd, nr, nsvm::DRM_IOCTL_NSVM_MIGRATE, &mut a, &[])
             }
             sys::DRM_NSVM_SET_ATTR => {
+                let start = self.addr();
                 let mut a = sys::drm_nsvm_set_attr {
                     size: self.size::<sys::drm_nsvm_set_attr>(),
                     flags: self.zeroish(),
-                    start: self.addr(),
-                    length: self.len(),
+                    start,
+                    length: self.len_from(start),
                     preferred: self.small(2),
                     migrate_on_fault: self.small(1),
                     atomic: self.small(2),
                     pad: self.zeroish(),
                 };
-                ioctl(fd, nsvm::DRM_IOCTL_NSVM_SET_ATTR, &mut a)
+                self.ioctl(index, fd, nr, nsvm::DRM_IOCTL_NSVM_SET_ATTR, &mut a, &[])
             }
             _ => {
                 let mut junk = [0u64; 8];
                 for j in junk.iter_mut() {
                     *j = self.rng.next();
                 }
-                ioctl(fd, iowr(nr, 64), &mut junk)
+                self.ioctl(index, fd, nr, iowr(nr, 64), &mut junk, &[])
             }
         };
         (nr, errno)
@@ -268,13 +395,72 @@ impl Fuzz {
 
 /// At least NSVM_FUZZ_CALLS (100000) seeded calls with structured random
 /// arguments on a bound and an unbound file: only documented errnos, and
-/// the device still works afterwards.
+/// the device still works afterwards. Every address, length and count is
+/// drawn from the edges (see [`edges`]) as well as at random, and lengths
+/// land exactly on or just past 2^64 and the user address limit. The calls
+/// run in a child: if one kills it (a kernel BUG does), the parent names
+/// the call, with its arguments.
 fn fuzz_ioctls() -> TestResult {
     let seed = env_u64("NSVM_SEED", 0x5eed);
     let calls = env_u64("NSVM_FUZZ_CALLS", 100_000);
+    // SAFETY: A fresh shared anonymous page for the last call.
+    let shared = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            PAGE,
+            RW,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    check!(shared != libc::MAP_FAILED);
+    let last = shared.cast::<LastCall>();
+    let (pid, started) = fork_ready(|wfd| match fuzz_child(seed, calls, last, wfd) {
+        Ok(()) => 0,
+        Err(Outcome::Skip(why)) => {
+            println!("Test requirement not met: {why}");
+            77
+        }
+        Err(Outcome::Fail(why)) => {
+            println!("{why}");
+            1
+        }
+    })?;
+    let mut st = 0;
+    // SAFETY: Our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    if libc::WIFSIGNALED(st) {
+        // SAFETY: The child is gone; the page is ours to read.
+        let last = unsafe { &*last };
+        let bytes: Vec<String> = last.bytes[..last.len as usize]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        return Err(Outcome::Fail(format!(
+            "seed {seed:#x}: the fuzzer died (signal {}) in call {} of {calls}: ioctl {:#x}, argument {}",
+            libc::WTERMSIG(st),
+            last.index,
+            last.nr,
+            bytes.join("")
+        )));
+    }
+    check!(started, "the fuzzer did not start (status {st:#x})");
+    match libc::WEXITSTATUS(st) {
+        0 => Ok(()),
+        77 => skip!("see above"),
+        c => Err(Outcome::Fail(format!("the fuzzer failed (exit {c})"))),
+    }
+}
+
+/// The fuzzer's side of [`fuzz_ioctls`].
+fn fuzz_child(seed: u64, calls: u64, last: *mut LastCall, wfd: i32) -> TestResult {
     let bound_dev = bound(0)?;
     let unbound = open(0)?;
     let other = bound(1)?;
+    ready(wfd);
+    let bits = bound_dev.get_param(sys::DRM_NSVM_PARAM_VA_BITS)?;
+    let limit = (1u64 << bits) - PAGE as u64;
     // Every target sits inside 4 GiB of PROT_NONE: a command or a copy-out
     // that runs past one faults instead of writing over this process's own
     // heap or stack. Writable pages at the start, a read-only page at
@@ -315,36 +501,19 @@ fn fuzz_ioctls() -> TestResult {
     let none = m_addr + (3 << 30);
     let mut fuzz = Fuzz {
         rng: Rng::new(seed),
-        addrs: vec![
+        targets: vec![
             m_addr,
             m_addr + 8 * PAGE as u64,
             m_addr + (1 << 30),
             ro,
             none,
-            0,
-            1,
-            PAGE as u64,
-            1 << 47,
             0xffff_8880_0000_0000,
-            !(PAGE as u64 - 1),
-            u64::MAX,
         ],
-        lens: vec![
-            0,
-            1,
-            8,
-            PAGE as u64,
-            PAGE as u64 + 1,
-            16 * PAGE as u64,
-            2 << 20,
-            1 << 30,
-            (1 << 30) + 1,
-            1 << 40,
-            u64::MAX,
-        ],
+        limit,
         // SNAPSHOT writes one byte per page, up to its maximum.
         buf: vec![0u8; sys::DRM_NSVM_SNAPSHOT_MAX_PAGES as usize],
         cmds: Vec::with_capacity(4),
+        last,
     };
     let fds = [
         bound_dev.file().as_raw_fd(),
@@ -355,7 +524,7 @@ fn fuzz_ioctls() -> TestResult {
     let mut time: BTreeMap<u32, Duration> = BTreeMap::new();
     for i in 0..calls {
         let t = Instant::now();
-        let (nr, errno) = fuzz.call(&fds);
+        let (nr, errno) = fuzz.call(i, &fds);
         *time.entry(nr.min(6)).or_default() += t.elapsed();
         *seen.entry((nr.min(6), errno)).or_default() += 1;
         if !allowed(nr).contains(&errno) {
@@ -364,7 +533,7 @@ fn fuzz_ioctls() -> TestResult {
             )));
         }
     }
-    println!("fuzz: seed {seed:#x}, {calls} calls; (ioctl, errno) -> count: {seen:?}");
+    println!("fuzz: seed {seed:#x}, {calls} calls, address limit {limit:#x}; (ioctl, errno) -> count: {seen:?}");
     println!("fuzz: time per ioctl: {time:?}");
     // Still working: the bound file serves EXEC on fresh memory.
     let mut n = Map::new(4 * PAGE, RW);
