@@ -300,9 +300,10 @@ struct drm_nsvm_counters {
  *
  * Errors: -EINVAL for a bad @size, non-zero @flags, an unaligned @start,
  * more than DRM_NSVM_SNAPSHOT_MAX_PAGES pages or pages past the user
- * address limit;
- * -EFAULT for an unwritable @states; -ENOENT, -EPERM, -ESRCH: see "SVM
- * lifetime rules".
+ * address limit; -EFAULT for an unwritable @states; with
+ * DRM_NSVM_SNAPSHOT_CPU, -EBUSY when invalidations keep colliding with
+ * the walk for a second and -EINTR for a fatal signal; -ENOENT, -EPERM,
+ * -ESRCH: see "SVM lifetime rules".
  */
 struct drm_nsvm_snapshot {
 	/** @size: in, sizeof(struct drm_nsvm_snapshot). */

@@ -76,7 +76,7 @@ fn allowed(nr: u32) -> &'static [i32] {
         sys::DRM_NSVM_GET_PARAM => &[0, EINVAL],
         sys::DRM_NSVM_SVM_INIT => &[0, EINVAL, EBUSY],
         sys::DRM_NSVM_EXEC => &[0, EINVAL, EFAULT, ENOENT, EBUSY, ENOMEM],
-        sys::DRM_NSVM_SNAPSHOT => &[0, EINVAL, EFAULT, ENOENT],
+        sys::DRM_NSVM_SNAPSHOT => &[0, EINVAL, EFAULT, ENOENT, EBUSY],
         sys::DRM_NSVM_MIGRATE => &[0, EINVAL, ENOENT, ENOMEM],
         sys::DRM_NSVM_SET_ATTR => &[0, EINVAL, ENOENT, ENOSPC],
         // Unknown driver ioctls: the DRM core.
