@@ -86,6 +86,7 @@ mod tests {
         };
         // SAFETY: `c` is valid for writes.
         unsafe { sys::nsvm_task_layout(&mut c) };
+        let c = (c.size, c.mm, c.pid, c.tgid, c.group_leader);
         let rust = (
             size_of::<task_struct>(),
             offset_of!(task_struct, mm),
@@ -93,16 +94,11 @@ mod tests {
             offset_of!(task_struct, tgid),
             offset_of!(task_struct, group_leader),
         );
-        if rust != (c.size, c.mm, c.pid, c.tgid, c.group_leader) {
+        if rust != c {
             kernel::pr_err!(
-                "task_struct (size, mm, pid, tgid, group_leader): C {:?}, bindgen {rust:?}\n",
-                (c.size, c.mm, c.pid, c.tgid, c.group_leader)
+                "task_struct (size, mm, pid, tgid, group_leader): C {c:?}, bindgen {rust:?}\n"
             );
         }
-        assert_eq!(size_of::<task_struct>(), c.size);
-        assert_eq!(offset_of!(task_struct, mm), c.mm);
-        assert_eq!(offset_of!(task_struct, pid), c.pid);
-        assert_eq!(offset_of!(task_struct, tgid), c.tgid);
-        assert_eq!(offset_of!(task_struct, group_leader), c.group_leader);
+        assert_eq!(rust, c);
     }
 }

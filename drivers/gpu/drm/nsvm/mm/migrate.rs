@@ -21,7 +21,11 @@ use core::{
     ptr::NonNull, //
 };
 
-use kernel::{bindings, mm::MmWithUser, prelude::*};
+use kernel::{
+    bindings,
+    mm::MmWithUser,
+    prelude::*, //
+};
 
 use super::{
     notifier::CpuPage,

@@ -8,7 +8,13 @@ use core::ptr::{
     NonNull, //
 };
 
-use kernel::{alloc::flags::__GFP_NOWARN, bindings, error::to_result, page::PAGE_SIZE, prelude::*};
+use kernel::{
+    alloc::flags::__GFP_NOWARN,
+    bindings,
+    error::to_result,
+    page::PAGE_SIZE,
+    prelude::*, //
+};
 
 use super::{
     access,
