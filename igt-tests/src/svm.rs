@@ -57,6 +57,24 @@ impl Map {
         }
     }
 
+    /// Anonymous private memory at exactly `addr`, replacing nothing
+    /// (`MAP_FIXED_NOREPLACE`); `None` if something is there or the address
+    /// is not a user address.
+    pub fn at(addr: u64, len: usize, prot: i32) -> Option<Self> {
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE;
+        // SAFETY: A fixed mapping that may not replace anything.
+        let ptr = unsafe { libc::mmap(addr as *mut _, len, prot, flags, -1, 0) };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        // An older kernel takes the address as a hint only.
+        let m = Self {
+            ptr: ptr.cast(),
+            len,
+        };
+        (m.addr() == addr).then_some(m)
+    }
+
     pub fn addr(&self) -> u64 {
         self.ptr as u64
     }

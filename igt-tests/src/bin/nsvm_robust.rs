@@ -108,61 +108,17 @@ fn err_of<T>(r: nsvm::Result<T>) -> i32 {
 fn va_limit() -> TestResult {
     let dev = bound(0)?;
     let ts = task_size(&dev)?;
-    let top = (ts - 16 * PAGE64) as *mut libc::c_void;
-    // SAFETY: A fixed mapping that may not replace anything.
-    let p = unsafe {
-        libc::mmap(
-            top,
-            16 * PAGE,
-            RW,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        skip!("the top 64 KiB below {ts:#x} are in use");
-    }
-    check_eq!(p, top);
-    // SAFETY: Our mapping.
-    unsafe { libc::munmap(p, 16 * PAGE) };
-    // SAFETY: As above; this one must fail.
-    let q = unsafe {
-        libc::mmap(
-            ts as *mut _,
-            PAGE,
-            RW,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
-    };
-    check!(q == libc::MAP_FAILED, "a page mapped at {ts:#x}");
+    drop(map_top(ts)?);
+    check!(Map::at(ts, PAGE, RW).is_none(), "a page mapped at {ts:#x}");
     Ok(())
 }
 
-/// 16 pages ending at the limit, mapped MAP_FIXED_NOREPLACE; skips when
-/// something lives there.
+/// 16 pages ending at the limit; skips when something lives there.
 fn map_top(ts: u64) -> Result<Map, Outcome> {
-    let top = (ts - 16 * PAGE64) as *mut libc::c_void;
-    // SAFETY: A fixed mapping that may not replace anything.
-    let p = unsafe {
-        libc::mmap(
-            top,
-            16 * PAGE,
-            RW,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
-    };
-    if p != top {
-        skip!("the top 64 KiB below {ts:#x} are in use");
+    match Map::at(ts - 16 * PAGE64, 16 * PAGE, RW) {
+        Some(m) => Ok(m),
+        None => skip!("the top 64 KiB below {ts:#x} are in use"),
     }
-    Ok(Map {
-        ptr: p.cast(),
-        len: 16 * PAGE,
-    })
 }
 
 /// Memory right below the limit is memory like any other: the GPU reads,

@@ -634,22 +634,10 @@ fn munmap_invalidates() -> TestResult {
     expect_fault(dev.exec(&mut [Cmd::fill(addr, 8, 1)]), addr, true)?;
     // New memory at the same place: the GPU sees its contents, not the
     // freed pages'.
-    // SAFETY: Maps the range we just unmapped, failing if it is taken.
-    let p = unsafe {
-        libc::mmap(
-            addr as *mut _,
-            MB2,
-            RW,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
-    };
-    check_eq!(p as u64, addr);
-    let mut b = Map {
-        ptr: p.cast(),
-        len: MB2,
-    };
+    // The range we just unmapped, failing if it is taken.
+    let b = Map::at(addr, MB2, RW);
+    check!(b.is_some(), "{addr:#x} was taken");
+    let mut b = b.unwrap();
     b.bytes_mut().copy_from_slice(&pattern(13, MB2));
     check!(gpu_read(&dev, addr, MB2)? == pattern(13, MB2));
     Ok(())
