@@ -41,7 +41,7 @@ extern "C" {
 /** DRM_NSVM_UAPI_MAJOR - incompatible uapi revisions bump this. */
 #define DRM_NSVM_UAPI_MAJOR 0
 /** DRM_NSVM_UAPI_MINOR - compatible additions bump this. */
-#define DRM_NSVM_UAPI_MINOR 4
+#define DRM_NSVM_UAPI_MINOR 5
 
 #define DRM_NSVM_GET_PARAM 0x00
 #define DRM_NSVM_SVM_INIT 0x01
@@ -49,6 +49,11 @@ extern "C" {
 #define DRM_NSVM_SNAPSHOT 0x03
 #define DRM_NSVM_MIGRATE 0x04
 #define DRM_NSVM_SET_ATTR 0x05
+#define DRM_NSVM_QUEUE_CREATE 0x06
+#define DRM_NSVM_QUEUE_DESTROY 0x07
+#define DRM_NSVM_SUBMIT 0x08
+#define DRM_NSVM_WAIT 0x09
+#define DRM_NSVM_QUEUE_QUERY 0x0a
 
 /**
  * enum drm_nsvm_param - what DRM_IOCTL_NSVM_GET_PARAM can report.
@@ -87,6 +92,12 @@ enum drm_nsvm_param {
  * SET_ATTR and DRM_NSVM_SNAPSHOT_CPU work.
  */
 #define DRM_NSVM_FEATURE_DEVICE_MEMORY (1ull << 1)
+/**
+ * DRM_NSVM_FEATURE_QUEUES - asynchronous submission: QUEUE_CREATE,
+ * QUEUE_DESTROY, SUBMIT, WAIT, QUEUE_QUERY and DRM_NSVM_OP_SEM_WAIT work.
+ * Since uapi 0.5.
+ */
+#define DRM_NSVM_FEATURE_QUEUES (1ull << 2)
 
 /**
  * struct drm_nsvm_get_param - argument of DRM_IOCTL_NSVM_GET_PARAM.
@@ -171,6 +182,12 @@ struct drm_nsvm_svm_init {
  *	dst[i] = dst[i] + (__u32)@value * src[i]. @src, @dst and @len are
  *	multiples of 4 and the ranges do not overlap. Since uapi 0.4; older
  *	drivers fail it with -EINVAL.
+ * @DRM_NSVM_OP_SEM_WAIT: a semaphore acquire: the GPU reads the u64 at
+ *	@dst (8-byte aligned; @src and @len zero) until it is at least
+ *	@value, polling it about every millisecond through the GPU page
+ *	table (so it faults like a read). Waiting is no progress: a wait
+ *	longer than the queue's timeout fails it with -ETIMEDOUT. Since
+ *	uapi 0.5.
  */
 enum drm_nsvm_op {
 	DRM_NSVM_OP_FILL = 1,
@@ -179,6 +196,7 @@ enum drm_nsvm_op {
 	DRM_NSVM_OP_ATOMIC_ADD64 = 4,
 	DRM_NSVM_OP_READ = 5,
 	DRM_NSVM_OP_AXPY32 = 6,
+	DRM_NSVM_OP_SEM_WAIT = 7,
 };
 
 /**
@@ -208,7 +226,9 @@ struct drm_nsvm_cmd {
  * struct drm_nsvm_exec - argument of DRM_IOCTL_NSVM_EXEC.
  *
  * Runs the commands in order on the GPU and returns when they are done
- * (or when a signal interrupted them: -EINTR). A GPU fault the
+ * (or when a signal interrupted them: -EINTR): a submission to a channel
+ * of its own and a wait, served like any queue's by the device's fault
+ * handler. A GPU fault the
  * driver cannot serve (no VMA, PROT_NONE, a write to read-only memory)
  * stops the EXEC: it fails with -EFAULT, @completed counts the commands
  * that completed and @fault_addr names the address; commands already run
@@ -221,7 +241,10 @@ struct drm_nsvm_cmd {
  * operand past the user address limit (the whole list is checked before
  * any command runs); -EFAULT for an unreadable @cmds array, an unwritable
  * READ buffer, or a GPU fault that cannot be served (see above); -ENOENT,
- * -EPERM, -ESRCH: see "SVM lifetime rules"; -EINTR if a signal
+ * -EPERM, -ESRCH: see "SVM lifetime rules"; -EBUSY if invalidations
+ * kept undoing a fault for a second; -ETIMEDOUT if a command made no
+ * progress for the driver's job timeout (module parameter
+ * job_timeout_ms, a SEM_WAIT that is never satisfied); -EINTR if a signal
  * interrupted it: it stops the running command within a few pages, and
  * the commands after it do not run (the interrupted command may be partly
  * done; @completed counts those that completed).
@@ -450,6 +473,225 @@ struct drm_nsvm_set_attr {
 	__u32 pad;
 };
 
+/**
+ * DOC: exec queues and user fences
+ *
+ * Since uapi 0.5 (DRM_NSVM_FEATURE_QUEUES), work can run after the ioctl
+ * that submitted it returned. A file bound with SVM_INIT creates exec
+ * queues (QUEUE_CREATE); SUBMIT queues a job, a list of commands as for
+ * EXEC, on one and returns at once. The jobs of one queue run in order,
+ * the queues of all files beside each other. Their GPU faults are served
+ * by the device's fault handler while no ioctl runs.
+ *
+ * A job completes by writing its 64-bit fence value at its fence address:
+ * a GPU write through the mirror, after the job's commands, which can
+ * fault, or fail, like any other. WAIT sleeps until the u64 at an address
+ * compares to a value as asked. No dma-fence is involved: work that may
+ * page-fault must not signal one.
+ *
+ * A queue fails for good when one of its jobs does: an unservable GPU
+ * fault (-EFAULT, with the address), the mirrored address space gone
+ * (-ESRCH: the process exited), a job without progress for the queue's
+ * timeout (-ETIMEDOUT), memory (-ENOMEM), a fault invalidations kept
+ * undoing for a second (-EBUSY). The failing job and the ones queued behind
+ * it do not complete (their fences are not written); QUEUE_QUERY says why;
+ * a WAIT naming the queue returns the error at once; SUBMIT to it fails
+ * with -ECANCELED. Destroy it and create another.
+ *
+ * Queued and running jobs hold no reference to the process's address
+ * space: when the process exits they fail with -ESRCH as soon as they touch
+ * memory. The file can still be queried, waited on by queue sequence
+ * number and closed from any process holding it. Closing the file cancels
+ * its jobs.
+ *
+ * QUEUE_CREATE, QUEUE_DESTROY, SUBMIT and WAIT on an address fail with
+ * -EPERM from a process that is not the mirror's (see "SVM lifetime
+ * rules"); QUEUE_QUERY and WAIT with DRM_NSVM_WAIT_SEQNO work from any.
+ */
+
+/** DRM_NSVM_MAX_QUEUES - most exec queues of one file. */
+#define DRM_NSVM_MAX_QUEUES 64
+/** DRM_NSVM_QUEUE_MAX_JOBS - most jobs one queue holds unfinished. */
+#define DRM_NSVM_QUEUE_MAX_JOBS 256
+/** DRM_NSVM_MAX_TIMEOUT_MS - longest job timeout of a queue. */
+#define DRM_NSVM_MAX_TIMEOUT_MS 3600000
+
+/**
+ * struct drm_nsvm_queue_create - argument of DRM_IOCTL_NSVM_QUEUE_CREATE.
+ *
+ * Errors: -EINVAL for a bad @size, non-zero @flags or @pad, or a
+ * @timeout_ms over DRM_NSVM_MAX_TIMEOUT_MS; -ENOSPC if the file has DRM_NSVM_MAX_QUEUES
+ * queues; -ENOENT, -EPERM, -ESRCH: see "SVM lifetime rules".
+ */
+struct drm_nsvm_queue_create {
+	/** @size: in, sizeof(struct drm_nsvm_queue_create). */
+	__u32 size;
+	/** @flags: in, must be zero. */
+	__u32 flags;
+	/**
+	 * @timeout_ms: in, how long a job of the queue may go without
+	 * progress (a command, or a page of one, done) before it fails the
+	 * queue with -ETIMEDOUT; 0 for the driver's default (module
+	 * parameter job_timeout_ms).
+	 */
+	__u32 timeout_ms;
+	/** @queue_id: out, the new queue's id, never 0. */
+	__u32 queue_id;
+	/** @pad: in, must be zero. */
+	__u64 pad;
+};
+
+/**
+ * struct drm_nsvm_queue_destroy - argument of DRM_IOCTL_NSVM_QUEUE_DESTROY.
+ *
+ * Cancels the queue's jobs (the running one stops within a few pages; none
+ * writes its fence after this returns) and frees the queue.
+ *
+ * Errors: -EINVAL for a bad @size or non-zero @pad; -ENOENT for an unknown
+ * @queue_id (or before SVM_INIT); -EPERM, -ESRCH: see "SVM lifetime rules".
+ */
+struct drm_nsvm_queue_destroy {
+	/** @size: in, sizeof(struct drm_nsvm_queue_destroy). */
+	__u32 size;
+	/** @queue_id: in, the queue. */
+	__u32 queue_id;
+	/** @pad: in, must be zero. */
+	__u64 pad;
+};
+
+/**
+ * struct drm_nsvm_submit - argument of DRM_IOCTL_NSVM_SUBMIT.
+ *
+ * Queues a job of @num_cmds commands on queue @queue_id and returns. The
+ * commands are those of EXEC, checked the same way before anything is
+ * queued, except DRM_NSVM_OP_READ (its destination is a CPU buffer only an
+ * ioctl can fill) and that atomics do not return their old value. When they
+ * are done the GPU writes @fence_value at @fence_addr.
+ *
+ * Errors: -EINVAL for a bad @size, non-zero @flags or @pad, a bad
+ * @cmd_size or command (see EXEC), a READ, or a @fence_addr that is not
+ * 8-byte aligned or not below the user address limit; -EFAULT for an
+ * unreadable @cmds array; -ENOENT for an unknown @queue_id; -ECANCELED if
+ * the queue failed; -EAGAIN if it has DRM_NSVM_QUEUE_MAX_JOBS unfinished
+ * jobs; -EPERM, -ESRCH: see "SVM lifetime rules".
+ */
+struct drm_nsvm_submit {
+	/** @size: in, sizeof(struct drm_nsvm_submit). */
+	__u32 size;
+	/** @queue_id: in, the queue. */
+	__u32 queue_id;
+	/** @cmds: in, user pointer to struct drm_nsvm_cmd[@num_cmds]. */
+	__u64 cmds;
+	/** @num_cmds: in, at most DRM_NSVM_EXEC_MAX_CMDS (0: only a fence). */
+	__u32 num_cmds;
+	/** @cmd_size: in, sizeof(struct drm_nsvm_cmd). */
+	__u32 cmd_size;
+	/** @fence_addr: in, where the fence is written; 0 for none. */
+	__u64 fence_addr;
+	/** @fence_value: in, the value written there. */
+	__u64 fence_value;
+	/**
+	 * @seqno: out, the job's sequence number on its queue: 1 for the
+	 * first job, then one more per job (see QUEUE_QUERY).
+	 */
+	__u64 seqno;
+	/** @flags: in, must be zero. */
+	__u32 flags;
+	/** @pad: in, must be zero. */
+	__u32 pad;
+};
+
+/*
+ * Comparisons of DRM_IOCTL_NSVM_WAIT (struct drm_nsvm_wait @op): the wait
+ * ends when (*@addr & @mask) compares to (@value & @mask) so.
+ */
+#define DRM_NSVM_WAIT_EQ 0
+#define DRM_NSVM_WAIT_NEQ 1
+#define DRM_NSVM_WAIT_GT 2
+#define DRM_NSVM_WAIT_GTE 3
+#define DRM_NSVM_WAIT_LT 4
+#define DRM_NSVM_WAIT_LTE 5
+
+/**
+ * DRM_NSVM_WAIT_SEQNO - wait for queue @queue_id's last completed job
+ * sequence number instead of the memory at @addr (which must be 0); no
+ * memory is read, so it works from any process holding the file.
+ */
+#define DRM_NSVM_WAIT_SEQNO (1u << 0)
+
+/**
+ * struct drm_nsvm_wait - argument of DRM_IOCTL_NSVM_WAIT.
+ *
+ * Sleeps until the u64 at @addr (in the calling process, which must be the
+ * mirror's) compares to @value as @op says, under @mask. The fence is read
+ * again on every job completion and queue failure of the device, and at
+ * least every 100 ms (a CPU write raises no interrupt). If @queue_id is not
+ * 0 and names a queue that failed, the wait returns that queue's error at
+ * once (see "exec queues and user fences").
+ *
+ * Errors: -EINVAL for a bad @size, unknown @flags, a bad @op, non-zero
+ * @pad, an unaligned @addr or one not below the user address limit, or
+ * DRM_NSVM_WAIT_SEQNO without a queue or with an @addr; -EFAULT for an
+ * unreadable @addr; -ENOENT for an unknown @queue_id; -ETIME if @timeout_ns
+ * passed first; -EINTR if a signal came (the wait restarts with the same
+ * relative timeout where the signal handler allows it); the failed queue's
+ * error; -EPERM, -ESRCH: see "SVM lifetime rules".
+ */
+struct drm_nsvm_wait {
+	/** @size: in, sizeof(struct drm_nsvm_wait). */
+	__u32 size;
+	/** @flags: in, 0 or DRM_NSVM_WAIT_SEQNO. */
+	__u32 flags;
+	/** @addr: in, the fence: a user pointer to a u64, 8-byte aligned. */
+	__u64 addr;
+	/** @value: in, what the fence is compared to. */
+	__u64 value;
+	/** @mask: in, the bits compared. */
+	__u64 mask;
+	/** @op: in, one of DRM_NSVM_WAIT_EQ .. DRM_NSVM_WAIT_LTE. */
+	__u32 op;
+	/** @queue_id: in, a queue whose failure ends the wait, or 0. */
+	__u32 queue_id;
+	/**
+	 * @timeout_ns: in, relative: 0 only checks, a negative value waits
+	 * until the fence compares (or the queue fails, or a signal).
+	 */
+	__s64 timeout_ns;
+	/** @pad: in, must be zero. */
+	__u64 pad;
+};
+
+/**
+ * struct drm_nsvm_queue_query - argument of DRM_IOCTL_NSVM_QUEUE_QUERY.
+ *
+ * Works from any process holding the file, also after the mirrored
+ * process exited.
+ *
+ * Errors: -EINVAL for a bad @size or non-zero @pad; -ENOENT for an unknown
+ * @queue_id (or before SVM_INIT).
+ */
+struct drm_nsvm_queue_query {
+	/** @size: in, sizeof(struct drm_nsvm_queue_query). */
+	__u32 size;
+	/** @queue_id: in, the queue. */
+	__u32 queue_id;
+	/** @submitted: out, sequence number of the last job submitted. */
+	__u64 submitted;
+	/** @completed: out, of the last job completed (jobs end in order). */
+	__u64 completed;
+	/**
+	 * @error: out, 0, or the negative error code the queue failed with
+	 * (see "exec queues and user fences").
+	 */
+	__s32 error;
+	/** @fault_write: out, 1 if the unserved fault was a write. */
+	__u32 fault_write;
+	/** @fault_addr: out, the unserved fault's address (-EFAULT), else 0. */
+	__u64 fault_addr;
+	/** @pad: in, must be zero. */
+	__u64 pad;
+};
+
 #define DRM_IOCTL_NSVM_GET_PARAM \
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_GET_PARAM, struct drm_nsvm_get_param)
 #define DRM_IOCTL_NSVM_SVM_INIT \
@@ -462,6 +704,19 @@ struct drm_nsvm_set_attr {
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_MIGRATE, struct drm_nsvm_migrate)
 #define DRM_IOCTL_NSVM_SET_ATTR \
 	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_SET_ATTR, struct drm_nsvm_set_attr)
+#define DRM_IOCTL_NSVM_QUEUE_CREATE \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_QUEUE_CREATE, \
+		 struct drm_nsvm_queue_create)
+#define DRM_IOCTL_NSVM_QUEUE_DESTROY \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_QUEUE_DESTROY, \
+		 struct drm_nsvm_queue_destroy)
+#define DRM_IOCTL_NSVM_SUBMIT \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_SUBMIT, struct drm_nsvm_submit)
+#define DRM_IOCTL_NSVM_WAIT \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_WAIT, struct drm_nsvm_wait)
+#define DRM_IOCTL_NSVM_QUEUE_QUERY \
+	DRM_IOWR(DRM_COMMAND_BASE + DRM_NSVM_QUEUE_QUERY, \
+		 struct drm_nsvm_queue_query)
 
 #if defined(__cplusplus)
 }

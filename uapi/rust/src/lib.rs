@@ -66,6 +66,21 @@ pub const DRM_IOCTL_NSVM_MIGRATE: u64 =
 /// `DRM_IOCTL_NSVM_SET_ATTR`.
 pub const DRM_IOCTL_NSVM_SET_ATTR: u64 =
     drm_iowr::<sys::drm_nsvm_set_attr>(DRM_COMMAND_BASE + sys::DRM_NSVM_SET_ATTR);
+/// `DRM_IOCTL_NSVM_QUEUE_CREATE`.
+pub const DRM_IOCTL_NSVM_QUEUE_CREATE: u64 =
+    drm_iowr::<sys::drm_nsvm_queue_create>(DRM_COMMAND_BASE + sys::DRM_NSVM_QUEUE_CREATE);
+/// `DRM_IOCTL_NSVM_QUEUE_DESTROY`.
+pub const DRM_IOCTL_NSVM_QUEUE_DESTROY: u64 =
+    drm_iowr::<sys::drm_nsvm_queue_destroy>(DRM_COMMAND_BASE + sys::DRM_NSVM_QUEUE_DESTROY);
+/// `DRM_IOCTL_NSVM_SUBMIT`.
+pub const DRM_IOCTL_NSVM_SUBMIT: u64 =
+    drm_iowr::<sys::drm_nsvm_submit>(DRM_COMMAND_BASE + sys::DRM_NSVM_SUBMIT);
+/// `DRM_IOCTL_NSVM_WAIT`.
+pub const DRM_IOCTL_NSVM_WAIT: u64 =
+    drm_iowr::<sys::drm_nsvm_wait>(DRM_COMMAND_BASE + sys::DRM_NSVM_WAIT);
+/// `DRM_IOCTL_NSVM_QUEUE_QUERY`.
+pub const DRM_IOCTL_NSVM_QUEUE_QUERY: u64 =
+    drm_iowr::<sys::drm_nsvm_queue_query>(DRM_COMMAND_BASE + sys::DRM_NSVM_QUEUE_QUERY);
 
 /// Where memory lives (`enum drm_nsvm_mem`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +126,17 @@ impl sys::drm_nsvm_cmd {
             op: sys::DRM_NSVM_OP_FILL,
             dst,
             len,
+            value,
+            ..Default::default()
+        }
+    }
+
+    /// Wait on the GPU until the u64 at `addr` is at least `value` (a
+    /// semaphore acquire).
+    pub fn sem_wait(addr: u64, value: u64) -> Self {
+        Self {
+            op: sys::DRM_NSVM_OP_SEM_WAIT,
+            dst: addr,
             value,
             ..Default::default()
         }
@@ -490,6 +516,120 @@ impl Device {
             fault_addr: arg.fault_addr,
             fault_write: arg.fault_write != 0,
         })
+    }
+
+    /// Runs ioctl `nr` on `arg`.
+    fn ioctl<T>(&self, nr: u64, arg: &mut T) -> Result<()> {
+        // SAFETY: `arg` is a valid, exclusively borrowed uapi struct whose
+        // size is the one `nr` encodes (the callers pair them); pointers in
+        // it are checked by the kernel.
+        unsafe { raw_ioctl(&self.file, nr, (arg as *mut T).cast())? };
+        Ok(())
+    }
+
+    /// `DRM_IOCTL_NSVM_QUEUE_CREATE` with the argument as given.
+    pub fn queue_create_raw(&self, arg: &mut sys::drm_nsvm_queue_create) -> Result<()> {
+        self.ioctl(DRM_IOCTL_NSVM_QUEUE_CREATE, arg)
+    }
+
+    /// Creates an exec queue whose jobs may go `timeout_ms` without progress
+    /// (0: the driver's default); returns its id.
+    pub fn queue_create(&self, timeout_ms: u32) -> Result<u32> {
+        let mut arg = sys::drm_nsvm_queue_create {
+            size: size_of_u32::<sys::drm_nsvm_queue_create>(),
+            timeout_ms,
+            ..Default::default()
+        };
+        self.queue_create_raw(&mut arg)?;
+        Ok(arg.queue_id)
+    }
+
+    /// `DRM_IOCTL_NSVM_QUEUE_DESTROY` with the argument as given.
+    pub fn queue_destroy_raw(&self, arg: &mut sys::drm_nsvm_queue_destroy) -> Result<()> {
+        self.ioctl(DRM_IOCTL_NSVM_QUEUE_DESTROY, arg)
+    }
+
+    /// Cancels the jobs of exec queue `queue` and frees it.
+    pub fn queue_destroy(&self, queue: u32) -> Result<()> {
+        let mut arg = sys::drm_nsvm_queue_destroy {
+            size: size_of_u32::<sys::drm_nsvm_queue_destroy>(),
+            queue_id: queue,
+            ..Default::default()
+        };
+        self.queue_destroy_raw(&mut arg)
+    }
+
+    /// `DRM_IOCTL_NSVM_SUBMIT` with the argument as given.
+    pub fn submit_raw(&self, arg: &mut sys::drm_nsvm_submit) -> Result<()> {
+        self.ioctl(DRM_IOCTL_NSVM_SUBMIT, arg)
+    }
+
+    /// Queues `cmds` on exec queue `queue`, then the write of `fence`'s
+    /// value at its address; returns the job's sequence number.
+    pub fn submit(&self, queue: u32, cmds: &[Cmd], fence: Option<(u64, u64)>) -> Result<u64> {
+        let (fence_addr, fence_value) = fence.unwrap_or((0, 0));
+        let mut arg = sys::drm_nsvm_submit {
+            size: size_of_u32::<sys::drm_nsvm_submit>(),
+            queue_id: queue,
+            cmds: cmds.as_ptr() as u64,
+            num_cmds: cmds.len() as u32,
+            cmd_size: size_of_u32::<Cmd>(),
+            fence_addr,
+            fence_value,
+            ..Default::default()
+        };
+        self.submit_raw(&mut arg)?;
+        Ok(arg.seqno)
+    }
+
+    /// `DRM_IOCTL_NSVM_WAIT` with the argument as given.
+    pub fn wait_raw(&self, arg: &mut sys::drm_nsvm_wait) -> Result<()> {
+        self.ioctl(DRM_IOCTL_NSVM_WAIT, arg)
+    }
+
+    /// Waits until the u64 at `addr` is at least `value`, for at most
+    /// `timeout_ns` (negative: forever); a failure of `queue` (0: none)
+    /// ends the wait with its error.
+    pub fn wait_fence(&self, addr: u64, value: u64, queue: u32, timeout_ns: i64) -> Result<()> {
+        let mut arg = sys::drm_nsvm_wait {
+            size: size_of_u32::<sys::drm_nsvm_wait>(),
+            addr,
+            value,
+            mask: u64::MAX,
+            op: sys::DRM_NSVM_WAIT_GTE,
+            queue_id: queue,
+            timeout_ns,
+            ..Default::default()
+        };
+        self.wait_raw(&mut arg)
+    }
+
+    /// Waits until exec queue `queue` completed job `seqno`, for at most
+    /// `timeout_ns` (negative: forever); reads no memory.
+    pub fn wait_seqno(&self, queue: u32, seqno: u64, timeout_ns: i64) -> Result<()> {
+        let mut arg = sys::drm_nsvm_wait {
+            size: size_of_u32::<sys::drm_nsvm_wait>(),
+            flags: sys::DRM_NSVM_WAIT_SEQNO,
+            value: seqno,
+            mask: u64::MAX,
+            op: sys::DRM_NSVM_WAIT_GTE,
+            queue_id: queue,
+            timeout_ns,
+            ..Default::default()
+        };
+        self.wait_raw(&mut arg)
+    }
+
+    /// `DRM_IOCTL_NSVM_QUEUE_QUERY`: what exec queue `queue` has done and
+    /// why it failed, if it did.
+    pub fn queue_query(&self, queue: u32) -> Result<sys::drm_nsvm_queue_query> {
+        let mut arg = sys::drm_nsvm_queue_query {
+            size: size_of_u32::<sys::drm_nsvm_queue_query>(),
+            queue_id: queue,
+            ..Default::default()
+        };
+        self.ioctl(DRM_IOCTL_NSVM_QUEUE_QUERY, &mut arg)?;
+        Ok(arg)
     }
 
     /// The GPU page-table state of `states.len()` pages from `start` (one

@@ -94,6 +94,15 @@ fn table() -> Table {
         drm_nsvm_set_attr {
             size, flags, start, length, preferred, migrate_on_fault, atomic, pad
         }
+        drm_nsvm_queue_create { size, flags, timeout_ms, queue_id, pad }
+        drm_nsvm_queue_destroy { size, queue_id, pad }
+        drm_nsvm_submit {
+            size, queue_id, cmds, num_cmds, cmd_size, fence_addr, fence_value, seqno, flags, pad
+        }
+        drm_nsvm_wait { size, flags, addr, value, mask, op, queue_id, timeout_ns, pad }
+        drm_nsvm_queue_query {
+            size, queue_id, submitted, completed, error, fault_write, fault_addr, pad
+        }
     }
 }
 
