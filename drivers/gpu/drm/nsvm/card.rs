@@ -14,7 +14,8 @@ use kernel::{
     drm,
     faux,
     prelude::*,
-    str::CString, //
+    str::CString,
+    time::Delta, //
 };
 
 use crate::driver::{
@@ -44,6 +45,7 @@ impl Card {
         index: u32,
         vram_size: usize,
         copy_channels: u32,
+        job_timeout: Delta,
         debugfs: &debugfs::Dir,
     ) -> Result<Self> {
         let vram = Vram::new(index, vram_size, copy_channels)?;
@@ -60,8 +62,10 @@ impl Card {
         // this lifetime can escape.
         let fdev: &'static faux::Device<Bound> = unsafe { &*fdev };
 
-        let unregistered =
-            drm::UnregisteredDevice::<NsvmDriver>::new(fdev, DeviceData::new(index, dir, vram)?)?;
+        let unregistered = drm::UnregisteredDevice::<NsvmDriver>::new(
+            fdev,
+            DeviceData::new(index, dir, vram, job_timeout)?,
+        )?;
         // SAFETY: The registration is stored in the returned `Card` and
         // dropped with it; it is never forgotten.
         let drm = unsafe { drm::Registration::new(fdev.as_ref(), unregistered, (), 0)? };
@@ -88,11 +92,11 @@ mod tests {
     #[test]
     fn register_unregister() -> Result {
         let root = debugfs::Dir::new(c"nsvm-kunit");
-        let card = Card::new(1000, 1 << 21, 1, &root)?;
+        let card = Card::new(1000, 1 << 21, 1, Delta::from_secs(1), &root)?;
         assert_eq!(card.device().index, 1000);
         drop(card);
         // The name is free again: the faux device is gone.
-        let card = Card::new(1000, 1 << 21, 1, &root)?;
+        let card = Card::new(1000, 1 << 21, 1, Delta::from_secs(1), &root)?;
         assert_eq!(card.device().index, 1000);
         Ok(())
     }

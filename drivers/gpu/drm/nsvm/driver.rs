@@ -18,12 +18,21 @@ use kernel::{
         },
         Arc,
     },
+    time::Delta,
 };
 
 use crate::{
     file::NsvmFile,
     gem::NsvmObject,
-    gpu::engine::Engine,
+    gpu::{
+        engine::Engine,
+        soft::SoftVm,
+        GpuVm, //
+    },
+    handler::{
+        FaultHandler,
+        HandlerThread, //
+    },
     ioctl,
     vram::Vram, //
 };
@@ -36,7 +45,7 @@ pub(crate) type NsvmDevice<Ctx = drm::Normal> = drm::Device<NsvmDriver, Ctx>;
 
 const INFO: drm::DriverInfo = drm::DriverInfo {
     major: 0,
-    minor: 1,
+    minor: 2,
     patchlevel: 0,
     name: c"nsvm",
     desc: c"Shared virtual memory for Nouveau-style GPUs",
@@ -49,6 +58,8 @@ pub(crate) struct DeviceData {
     pub(crate) index: u32,
     /// `<debugfs>/nsvm/nsvm.<index>/vram`: the device memory's state.
     _vram_file: Pin<KBox<debugfs::File<Arc<Vram>>>>,
+    /// `<debugfs>/nsvm/nsvm.<index>/faults`: the fault handler's state.
+    _faults_file: Pin<KBox<debugfs::File<Arc<FaultHandler<SoftVm>>>>>,
     /// `<debugfs>/nsvm/nsvm.<index>`: one `client-<id>` file per mirror.
     pub(crate) debugfs: debugfs::Dir,
     /// The device memory. Every mirror holds a reference, so it goes (and
@@ -57,9 +68,15 @@ pub(crate) struct DeviceData {
     pub(crate) vram: Arc<Vram>,
     /// The id of the next mirror bound on this device.
     next_client: Atomic<u64>,
-    /// The GPU's command processor. Dropping it waits for the last job's
-    /// worker; no job holds a reference to the device, so none drops it.
+    /// The device fault handler. Declared before `engine`: its worker stops
+    /// first, and nothing waits for it any more (every file is gone).
+    pub(crate) faults: HandlerThread<SoftVm>,
+    /// The GPU's command processor. Dropping it waits for the last
+    /// channel's worker; no job holds a reference to the device, so none
+    /// drops it.
     pub(crate) engine: Engine,
+    /// How long a job may go without progress, unless its queue says.
+    pub(crate) job_timeout: Delta,
 }
 
 impl DeviceData {
@@ -67,15 +84,25 @@ impl DeviceData {
         index: u32,
         debugfs: debugfs::Dir,
         vram: Arc<Vram>,
+        job_timeout: Delta,
     ) -> Result<impl PinInit<Self, Error>> {
         let file = KBox::pin_init(debugfs.read_only_file(c"vram", vram.clone()), GFP_KERNEL)?;
+        let engine = Engine::new()?;
+        let faults = HandlerThread::new(SoftVm::faults(&engine))?;
+        let faults_file = KBox::pin_init(
+            debugfs.read_only_file(c"faults", faults.handler().clone()),
+            GFP_KERNEL,
+        )?;
         Ok(try_pin_init!(Self {
             index,
             _vram_file: file,
+            _faults_file: faults_file,
             debugfs,
             vram,
             next_client: Atomic::new(0),
-            engine: Engine::new()?,
+            faults,
+            engine,
+            job_timeout,
         }))
     }
 

@@ -14,7 +14,10 @@ use kernel::{
         Registered, //
     },
     prelude::*,
-    sync::SetOnce,
+    sync::{
+        Arc,
+        SetOnce, //
+    },
     uaccess::{
         UserPtr,
         UserSlice, //
@@ -28,12 +31,17 @@ use crate::{
     gpu::{
         engine::{
             self,
+            Channel,
             Engine, //
         },
         soft::SoftVm,
+        ChannelError,
+        GpuChannel,
+        GpuJob,
         GpuVm,
         PAGE_SIZE_4K, //
     },
+    handler::FaultHandler,
     ioctl::Ioctl,
     mm,
     mm::{
@@ -43,24 +51,43 @@ use crate::{
     param,
     svm::{
         Mirror,
-        Stop,
         DEFAULT_WINDOW,
         MAX_WINDOW, //
     },
     uapi, //
 };
 
+/// A file's binding to an address space: its mirror, registered with the
+/// device's fault handler.
+///
+/// Dropping it (the file's release) tears the asynchronous work down in
+/// order: the file's queues stop and no job runs any more, the fault
+/// handler forgets the mirror, and the last reference to the mirror (this
+/// one, or the handler's while it finishes a batch) unmaps the GPU
+/// entries, removes the notifier and drops the `mmgrab` (see [`Mirror`]).
+struct Space {
+    mirror: Arc<Mirror<SoftVm>>,
+    handler: Arc<FaultHandler<SoftVm>>,
+}
+
+impl Drop for Space {
+    fn drop(&mut self) {
+        self.mirror.queues.stop_all();
+        self.handler.unregister(&self.mirror);
+    }
+}
+
 /// The private data of an open nsvm DRM file.
 #[pin_data]
 pub(crate) struct NsvmFile {
-    /// The SVM mirror, once `SVM_INIT` bound it.
-    mirror: SetOnce<Mirror<SoftVm>>,
+    /// The SVM binding, once `SVM_INIT` made it.
+    space: SetOnce<Space>,
 }
 
 impl NsvmFile {
     /// The mirror; `ENOENT` before `SVM_INIT`.
     fn mirror(&self) -> Result<&Mirror<SoftVm>> {
-        self.mirror.as_ref().ok_or(ENOENT)
+        self.space.as_ref().map(|s| &*s.mirror).ok_or(ENOENT)
     }
 }
 
@@ -70,7 +97,7 @@ impl drm::file::DriverFile for NsvmFile {
     fn open(_dev: &NsvmDevice) -> Result<Pin<KBox<Self>>> {
         KBox::try_pin_init(
             try_pin_init!(Self {
-                mirror: SetOnce::new(),
+                space: SetOnce::new(),
             }),
             GFP_KERNEL,
         )
@@ -127,7 +154,7 @@ impl Ioctl for SvmInit {
             return Err(EINVAL);
         }
         let file = file.inner().get_ref();
-        if file.mirror.as_ref().is_some() {
+        if file.space.as_ref().is_some() {
             return Err(EBUSY);
         }
         let task = kernel::current!();
@@ -140,8 +167,11 @@ impl Ioctl for SvmInit {
             &dev.debugfs,
             dev.client_id(),
         )?;
-        // A racing SVM_INIT may have won: this mirror is then dropped.
-        if !file.mirror.populate(mirror) {
+        let handler = dev.faults.handler().clone();
+        // Registered before the file can run work; a racing SVM_INIT that
+        // won drops this space, which unregisters it again.
+        handler.register(mirror.clone())?;
+        if !file.space.populate(Space { mirror, handler }) {
             return Err(EBUSY);
         }
         Ok(0)
@@ -162,9 +192,8 @@ impl Ioctl for Exec {
         file: &drm::File<NsvmFile>,
         arg: &mut Self::Arg,
     ) -> Result<u32> {
-        let cmd_size = size_of::<uapi::drm_nsvm_cmd>();
         if arg.flags != 0
-            || arg.cmd_size as usize != cmd_size
+            || arg.cmd_size as usize != size_of::<uapi::drm_nsvm_cmd>()
             || arg.num_cmds > uapi::DRM_NSVM_EXEC_MAX_CMDS
         {
             return Err(EINVAL);
@@ -174,85 +203,133 @@ impl Ioctl for Exec {
         arg.fault_write = 0;
         let limit = caller_limit()?;
         let mirror = file.inner().get_ref().mirror()?;
-        let mm = mirror.enter()?;
+        mirror.check_owner()?;
+        let cmds = read_cmds(arg.cmds, arg.num_cmds, limit)?;
 
-        let n = arg.num_cmds as usize;
-        let user = UserSlice::new(UserPtr::from_addr(arg.cmds as usize), n * cmd_size);
-        let (mut reader, mut writer) = user.reader_writer();
-        let mut cmds = KVec::with_capacity(n, GFP_KERNEL)?;
-        for _ in 0..n {
-            let cmd: uapi::drm_nsvm_cmd = reader.read()?;
-            engine::validate(&cmd, limit)?;
-            cmds.push(cmd, GFP_KERNEL)?;
-        }
-
-        let mut ret = Ok(0);
-        for cmd in cmds.iter_mut() {
-            // A signal stops the list between commands, and the running
-            // command within a lock run (the job is cancelled).
-            if kernel::current!().signal_pending() {
-                ret = Err(EINTR);
-                break;
-            }
-            match run_cmd(&dev.engine, mirror, &mm, cmd) {
-                Ok(()) => arg.completed += 1,
-                Err(Stop::Unserved(u)) => {
-                    arg.fault_addr = u.addr as u64;
-                    arg.fault_write = u.write.into();
-                    // Unservable accesses are one documented error; others
-                    // (ENOMEM, EBUSY) pass through.
-                    ret = Err(
-                        if u.err == EPERM || u.err == EFAULT || u.err == EOPNOTSUPP {
-                            EFAULT
-                        } else {
-                            u.err
-                        },
-                    );
-                    break;
-                }
-                Err(Stop::Error(e)) => {
-                    ret = Err(e);
-                    break;
-                }
-            }
-        }
+        // A channel of its own, for the fault handler to find and fail.
+        let chan = SoftVm::channel(&dev.engine, mirror.vm_arc(), mirror.asid(), dev.job_timeout)?;
+        mirror.queues.add_exec(chan.clone())?;
+        let mut done = KVec::new();
+        let ret = run_cmds(&dev.engine, &chan, &cmds, &mut done, arg);
+        // Whatever happened, the channel goes: no job of an EXEC outlives
+        // it.
+        mirror.queues.remove_exec(chan.id());
         // Atomics return their old value in the command array.
-        for cmd in &cmds {
-            writer.write(cmd)?;
+        let n = arg.num_cmds as usize;
+        let mut writer = UserSlice::new(
+            UserPtr::from_addr(arg.cmds as usize),
+            n * size_of::<uapi::drm_nsvm_cmd>(),
+        )
+        .writer();
+        for (i, cmd) in cmds.iter().enumerate() {
+            writer.write(done.get(i).unwrap_or(cmd))?;
         }
-        ret
+        ret.map(|()| 0)
     }
 }
 
-/// Runs one command on `engine`: a READ in pieces of at most
-/// [`GpuVm::MAX_READ`] bytes, each with its destination pinned while it runs.
-fn run_cmd(
+/// Runs the commands of an EXEC one after the other on `chan`, their
+/// results (atomics' old values) into `done`, and reports in `arg` how
+/// many completed and the fault that stopped them, if one did.
+fn run_cmds(
     engine: &Engine,
-    mirror: &Mirror<SoftVm>,
-    mm: &kernel::mm::MmWithUser,
-    cmd: &mut uapi::drm_nsvm_cmd,
-) -> Result<(), Stop> {
+    chan: &Arc<Channel<SoftVm>>,
+    cmds: &[uapi::drm_nsvm_cmd],
+    done: &mut KVec<uapi::drm_nsvm_cmd>,
+    arg: &mut uapi::drm_nsvm_exec,
+) -> Result {
+    done.reserve(cmds.len(), GFP_KERNEL)?;
+    for cmd in cmds {
+        // A signal stops the list between commands, and the running
+        // command within a lock run (the channel is failed).
+        if kernel::current!().signal_pending() {
+            return Err(EINTR);
+        }
+        match run_cmd(engine, chan, cmd) {
+            Ok(value) => {
+                // Room was reserved above.
+                let _ = done.push_within_capacity(uapi::drm_nsvm_cmd { value, ..*cmd });
+                arg.completed += 1;
+            }
+            Err(e) => {
+                if let Some(f) = chan.status().error.and_then(|e| e.fault) {
+                    arg.fault_addr = f.addr as u64;
+                    arg.fault_write = f.write.into();
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks `n` commands at `cmds`: `EINVAL` for more than
+/// `DRM_NSVM_EXEC_MAX_CMDS` or one the uapi forbids, with an operand at or
+/// above `limit` included.
+fn read_cmds(cmds: u64, n: u32, limit: usize) -> Result<KVec<uapi::drm_nsvm_cmd>> {
+    if n > uapi::DRM_NSVM_EXEC_MAX_CMDS {
+        return Err(EINVAL);
+    }
+    let n = n as usize;
+    let user = UserSlice::new(
+        UserPtr::from_addr(cmds as usize),
+        n * size_of::<uapi::drm_nsvm_cmd>(),
+    );
+    let mut reader = user.reader();
+    let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
+    for _ in 0..n {
+        let cmd: uapi::drm_nsvm_cmd = reader.read()?;
+        engine::validate(&cmd, limit)?;
+        out.push(cmd, GFP_KERNEL)?;
+    }
+    Ok(out)
+}
+
+/// Runs one command of an EXEC on `chan` and waits for it: a READ in
+/// pieces of at most [`GpuVm::MAX_READ`] bytes, each with its destination
+/// pinned while it runs. Returns the old value of an atomic.
+///
+/// A signal fails the channel (`EINTR`) and waits, uninterruptibly, until
+/// the job stopped: no job of an EXEC outlives it. A failed job gives the
+/// channel's error (`EFAULT`, with the fault in the channel's status).
+fn run_cmd(engine: &Engine, chan: &Arc<Channel<SoftVm>>, cmd: &uapi::drm_nsvm_cmd) -> Result<u64> {
+    let run = |piece: uapi::drm_nsvm_cmd, dst| -> Result<u64> {
+        let mut cmds = KVec::with_capacity(1, GFP_KERNEL)?;
+        cmds.push(piece, GFP_KERNEL)?;
+        let job = SoftVm::submit(engine, chan, cmds, None, dst)?;
+        if job.wait(true).is_err() {
+            chan.fail(ChannelError {
+                err: EINTR,
+                fault: None,
+            });
+            job.wait(false)?;
+        }
+        match job.finish() {
+            (Ok(()), _, value) => Ok(value),
+            (Err(e), _, _) => Err(chan.status().error.map_or(e, |c| c.err)),
+        }
+    };
     if cmd.op != uapi::DRM_NSVM_OP_READ {
-        return mirror.run(engine, mm, cmd, None);
+        return run(*cmd, None);
     }
     let len = cmd.len as usize;
     let mut off = 0;
     while off < len {
         if kernel::current!().signal_pending() {
-            return Err(Stop::Error(EINTR));
+            return Err(EINTR);
         }
         let n = (len - off).min(SoftVm::MAX_READ);
-        let mut piece = uapi::drm_nsvm_cmd {
+        let piece = uapi::drm_nsvm_cmd {
             src: cmd.src + off as u64,
             len: n as u64,
             ..*cmd
         };
         // `EFAULT` for an unwritable destination, as the uapi says.
         let dst = PinnedWrite::new(cmd.dst as usize + off, n)?;
-        mirror.run(engine, mm, &mut piece, Some(dst))?;
+        run(piece, Some(dst))?;
         off += n;
     }
-    Ok(())
+    Ok(0)
 }
 
 /// `DRM_IOCTL_NSVM_SNAPSHOT`.

@@ -15,6 +15,7 @@
 
 pub(crate) mod copy;
 pub(crate) mod engine;
+pub(crate) mod fault;
 pub(crate) mod memory;
 pub(crate) mod queue;
 pub(crate) mod soft;
@@ -24,7 +25,11 @@ use core::ptr::NonNull;
 use kernel::{
     bindings,
     prelude::*,
-    sync::Arc, //
+    sync::Arc,
+    time::{
+        Instant,
+        Monotonic, //
+    },
 };
 
 use crate::{
@@ -76,34 +81,106 @@ pub(crate) struct Fault {
     pub(crate) atomic: bool,
 }
 
-/// What a submitted command reports to its fault handler.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum JobEvent {
-    /// Stalled on faults: serve them, then [`GpuJob::replay`] (or
-    /// [`GpuJob::cancel`]).
-    Faulted,
-    /// Finished: see [`GpuJob::finish`].
-    Done,
+/// An entry of the device's replayable fault buffer: which GPU address
+/// space faulted, on which channel, the access and when.
+#[derive(Clone, Copy)]
+pub(crate) struct FaultEntry {
+    /// The faulting address space (the mirror's client id).
+    pub(crate) asid: u64,
+    /// The faulting channel ([`GpuChannel::id`]).
+    pub(crate) chid: u64,
+    /// The access.
+    pub(crate) fault: Fault,
+    /// When it was raised (the hardware entry's timestamp).
+    pub(crate) raised: Instant<Monotonic>,
 }
 
-/// A command running on a GPU, as its fault handler sees it: on real
-/// hardware, the channel's completion and the replayable fault buffer.
-pub(crate) trait GpuJob: Send + Sync {
-    /// Waits for the next event; on [`JobEvent::Faulted`] the faults are in
-    /// `faults` (which has room for [`FAULT_BATCH`]). With `interruptible`,
-    /// a signal makes it return `EINTR`.
-    fn wait(&self, faults: &mut KVec<Fault>, interruptible: bool) -> Result<JobEvent>;
+/// The device's replayable fault buffer and interrupt lines, as the fault
+/// handler sees them (on NVIDIA: the `FAULT_BUFFER` ring with its GET/PUT
+/// registers, the replayable-fault and non-stall interrupts, and the
+/// `GP100_VMM_VN_FAULT_REPLAY` method).
+///
+/// The buffer has a fixed size: a fault raised while it is full is
+/// dropped, and the access raises it again after the next replay.
+pub(crate) trait GpuFaults: Send + Sync + 'static {
+    /// Sleeps until the buffer holds entries, then moves them (at most
+    /// `out`'s capacity) to `out`, oldest first: the handler's interrupt.
+    /// `false` once [`GpuFaults::shutdown`] was called.
+    fn wait(&self, out: &mut KVec<FaultEntry>) -> bool;
 
-    /// Resumes the job after its faults were served.
+    /// Restarts every stalled access, on every channel: those still
+    /// missing fault again.
     fn replay(&self);
 
-    /// Stops the job as soon as it can; it still reports
-    /// [`JobEvent::Done`].
-    fn cancel(&self);
+    /// Ends [`GpuFaults::wait`] for good (device teardown).
+    fn shutdown(&self);
 
-    /// After [`JobEvent::Done`]: how it ended, and the old value of an
-    /// atomic.
-    fn finish(&self) -> (Result, u64);
+    /// Faults dropped because the buffer was full.
+    fn overflows(&self) -> u64;
+
+    /// Stalled jobs resumed after a replay, and the nanoseconds from the
+    /// replays to their resumption, in total.
+    fn resumes(&self) -> (u64, u64);
+}
+
+/// Why a channel stopped taking work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChannelError {
+    /// The error code: `EFAULT` for an unservable fault, `ESRCH` once the
+    /// address space is gone, `ETIMEDOUT` for a hung job, ...
+    pub(crate) err: Error,
+    /// The fault that could not be served, if that was the reason.
+    pub(crate) fault: Option<Fault>,
+}
+
+/// What a channel has done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChannelStatus {
+    /// Sequence number of the last job submitted (jobs count from 1).
+    pub(crate) submitted: u64,
+    /// Sequence number of the last job completed: jobs complete in order.
+    pub(crate) completed: u64,
+    /// Why the channel failed, if it did: its remaining jobs were
+    /// cancelled and it takes no more.
+    pub(crate) error: Option<ChannelError>,
+}
+
+/// A job submitted to a channel.
+pub(crate) trait GpuJob: Send + Sync {
+    /// Waits until the job ended; with `interruptible`, `EINTR` on a
+    /// signal (the job keeps running).
+    fn wait(&self, interruptible: bool) -> Result;
+
+    /// After [`GpuJob::wait`]: how it ended (`ECANCELED` if its channel
+    /// failed or stopped first), the commands it completed and the old
+    /// value of its last atomic.
+    fn finish(&self) -> (Result, usize, u64);
+}
+
+/// A GPU channel: a ring of jobs that run in order, beside the other
+/// channels (an NVIDIA channel with its GPFIFO, bound to one GPU address
+/// space). A job's commands run in order and end with the write of its
+/// fence: a GPU write to the address space, which can fault like any
+/// other.
+pub(crate) trait GpuChannel: Send + Sync {
+    /// The submitted job type.
+    type Job: GpuJob;
+
+    /// The channel's id, unique on the device: what its fault buffer
+    /// entries name.
+    fn id(&self) -> u64;
+
+    /// Fails the channel with `why` (the first failure sticks): its
+    /// running job stops within a lock run and the queued ones are
+    /// cancelled (`GP100_VMM_VN_FAULT_CANCEL` and a channel kill).
+    fn fail(&self, why: ChannelError);
+
+    /// The channel's progress and failure.
+    fn status(&self) -> ChannelStatus;
+
+    /// After [`GpuChannel::fail`]: waits until no job of the channel runs
+    /// any more.
+    fn wait_idle(&self);
 }
 
 /// Most faults a GPU reports at once: its fault buffer's size.
@@ -116,24 +193,42 @@ pub(crate) const FAULT_GRANULE: usize = 64 << 10;
 /// A GPU address space: its page table, TLB and command submission. The
 /// SVM core serializes the page-table calls with its own lock.
 pub(crate) trait GpuVm: Sized + Send + Sync + Unpin + 'static {
-    /// A submitted command.
-    type Job: GpuJob;
+    /// A channel of the device, bound to one address space.
+    type Channel: GpuChannel;
 
-    /// The device's command processor, which runs the commands.
+    /// The device's command processor, which runs the channels.
     type Engine: Send + Sync;
+
+    /// The device's fault buffer.
+    type Faults: GpuFaults;
 
     /// Most bytes one READ command may carry; the ioctl splits longer ones.
     const MAX_READ: usize;
 
-    /// Submits `cmd` (validated) to `engine`, to run on the address space
-    /// `vm`; a READ lands in `dst`, the pinned user buffer of at least
-    /// `cmd.len` bytes.
+    /// Queues a job of `cmds` (validated, at most `DRM_NSVM_EXEC_MAX_CMDS`)
+    /// on `chan` of `engine`, then the write of the 64-bit `fence` value at
+    /// its address, if any; a READ lands in `dst`. `ECANCELED` once the
+    /// channel failed, `EAGAIN` when it has too many jobs queued.
     fn submit(
         engine: &Self::Engine,
-        vm: Arc<MirrorVm<Self>>,
-        cmd: uapi::drm_nsvm_cmd,
+        chan: &Arc<Self::Channel>,
+        cmds: KVec<uapi::drm_nsvm_cmd>,
+        fence: Option<(usize, u64)>,
         dst: Option<PinnedWrite>,
-    ) -> Result<Arc<Self::Job>>;
+    ) -> Result<Arc<<Self::Channel as GpuChannel>::Job>>;
+
+    /// A new channel of `engine` on the address space `vm`, whose faults
+    /// name `asid`; a job that makes no progress for `timeout` fails the
+    /// channel with `ETIMEDOUT`.
+    fn channel(
+        engine: &Self::Engine,
+        vm: Arc<MirrorVm<Self>>,
+        asid: u64,
+        timeout: kernel::time::Delta,
+    ) -> Result<Arc<Self::Channel>>;
+
+    /// The fault buffer of `engine`.
+    fn faults(engine: &Self::Engine) -> Arc<Self::Faults>;
 
     /// Page-table memory reserved for one [`GpuVm::map`] call.
     type Reservation;

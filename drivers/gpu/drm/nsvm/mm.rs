@@ -27,7 +27,10 @@ mod sys;
 mod user;
 
 use kernel::{
-    mm::Mm,
+    mm::{
+        Mm,
+        MmWithUser, //
+    },
     prelude::*, //
 };
 
@@ -38,6 +41,16 @@ pub(crate) fn task_size(mm: &Mm) -> usize {
     // SAFETY: `mm` is a valid `mm_struct` (its memory is held by `Mm`'s
     // reference), and `task_size` is set once, at exec.
     unsafe { sys::nsvm_mm_task_size(mm.as_raw()) }
+}
+
+/// Whether a process still uses `mm`: a user reference other than the
+/// caller's own (`mm_users > 1`). The device fault handler holds one per
+/// batch; once it holds the only one, the process has exited (or is
+/// exiting) and nobody waits for what it would fault in.
+pub(crate) fn has_other_users(mm: &MmWithUser) -> bool {
+    // SAFETY: `mm` is a valid `mm_struct` with a user reference held, and
+    // reading its `mm_users` count is always allowed.
+    unsafe { sys::nsvm_mm_users(mm.as_raw()) > 1 }
 }
 
 /// Bits of a user address on this machine: every process's limit

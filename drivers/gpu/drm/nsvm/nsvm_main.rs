@@ -11,9 +11,11 @@ mod addr;
 mod attr;
 mod card;
 mod driver;
+mod exec;
 mod file;
 mod gem;
 mod gpu;
+mod handler;
 mod ioctl;
 mod mm;
 mod param;
@@ -25,7 +27,8 @@ mod vram;
 
 use kernel::{
     debugfs,
-    prelude::*, //
+    prelude::*,
+    time::Delta, //
 };
 
 use crate::card::Card;
@@ -44,6 +47,10 @@ module! {
         vram_mb: u32 {
             default: 256,
             description: "Device memory per GPU in MiB (an even number, 2..=8192)",
+        },
+        job_timeout_ms: u32 {
+            default: 10000,
+            description: "How long a GPU job may go without progress before its queue fails with ETIMEDOUT, in ms (1..=3600000)",
         },
         copy_channels: u32 {
             default: 2,
@@ -87,10 +94,23 @@ impl kernel::Module for NsvmModule {
             return Err(EINVAL);
         }
 
+        let timeout_ms = module_parameters::job_timeout_ms.value();
+        if !(1..=exec::MAX_TIMEOUT_MS).contains(&timeout_ms) {
+            pr_err!(
+                "job_timeout_ms={timeout_ms} is out of range 1..={}\n",
+                exec::MAX_TIMEOUT_MS
+            );
+            return Err(EINVAL);
+        }
+        let timeout = Delta::from_millis(i64::from(timeout_ms));
+
         let debugfs = debugfs::Dir::new(c"nsvm");
         let mut cards = KVec::with_capacity(count as usize, GFP_KERNEL)?;
         for index in 0..count {
-            cards.push(Card::new(index, vram_size, channels, &debugfs)?, GFP_KERNEL)?;
+            cards.push(
+                Card::new(index, vram_size, channels, timeout, &debugfs)?,
+                GFP_KERNEL,
+            )?;
         }
         pr_info!(
             "registered {count} device(s) with {vram_mb} MiB and {channels} copy channel(s) each, uapi {}.{}\n",

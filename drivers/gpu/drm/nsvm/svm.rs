@@ -81,14 +81,12 @@ use crate::{
         Attr,
         Attrs, //
     },
+    exec::Queues,
     gpu::{
         Fault,
-        GpuJob,
         GpuVm,
-        JobEvent,
         Pte,
         PteAddr,
-        FAULT_BATCH,
         PAGE_SIZE_2M,
         PAGE_SIZE_4K, //
     },
@@ -102,8 +100,7 @@ use crate::{
         IntervalNotifier,
         Invalidate,
         Invalidation,
-        PageState,
-        PinnedWrite, //
+        PageState, //
     },
     ptdump::PtDump,
     trace, uapi,
@@ -255,17 +252,24 @@ fn spans(faults: &[Fault], (win_start, win_end): (usize, usize)) -> Result<KVec<
 /// it: then `EBUSY`.
 const FAULT_PATIENCE_MS: i64 = 1000;
 
+/// Whether a fault is still worth serving: `Err` with the reason once it is
+/// not (its channels all failed, its process exited). The device fault
+/// handler runs in no process's context, so no signal tells it.
+pub(crate) type Abort<'a> = &'a dyn Fn() -> Result;
+
 /// The bound of a fault path's retry loop: `EINTR` once a signal is
-/// pending (the EXEC returns, a fatal signal ends the process), `EBUSY`
-/// past [`FAULT_PATIENCE_MS`].
-struct Patience {
+/// pending (in an ioctl), the abort hook's error once nobody wants the
+/// fault any more, `EBUSY` past [`FAULT_PATIENCE_MS`].
+struct Patience<'a> {
     start: Instant<Monotonic>,
+    abort: Abort<'a>,
 }
 
-impl Patience {
-    fn new() -> Self {
+impl<'a> Patience<'a> {
+    fn new(abort: Abort<'a>) -> Self {
         Self {
             start: Instant::now(),
+            abort,
         }
     }
 
@@ -273,6 +277,7 @@ impl Patience {
         if kernel::current!().signal_pending() {
             return Err(EINTR);
         }
+        (self.abort)()?;
         if self.start.elapsed().as_millis() > FAULT_PATIENCE_MS {
             return Err(EBUSY);
         }
@@ -291,20 +296,6 @@ pub(crate) struct Unserved {
     pub(crate) addr: usize,
     pub(crate) write: bool,
     pub(crate) err: Error,
-}
-
-/// Why a command stopped.
-pub(crate) enum Stop {
-    /// A GPU fault could not be served.
-    Unserved(Unserved),
-    /// Anything else (`ENOMEM`, `EBUSY`, `EINTR`, ...).
-    Error(Error),
-}
-
-impl From<Error> for Stop {
-    fn from(e: Error) -> Self {
-        Stop::Error(e)
-    }
 }
 
 /// What `<debugfs>/nsvm/nsvm.<index>/client-<id>` shows of a mirror.
@@ -332,6 +323,13 @@ impl<V: GpuVm> fmt::Debug for Stats<V> {
 }
 
 /// The SVM mirror of one DRM file.
+///
+/// Shared by the file and the device's fault handler (which finds it by its
+/// client id, and holds it for the batch it serves); the file's release
+/// stops its queues (no job runs any more) and makes the handler forget it.
+/// Dropping the last reference then unmaps every GPU entry and flushes the
+/// TLB, then removes the notifier, then drops the `mmgrab`.
+#[pin_data(PinnedDrop)]
 pub(crate) struct Mirror<V: GpuVm> {
     /// The debugfs file; removed first, while everything it shows lives.
     _debugfs: Pin<KBox<debugfs::File<Stats<V>>>>,
@@ -344,6 +342,25 @@ pub(crate) struct Mirror<V: GpuVm> {
     mm: ARef<Mm>,
     /// Bytes mapped around a faulting address (a power of two).
     window: usize,
+    /// The file's exec queues, and the channels of running EXECs.
+    #[pin]
+    pub(crate) queues: Queues<V>,
+}
+
+#[pinned_drop]
+impl<V: GpuVm> PinnedDrop for Mirror<V> {
+    fn drop(self: Pin<&mut Self>) {
+        // No job runs and the fault handler is done with the mirror (the
+        // file's release saw to both): nothing maps any more. The GPU
+        // gives up the address space before the notifier goes.
+        let vm = self.vm();
+        let mut guard = vm.vm.lock();
+        let dropped = guard.unmap(0, vm.limit);
+        if dropped > 0 {
+            guard.flush_tlb(0, vm.limit);
+            Counters::add(&vm.counters.pages_unmapped, dropped as u64);
+        }
+    }
 }
 
 impl<V: GpuVm> Mirror<V> {
@@ -356,7 +373,7 @@ impl<V: GpuVm> Mirror<V> {
         window: usize,
         debugfs: &debugfs::Dir,
         id: u64,
-    ) -> Result<Self> {
+    ) -> Result<Arc<Self>> {
         let owner = vram.owner();
         let data = Arc::pin_init(
             try_pin_init!(MirrorVm {
@@ -384,13 +401,34 @@ impl<V: GpuVm> Mirror<V> {
         let limit = data.limit;
         let notifier = IntervalNotifier::new(mm, 0, limit, Some(owner), data)?;
         let grab: &Mm = mm;
-        Ok(Self {
-            _debugfs: debugfs,
-            _ptdump: ptdump,
-            notifier,
-            mm: grab.into(),
-            window,
-        })
+        Arc::pin_init(
+            try_pin_init!(Self {
+                _debugfs: debugfs,
+                _ptdump: ptdump,
+                notifier,
+                mm: grab.into(),
+                window,
+                queues <- Queues::new(),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The client id: the GPU address space's id in fault buffer entries.
+    pub(crate) fn asid(&self) -> u64 {
+        self.vm().client
+    }
+
+    /// A user reference to the address space for the device's fault
+    /// handler, which runs in no process's context: `None` once the
+    /// process exited. The only way the handler reaches the address space.
+    pub(crate) fn mmget_not_zero(&self) -> Option<ARef<MmWithUser>> {
+        self.mm.mmget_not_zero()
+    }
+
+    /// The GPU side, shared with the channels.
+    pub(crate) fn vm_arc(&self) -> Arc<MirrorVm<V>> {
+        self.notifier.data().clone()
     }
 
     /// Enters the mirrored address space for an ioctl: `mmget` for as long
@@ -409,72 +447,16 @@ impl<V: GpuVm> Mirror<V> {
         Ok(mm)
     }
 
+    /// `Ok` if the caller is the mirror's process (see [`Mirror::enter`]),
+    /// for ioctls that queue work but touch no memory: they keep no
+    /// reference to the address space.
+    pub(crate) fn check_owner(&self) -> Result {
+        self.enter().map(drop)
+    }
+
     /// The GPU side.
     pub(crate) fn vm(&self) -> &MirrorVm<V> {
         self.notifier.data()
-    }
-
-    /// Runs one (validated) command on the GPU's `engine`; a READ lands in
-    /// `dst`.
-    ///
-    /// The GPU's worker executes it; this thread, which holds the ioctl's
-    /// `mmget`, plays the fault interrupt handler: it serves each batch the
-    /// job stalls on and replays it, or cancels it on a fault that cannot
-    /// be served. A signal cancels the job (`EINTR`). Either way this waits
-    /// until the job is done: no job outlives the ioctl.
-    pub(crate) fn run(
-        &self,
-        engine: &V::Engine,
-        mm: &MmWithUser,
-        cmd: &mut uapi::drm_nsvm_cmd,
-        dst: Option<PinnedWrite>,
-    ) -> Result<(), Stop> {
-        let vm = self.vm();
-        let mut batch = KVec::with_capacity(FAULT_BATCH, GFP_KERNEL).map_err(Error::from)?;
-        let job = V::submit(engine, self.notifier.data().clone(), *cmd, dst)?;
-        let mut unserved = None;
-        let mut interrupted = false;
-        loop {
-            match job.wait(&mut batch, !interrupted) {
-                Ok(JobEvent::Done) => break,
-                Ok(JobEvent::Faulted) if unserved.is_none() && !interrupted => {
-                    Counters::add(&vm.counters.faults, batch.len() as u64);
-                    for f in batch.iter() {
-                        trace::gpu_fault(vm.client, f);
-                    }
-                    let served = self.serve(mm, &mut batch);
-                    trace::fault_batch(vm.client, &batch, &served.as_ref().map_err(|u| u.err));
-                    match served {
-                        Ok(()) => job.replay(),
-                        // A signal came while the batch was served.
-                        Err(u) if u.err == EINTR => {
-                            interrupted = true;
-                            job.cancel();
-                        }
-                        Err(u) => {
-                            unserved = Some(u);
-                            job.cancel();
-                        }
-                    }
-                    Counters::add(&vm.counters.batches, 1);
-                }
-                Ok(JobEvent::Faulted) => job.cancel(),
-                Err(_) => {
-                    interrupted = true;
-                    job.cancel();
-                }
-            }
-        }
-        let (result, value) = job.finish();
-        cmd.value = value;
-        if let Some(u) = unserved {
-            return Err(Stop::Unserved(u));
-        }
-        if interrupted && result.is_err() {
-            return Err(Stop::Error(EINTR));
-        }
-        result?;
-        Ok(())
     }
 
     /// Serves a batch of GPU faults, window by window: each window maps
@@ -484,10 +466,21 @@ impl<V: GpuVm> Mirror<V> {
     ///
     /// Each window serves its first atomic fault, or else its first write
     /// fault, or else its first fault: only that fault's own page failing
-    /// fails the window. Fault-around is best effort, and whatever of the
-    /// other faults is still missing is queued again by the replay's probe.
-    /// The first fault that cannot be served stops the batch.
-    pub(crate) fn serve(&self, mm: &MmWithUser, faults: &mut [Fault]) -> Result<(), Unserved> {
+    /// fails the window, which `unserved` is told of with the window's
+    /// bounds. Fault-around is best effort, and whatever of the other
+    /// faults is still missing is raised again after the replay.
+    ///
+    /// `mm` is the address space, with a user reference the caller took
+    /// (`mmget_not_zero()`) for the batch: nothing here reaches the
+    /// address space without it. `abort` is checked before every retry:
+    /// its error ends the window's service.
+    pub(crate) fn serve(
+        &self,
+        mm: &MmWithUser,
+        faults: &mut [Fault],
+        abort: Abort<'_>,
+        mut unserved: impl FnMut(Unserved, (usize, usize)),
+    ) {
         let win = |f: &Fault| f.addr & !(self.window - 1);
         faults.sort_unstable_by_key(|f| f.addr);
         for run in faults.chunk_by(|a, b| win(a) == win(b)) {
@@ -496,13 +489,19 @@ impl<V: GpuVm> Mirror<V> {
                 .find(|f| f.atomic)
                 .or_else(|| run.iter().find(|f| f.write))
                 .unwrap_or(&run[0]);
-            self.fault(mm, f, run).map_err(|err| Unserved {
-                addr: f.addr,
-                write: f.write,
-                err,
-            })?;
+            if let Err(err) = self.fault(mm, f, run, abort) {
+                let start = win(f);
+                let end = addr::window_end(start, self.window, usize::MAX);
+                unserved(
+                    Unserved {
+                        addr: f.addr,
+                        write: f.write,
+                        err,
+                    },
+                    (start, end),
+                );
+            }
         }
-        Ok(())
     }
 
     /// Serves GPU fault `f` of `faults` (one window's, sorted), as the
@@ -513,7 +512,7 @@ impl<V: GpuVm> Mirror<V> {
     ///
     /// A fault at or above the user address limit is `EFAULT`: no user
     /// memory is there (the ioctls let no such address in).
-    fn fault(&self, mm: &MmWithUser, f: &Fault, faults: &[Fault]) -> Result {
+    fn fault(&self, mm: &MmWithUser, f: &Fault, faults: &[Fault], abort: Abort<'_>) -> Result {
         let vm = self.vm();
         if f.addr >= vm.limit {
             return Err(EFAULT);
@@ -529,9 +528,10 @@ impl<V: GpuVm> Mirror<V> {
             }
         }
         let spans = spans(faults, (win_start, win_end))?;
-        self.map_window(mm, f, (win_start, win_end), &spans, &attr)?;
+        let patience = Patience::new(abort);
+        self.map_window(mm, f, (win_start, win_end), &spans, &attr, &patience)?;
         if f.atomic && !vm.vm.lock().lookup(f.addr).is_some_and(|p| p.atomic) {
-            self.exclusive(mm, f.addr)?;
+            self.exclusive(mm, f.addr, &Patience::new(abort))?;
         }
         Ok(())
     }
@@ -554,16 +554,18 @@ impl<V: GpuVm> Mirror<V> {
         (win_start, win_end): (usize, usize),
         spans: &[Span],
         attr: &Attr,
+        patience: &Patience<'_>,
     ) -> Result {
         let vm = self.vm();
         let own = f.addr & !(PAGE_SIZE_4K - 1);
         let mut device = !attr.fault_to_system();
         let mut failed = KVec::new();
-        let patience = Patience::new();
         loop {
             patience.check()?;
             let mut rf = self.notifier.snapshot(mm, win_start, win_end, device)?;
             for r in self.missing(&rf, spans, &failed)?.iter() {
+                // Each run faults memory in: not for a process that is gone.
+                (patience.abort)()?;
                 match self.notifier.fault(mm, r.start, r.end, r.write, device) {
                     Ok(faulted) => rf.merge(&faulted),
                     Err(e) if e == EINTR => return Err(e),
@@ -683,10 +685,9 @@ impl<V: GpuVm> Mirror<V> {
     /// atomics: the CPU faults on it until the GPU entry is invalidated.
     /// `EOPNOTSUPP` for memory that allows no exclusive access. Bounded by
     /// [`Patience`].
-    fn exclusive(&self, mm: &MmWithUser, addr: usize) -> Result {
+    fn exclusive(&self, mm: &MmWithUser, addr: usize, patience: &Patience<'_>) -> Result {
         let vm = self.vm();
         let va = addr & !(PAGE_SIZE_4K - 1);
-        let patience = Patience::new();
         loop {
             patience.check()?;
             let res = V::reserve(va, va + PAGE_SIZE_4K)?;

@@ -47,6 +47,11 @@ plain!(
     drm_nsvm_snapshot,
     drm_nsvm_migrate,
     drm_nsvm_set_attr,
+    drm_nsvm_queue_create,
+    drm_nsvm_queue_destroy,
+    drm_nsvm_submit,
+    drm_nsvm_wait,
+    drm_nsvm_queue_query,
 );
 
 /// An ioctl argument of the nsvm uapi: starts with the `size` userspace was
@@ -73,4 +78,9 @@ sized!(
     drm_nsvm_snapshot,
     drm_nsvm_migrate,
     drm_nsvm_set_attr,
+    drm_nsvm_queue_create,
+    drm_nsvm_queue_destroy,
+    drm_nsvm_submit,
+    drm_nsvm_wait,
+    drm_nsvm_queue_query,
 );

@@ -1,32 +1,38 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The software GPU's command processor: a worker that executes commands.
+//! The software GPU's command processor: channels whose jobs workers
+//! execute.
 //!
-//! Each command becomes a [`Job`] run on the device's [`Engine`] queue, the
-//! way a GPU runs a submitted push buffer. The job touches memory only through
-//! the GPU page table ([`GpuVm::lookup`]), under the mirror's VM lock, so an
-//! invalidation can never pull a page from under an access; it never
-//! touches the CPU address space itself.
+//! A [`Channel`] is a ring of [`Job`]s bound to one GPU address space, the
+//! way an NVIDIA channel's GPFIFO is: its jobs run one after the other, on
+//! a worker of the device's [`Engine`] queue, beside every other channel's.
+//! A job runs its commands in order and then writes its fence. It touches
+//! memory only through the GPU page table ([`GpuVm::lookup`]), under the
+//! mirror's VM lock, so an invalidation can never pull a page from under
+//! an access; it never touches the CPU address space itself.
 //!
-//! Faults work as with a replayable fault buffer. Before executing, the job
-//! touches every page the command will use and queues the misses (at most
-//! [`FAULT_BATCH`]); it then stalls in [`Phase::Faulted`]. The submitting
-//! ioctl thread plays the fault interrupt handler: it takes the batch,
-//! has the SVM core serve it (under the ioctl's `mmget`) and replays the
-//! job, or cancels it when a fault cannot be served. A miss during
-//! execution (an invalidation raced the batch) stalls the job the same way.
+//! Faults work as with a replayable fault buffer. Before executing a
+//! command, the job touches every page it will use and writes the misses
+//! (at most [`FAULT_BATCH`]) to the device's fault buffer ([`FaultUnit`]);
+//! it then stalls until the fault handler replays, and probes again. A miss
+//! during execution (an invalidation raced the batch) stalls it the same
+//! way. The handler runs in no process's context and knows no job: it
+//! serves what the buffer names, replays every stalled channel, and fails a
+//! channel whose fault it cannot serve.
 //!
-//! A cancel (a signal to the ioctl, an unservable fault) takes effect before
-//! the worker's next hold of the VM lock: within [`LOCK_RUN`] pages, or
-//! [`PROBE_RUN`] page-table lookups, whether the job faults or not.
+//! A failed channel ([`GpuChannel::fail`]) stops its running job before
+//! the worker's next hold of the VM lock (within [`LOCK_RUN`] pages or
+//! [`PROBE_RUN`] lookups) or at once if it is stalled, and cancels the
+//! queued ones. A job that makes no progress for the channel's timeout
+//! fails it with `ETIMEDOUT`, as `drm_sched`'s `timedout_job` stops a hung
+//! job.
 //!
-//! The ioctl always waits for the job to finish before returning, also when
-//! a signal interrupts it (it cancels the job first): no job outlives the
-//! ioctl, so none can use the page table after the file, and with it the
-//! notifier, is gone. The job's worker still runs after it signalled the
-//! end (the wake-up, the drop of its references, possibly the mirror's
-//! last), so the queue is the device's own and dropping the device waits
-//! for it: no job code runs once the module may be unloaded.
+//! Jobs hold the GPU side of the mirror ([`MirrorVm`]) and never an `mm`
+//! reference: a queued or running job does not keep an exited process's
+//! address space alive. A worker still runs after its channel went idle
+//! (the wake-up, the drop of its references), so the queue is the device's
+//! own and dropping the device waits for it: no job code runs once the
+//! module may be unloaded.
 
 use core::ptr::NonNull;
 
@@ -42,6 +48,13 @@ use kernel::{
         CondVar,
         Mutex, //
     },
+    time::{
+        delay::fsleep,
+        msecs_to_jiffies,
+        Delta,
+        Instant,
+        Monotonic, //
+    },
     workqueue::{
         Work,
         WorkItem, //
@@ -50,12 +63,16 @@ use kernel::{
 
 use crate::{
     addr,
+    gpu::fault::FaultUnit,
     gpu::queue::OwnedQueue,
     gpu::{
+        ChannelError,
+        ChannelStatus,
         Fault,
+        FaultEntry,
+        GpuChannel,
         GpuJob,
         GpuVm,
-        JobEvent,
         Pte,
         PteAddr,
         FAULT_BATCH,
@@ -70,10 +87,6 @@ use crate::{
     uapi,
 };
 
-/// Replays beyond one per page a command touches: every batch maps at
-/// least its first fault, so more means invalidations keep undoing it.
-const MAX_EXTRA_REPLAYS: usize = 64;
-
 /// Pages a command touches per hold of the VM lock: fewer round trips,
 /// and an invalidation waits for at most this many page copies.
 const LOCK_RUN: usize = 16;
@@ -81,181 +94,334 @@ const LOCK_RUN: usize = 16;
 /// Page-table lookups the probe makes per hold of the VM lock.
 const PROBE_RUN: usize = 512;
 
-/// The command processor of one GPU: the queue its jobs run on.
+/// Jobs a channel queues before `EAGAIN`.
+pub(crate) const MAX_PENDING: usize = 256;
+
+/// How often a SEM_WAIT polls its semaphore.
+const SEM_POLL_MS: i64 = 1;
+
+/// The command processor of one GPU: the queue its channels run on, and
+/// its fault buffer.
 ///
-/// Owned by the device and dropped with it, which waits for every job's
-/// worker to return. Never dropped by a job: jobs hold no reference to the
-/// device.
+/// Owned by the device and dropped with it, which waits for every
+/// channel's worker to return. Never dropped by a job: jobs and channels
+/// hold no reference to the engine.
 pub(crate) struct Engine {
     queue: OwnedQueue,
+    faults: Arc<FaultUnit>,
+    next_chid: Atomic<u64>,
 }
 
 impl Engine {
     pub(crate) fn new() -> Result<Self> {
         Ok(Self {
             queue: OwnedQueue::new_unbound(c"nsvm_gpu")?,
+            faults: FaultUnit::new()?,
+            next_chid: Atomic::new(1),
         })
+    }
+
+    /// The fault buffer.
+    pub(crate) fn faults(&self) -> &Arc<FaultUnit> {
+        &self.faults
     }
 }
 
-/// Where a job is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// Queued or executing.
-    Running,
-    /// Stalled on the faults in [`JobState::faults`].
-    Faulted,
-    /// The faults were served: execute again.
-    Replay,
-    /// Stop at the next opportunity.
-    Cancel,
-    /// Finished; [`JobState::result`] says how.
-    Done,
-}
-
-/// The part of a job the worker and the fault handler share, under
-/// [`Job::state`].
+/// How a job ended, under [`Job::state`].
 struct JobState {
-    /// The command; atomics leave the old value in `value`.
-    cmd: uapi::drm_nsvm_cmd,
-    /// The phase.
-    phase: Phase,
-    /// The fault buffer.
-    faults: KVec<Fault>,
-    /// How it ended, once [`Phase::Done`].
+    /// Ended; the rest is final.
+    done: bool,
     result: Result,
+    /// Commands completed.
+    completed: usize,
+    /// The old value of the last atomic.
+    value: u64,
 }
 
-/// One command on the software GPU.
+/// One job: a list of commands and a fence.
 #[pin_data]
-pub(crate) struct Job<V: GpuVm> {
-    vm: Arc<MirrorVm<V>>,
+pub(crate) struct Job {
+    cmds: KVec<uapi::drm_nsvm_cmd>,
+    /// Written when the commands are done: (address, value).
+    fence: Option<(usize, u64)>,
     /// For READ: where what the GPU reads goes (at most [`Job::MAX_READ`]
     /// bytes); unpinned when the last reference to the job goes.
     dst: Option<PinnedWrite>,
-    /// Shared with the fault handler.
     #[pin]
     state: Mutex<JobState>,
-    /// Set by [`GpuJob::cancel`]: the worker stops before its next hold of
-    /// the VM lock, also when it never stalls on a fault.
-    cancelled: Atomic<bool>,
-    /// Signalled on every phase change.
+    /// Signalled when the job ends.
     #[pin]
     cond: CondVar,
-    #[pin]
-    work: Work<Job<V>>,
 }
 
-kernel::impl_has_work! {
-    impl{V: GpuVm} HasWork<Job<V>> for Job<V> { self.work }
-}
+impl Job {
+    /// Largest READ one job carries (its destination stays pinned while
+    /// it runs); the ioctl splits longer ones.
+    pub(crate) const MAX_READ: usize = 64 << 20;
 
-impl<V: GpuVm> WorkItem for Job<V> {
-    type Pointer = Arc<Job<V>>;
-
-    fn run(this: Arc<Job<V>>) {
-        let result = this.execute();
-        let mut st = this.state.lock();
+    fn end(&self, result: Result, completed: usize, value: u64) {
+        let mut st = self.state.lock();
+        st.done = true;
         st.result = result;
-        st.phase = Phase::Done;
+        st.completed = completed;
+        st.value = value;
         drop(st);
-        this.cond.notify_all();
+        self.cond.notify_all();
     }
 }
 
-impl<V: GpuVm> GpuJob for Job<V> {
-    fn wait(&self, faults: &mut KVec<Fault>, interruptible: bool) -> Result<JobEvent> {
+impl GpuJob for Job {
+    fn wait(&self, interruptible: bool) -> Result {
         let mut st = self.state.lock();
-        loop {
-            match st.phase {
-                Phase::Done => return Ok(JobEvent::Done),
-                Phase::Faulted => {
-                    faults.clear();
-                    for f in st.faults.iter() {
-                        faults.push_within_capacity(*f).map_err(|_| ENOMEM)?;
-                    }
-                    return Ok(JobEvent::Faulted);
-                }
-                _ => {}
-            }
+        while !st.done {
             if !interruptible {
                 self.cond.wait(&mut st);
             } else if self.cond.wait_interruptible(&mut st) {
                 return Err(EINTR);
             }
         }
+        Ok(())
     }
 
-    fn replay(&self) {
-        let mut st = self.state.lock();
-        if st.phase == Phase::Faulted {
-            st.phase = Phase::Replay;
-            self.cond.notify_all();
-        }
-    }
-
-    fn cancel(&self) {
-        self.cancelled.store(true, Relaxed);
-        let mut st = self.state.lock();
-        if st.phase != Phase::Done {
-            st.phase = Phase::Cancel;
-            self.cond.notify_all();
-        }
-    }
-
-    fn finish(&self) -> (Result, u64) {
+    fn finish(&self) -> (Result, usize, u64) {
         let st = self.state.lock();
-        (st.result, st.cmd.value)
+        (st.result, st.completed, st.value)
     }
 }
 
-impl<V: GpuVm> Job<V> {
-    /// Largest READ one job carries (its destination stays pinned while
-    /// it runs); the ioctl splits longer ones.
-    pub(crate) const MAX_READ: usize = 64 << 20;
+/// A channel's queue and progress, under [`Channel::state`].
+struct ChanState {
+    /// Queued jobs, oldest first.
+    pending: KVec<Arc<Job>>,
+    /// The channel's work is queued or running.
+    running: bool,
+    submitted: u64,
+    completed: u64,
+    error: Option<ChannelError>,
+}
 
-    /// A job for `cmd` (validated; a READ at most [`Self::MAX_READ`] long,
-    /// landing in `dst`) on the GPU address space `vm`.
-    pub(crate) fn new(
-        vm: Arc<MirrorVm<V>>,
-        cmd: uapi::drm_nsvm_cmd,
-        dst: Option<PinnedWrite>,
-    ) -> Result<Arc<Self>> {
-        if cmd.op == uapi::DRM_NSVM_OP_READ && dst.is_none() {
-            return Err(EINVAL);
+/// A channel of the software GPU.
+#[pin_data]
+pub(crate) struct Channel<V: GpuVm> {
+    id: u64,
+    asid: u64,
+    vm: Arc<MirrorVm<V>>,
+    faults: Arc<FaultUnit>,
+    /// A job without progress for this long fails the channel.
+    timeout: Delta,
+    #[pin]
+    state: Mutex<ChanState>,
+    /// Set by [`GpuChannel::fail`]: the running job stops before its next
+    /// hold of the VM lock, also when it never stalls on a fault.
+    failed: Atomic<bool>,
+    /// Signalled when the channel's work goes idle.
+    #[pin]
+    idle: CondVar,
+    #[pin]
+    work: Work<Channel<V>>,
+}
+
+kernel::impl_has_work! {
+    impl{V: GpuVm} HasWork<Channel<V>> for Channel<V> { self.work }
+}
+
+impl<V: GpuVm> WorkItem for Channel<V> {
+    type Pointer = Arc<Channel<V>>;
+
+    fn run(this: Arc<Channel<V>>) {
+        loop {
+            let mut st = this.state.lock();
+            if st.error.is_some() {
+                for job in st.pending.drain_all() {
+                    job.end(Err(ECANCELED), 0, 0);
+                }
+            }
+            if st.pending.is_empty() {
+                st.running = false;
+                drop(st);
+                this.idle.notify_all();
+                return;
+            }
+            let job = st.pending.remove(0).ok();
+            drop(st);
+            let Some(job) = job else { continue };
+            let mut run = Run::new(&this, &job);
+            let result = run.job();
+            job.end(result, run.completed, run.value);
+            let mut st = this.state.lock();
+            match result {
+                Ok(()) => st.completed += 1,
+                Err(err) => {
+                    st.error.get_or_insert(ChannelError { err, fault: None });
+                    this.failed.store(true, Relaxed);
+                }
+            }
+            drop(st);
+            this.faults.event();
         }
-        let state = JobState {
-            cmd,
-            phase: Phase::Running,
-            faults: KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?,
-            result: Ok(()),
+    }
+}
+
+impl<V: GpuVm> Channel<V> {
+    /// A channel of `engine` on `vm`, whose faults name `asid`.
+    pub(crate) fn new(
+        engine: &Engine,
+        vm: Arc<MirrorVm<V>>,
+        asid: u64,
+        timeout: Delta,
+    ) -> Result<Arc<Self>> {
+        let state = ChanState {
+            pending: KVec::new(),
+            running: false,
+            submitted: 0,
+            completed: 0,
+            error: None,
         };
         Arc::pin_init(
             pin_init!(Self {
+                id: engine.next_chid.fetch_add(1, Relaxed),
+                asid,
                 vm,
-                dst,
-                state <- new_mutex!(state, "Job::state"),
-                cancelled: Atomic::new(false),
-                cond <- new_condvar!("Job::cond"),
-                work <- new_work!("Job::work"),
+                faults: engine.faults.clone(),
+                timeout,
+                state <- new_mutex!(state, "Channel::state"),
+                failed: Atomic::new(false),
+                idle <- new_condvar!("Channel::idle"),
+                work <- new_work!("Channel::work"),
             }),
             GFP_KERNEL,
         )
     }
 
-    /// Hands the job to a worker of `engine`.
-    pub(crate) fn submit(self: &Arc<Self>, engine: &Engine) {
-        // A new job is never queued yet, so this cannot fail.
-        let _ = engine.queue.enqueue(self.clone());
+    /// Queues a job of `cmds` then `fence`, and starts the channel on
+    /// `engine` if it is idle.
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        engine: &Engine,
+        cmds: KVec<uapi::drm_nsvm_cmd>,
+        fence: Option<(usize, u64)>,
+        dst: Option<PinnedWrite>,
+    ) -> Result<Arc<Job>> {
+        if cmds.iter().any(|c| c.op == uapi::DRM_NSVM_OP_READ) && dst.is_none() {
+            return Err(EINVAL);
+        }
+        let job = Arc::pin_init(
+            pin_init!(Job {
+                cmds,
+                fence,
+                dst,
+                state <- new_mutex!(
+                    JobState {
+                        done: false,
+                        result: Ok(()),
+                        completed: 0,
+                        value: 0,
+                    },
+                    "Job::state"
+                ),
+                cond <- new_condvar!("Job::cond"),
+            }),
+            GFP_KERNEL,
+        )?;
+        let mut st = self.state.lock();
+        if st.error.is_some() {
+            return Err(ECANCELED);
+        }
+        if st.pending.len() >= MAX_PENDING {
+            return Err(EAGAIN);
+        }
+        st.pending.push(job.clone(), GFP_KERNEL)?;
+        st.submitted += 1;
+        if !st.running {
+            st.running = true;
+            // Not queued while `running` was clear, so this cannot fail.
+            let _ = engine.queue.enqueue(self.clone());
+        }
+        Ok(job)
+    }
+}
+
+impl<V: GpuVm> GpuChannel for Channel<V> {
+    type Job = Job;
+
+    fn id(&self) -> u64 {
+        self.id
     }
 
-    /// The worker's side: probe, stall on faults, execute; until done.
-    fn execute(&self) -> Result {
-        let cmd = self.state.lock().cmd;
-        let pages: usize = ranges(&cmd)
-            .iter()
-            .map(|&(_, len, _)| len.div_ceil(PAGE_SIZE_4K) + 1)
-            .sum();
+    fn fail(&self, why: ChannelError) {
+        let mut st = self.state.lock();
+        if st.error.is_none() {
+            st.error = Some(why);
+        }
+        self.failed.store(true, Relaxed);
+        drop(st);
+        // A stalled job wakes and sees it; waiters on fences too.
+        self.faults.kick();
+        self.faults.event();
+    }
+
+    fn status(&self) -> ChannelStatus {
+        let st = self.state.lock();
+        ChannelStatus {
+            submitted: st.submitted,
+            completed: st.completed,
+            error: st.error,
+        }
+    }
+
+    fn wait_idle(&self) {
+        let mut st = self.state.lock();
+        while st.running {
+            self.idle.wait(&mut st);
+        }
+    }
+}
+
+/// A job running on its channel's worker.
+struct Run<'a, V: GpuVm> {
+    chan: &'a Channel<V>,
+    job: &'a Job,
+    /// When the job last made progress: a command (or part of one) done.
+    progress: Instant<Monotonic>,
+    completed: usize,
+    value: u64,
+}
+
+impl<'a, V: GpuVm> Run<'a, V> {
+    fn new(chan: &'a Channel<V>, job: &'a Job) -> Self {
+        Self {
+            chan,
+            job,
+            progress: Instant::now(),
+            completed: 0,
+            value: 0,
+        }
+    }
+
+    /// The job's commands, then its fence.
+    fn job(&mut self) -> Result {
+        for i in 0..self.job.cmds.len() {
+            let cmd = self.job.cmds[i];
+            self.command(&cmd)?;
+            self.completed += 1;
+            self.progress = Instant::now();
+        }
+        if let Some((addr, value)) = self.job.fence {
+            // The fence is a GPU write like any other: FILL's 8 bytes.
+            let fence = uapi::drm_nsvm_cmd {
+                op: uapi::DRM_NSVM_OP_FILL,
+                dst: addr as u64,
+                len: 8,
+                value,
+                ..Default::default()
+            };
+            self.command(&fence)?;
+        }
+        Ok(())
+    }
+
+    /// One command: probe, stall on faults, execute; until done.
+    fn command(&mut self, cmd: &uapi::drm_nsvm_cmd) -> Result {
         let mut queue = KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?;
         let mut done = 0;
         let mut probed = [0; 2];
@@ -268,6 +434,7 @@ impl<V: GpuVm> Job<V> {
             uapi::DRM_NSVM_OP_READ => LOCK_RUN * PAGE_SIZE_4K,
             uapi::DRM_NSVM_OP_COPY => PAGE_SIZE_4K,
             uapi::DRM_NSVM_OP_AXPY32 => 2 * PAGE_SIZE_4K,
+            uapi::DRM_NSVM_OP_SEM_WAIT => 8,
             _ => 0,
         };
         let mut scratch = KVVec::from_elem(0u8, size, GFP_KERNEL)?;
@@ -277,38 +444,54 @@ impl<V: GpuVm> Job<V> {
                 word.copy_from_slice(&pattern);
             }
         }
-        for _ in 0..pages + MAX_EXTRA_REPLAYS {
-            self.probe(&cmd, done, &mut probed, &mut queue)?;
+        loop {
+            self.probe(cmd, done, &mut probed, &mut queue)?;
             if queue.is_empty() {
-                match self.run_from(&cmd, &mut done, &mut scratch)? {
+                let before = done;
+                let miss = self.run_from(cmd, &mut done, &mut scratch)?;
+                if done > before {
+                    self.progress = Instant::now();
+                }
+                match miss {
                     None => return Ok(()),
                     Some(miss) => queue.push(miss, GFP_KERNEL)?,
                 }
             }
-            self.stall(&mut queue)?;
+            self.stall(&queue)?;
         }
-        Err(EBUSY)
     }
 
-    /// Reports the faults in `queue` and waits for the replay; `ECANCELED`
-    /// if the ioctl cancelled the job instead.
-    fn stall(&self, queue: &mut KVec<Fault>) -> Result {
-        let mut st = self.state.lock();
-        if st.phase == Phase::Cancel {
-            return Err(ECANCELED);
+    /// `ETIMEDOUT` once the job made no progress for the channel's timeout;
+    /// else how long it has left.
+    fn time_left(&self) -> Result<Delta> {
+        let idle = self.progress.elapsed();
+        if idle > self.chan.timeout {
+            return Err(ETIMEDOUT);
         }
-        core::mem::swap(&mut st.faults, queue);
-        st.phase = Phase::Faulted;
-        self.cond.notify_all();
-        while st.phase == Phase::Faulted {
-            self.cond.wait(&mut st);
-        }
-        core::mem::swap(&mut st.faults, queue);
-        match st.phase {
-            Phase::Cancel => Err(ECANCELED),
-            _ => {
-                st.phase = Phase::Running;
-                Ok(())
+        Ok(self.chan.timeout - idle)
+    }
+
+    /// Writes the faults in `queue` to the fault buffer and waits for the
+    /// replay; `ECANCELED` if the channel failed instead, `ETIMEDOUT` if
+    /// no replay came in time.
+    fn stall(&self, queue: &KVec<Fault>) -> Result {
+        let chan = self.chan;
+        let raised = Instant::now();
+        let seen = chan.faults.raise(queue.iter().map(|&fault| FaultEntry {
+            asid: chan.asid,
+            chid: chan.id,
+            fault,
+            raised,
+        }));
+        loop {
+            self.check_cancel()?;
+            let left = self.time_left()?;
+            let jiffies = msecs_to_jiffies(left.as_millis_ceil().clamp(1, 1000) as u32);
+            if chan
+                .faults
+                .stall(seen, jiffies, || chan.failed.load(Relaxed))
+            {
+                return Ok(());
             }
         }
     }
@@ -330,7 +513,7 @@ impl<V: GpuVm> Job<V> {
         queue: &mut KVec<Fault>,
     ) -> Result {
         queue.clear();
-        let mut vm = self.vm.vm.lock();
+        let mut vm = self.chan.vm.vm.lock();
         let mut looked = 0;
         let atomic = is_atomic(cmd);
         for (i, (start, len, write)) in ranges(cmd).into_iter().enumerate() {
@@ -348,7 +531,7 @@ impl<V: GpuVm> Job<V> {
                 if looked % PROBE_RUN == 0 {
                     drop(vm);
                     self.check_cancel()?;
-                    vm = self.vm.vm.lock();
+                    vm = self.chan.vm.vm.lock();
                 }
                 let mut next = va.checked_add(PAGE_SIZE_4K);
                 if !vm.lookup(va).is_some_and(|p| allows(&p, write, atomic)) {
@@ -401,7 +584,7 @@ impl<V: GpuVm> Job<V> {
             PteAddr::System(page) => page.as_ptr(),
             // Device pages are mapped only once their chunk is populated.
             PteAddr::Vram(index) => {
-                let page = self.vm.vram.memory().page(index).ok_or(EINVAL)?;
+                let page = self.chan.vm.vram.memory().page(index).ok_or(EINVAL)?;
                 NonNull::new(page.as_ptr()).ok_or(EINVAL)?
             }
         };
@@ -438,11 +621,11 @@ impl<V: GpuVm> Job<V> {
         Ok(r.is_some())
     }
 
-    /// `ECANCELED` once the job was cancelled: checked before every hold of
+    /// `ECANCELED` once the channel failed: checked before every hold of
     /// the VM lock, so a cancel takes effect within one lock run (of
     /// [`LOCK_RUN`] pages, or [`PROBE_RUN`] lookups), not one command.
     fn check_cancel(&self) -> Result {
-        if self.cancelled.load(Relaxed) {
+        if self.chan.failed.load(Relaxed) {
             return Err(ECANCELED);
         }
         Ok(())
@@ -460,7 +643,7 @@ impl<V: GpuVm> Job<V> {
     ) -> Result<Option<Fault>> {
         while *done < len {
             self.check_cancel()?;
-            let vm = self.vm.vm.lock();
+            let vm = self.chan.vm.vm.lock();
             for _ in 0..LOCK_RUN {
                 if *done == len {
                     break;
@@ -477,7 +660,7 @@ impl<V: GpuVm> Job<V> {
     /// Executes `cmd` from byte `*done` on; returns the first miss, if any,
     /// with `*done` at the first byte not done.
     fn run_from(
-        &self,
+        &mut self,
         cmd: &uapi::drm_nsvm_cmd,
         done: &mut usize,
         buf: &mut KVVec<u8>,
@@ -542,14 +725,14 @@ impl<V: GpuVm> Job<V> {
                 });
             }
             uapi::DRM_NSVM_OP_READ => {
-                let out = self.dst.as_ref().ok_or(EINVAL)?;
+                let out = self.job.dst.as_ref().ok_or(EINVAL)?;
                 while *done < len {
                     self.check_cancel()?;
                     // Up to LOCK_RUN pages into `buf` under the lock, then
                     // out to the (pinned) destination without it.
                     let first = *done;
                     let mut missed = None;
-                    let vm = self.vm.vm.lock();
+                    let vm = self.chan.vm.vm.lock();
                     for _ in 0..LOCK_RUN {
                         if *done == len {
                             break;
@@ -570,6 +753,25 @@ impl<V: GpuVm> Job<V> {
                     }
                 }
             }
+            uapi::DRM_NSVM_OP_SEM_WAIT => loop {
+                // A semaphore acquire: poll the u64 at `dst` through the
+                // GPU page table until it reaches `value`. Waiting is no
+                // progress: the channel's timeout ends a wait that never
+                // ends.
+                self.check_cancel()?;
+                let mut sem = [0u8; 8];
+                let vm = self.chan.vm.vm.lock();
+                let hit = self.read(&vm, dst, &mut sem)?;
+                drop(vm);
+                if !hit {
+                    return Ok(Some(miss(dst, false)));
+                }
+                if u64::from_le_bytes(sem) >= cmd.value {
+                    break;
+                }
+                self.time_left()?;
+                fsleep(Delta::from_millis(SEM_POLL_MS));
+            },
             uapi::DRM_NSVM_OP_ATOMIC_ADD32 | uapi::DRM_NSVM_OP_ATOMIC_ADD64 => {
                 let wide = cmd.op == uapi::DRM_NSVM_OP_ATOMIC_ADD64;
                 // One atomic instruction on the page: atomic against every
@@ -577,7 +779,7 @@ impl<V: GpuVm> Job<V> {
                 // range's policy on top: the page is device memory or
                 // exclusive to the device (or the policy leaves atomicity
                 // against the CPU to the system).
-                let vm = self.vm.vm.lock();
+                let vm = self.chan.vm.vm.lock();
                 // SAFETY: `access()` hands out a page allocated for the call,
                 // which the GPU page table maps writable to this job.
                 let old = self.access(&vm, dst, true, true, |p, off| unsafe {
@@ -591,7 +793,7 @@ impl<V: GpuVm> Job<V> {
                         atomic: true,
                     }));
                 };
-                self.state.lock().cmd.value = old;
+                self.value = old;
             }
             _ => return Err(EINVAL),
         }
@@ -610,6 +812,7 @@ fn ranges(cmd: &uapi::drm_nsvm_cmd) -> [(usize, usize, bool); 2] {
         uapi::DRM_NSVM_OP_READ => [(src, len, false), (0, 0, false)],
         uapi::DRM_NSVM_OP_ATOMIC_ADD32 => [(dst, 4, true), (0, 0, false)],
         uapi::DRM_NSVM_OP_ATOMIC_ADD64 => [(dst, 8, true), (0, 0, false)],
+        uapi::DRM_NSVM_OP_SEM_WAIT => [(dst, 8, false), (0, 0, false)],
         _ => [(0, 0, false), (0, 0, false)],
     }
 }
@@ -670,6 +873,11 @@ pub(crate) fn validate(cmd: &uapi::drm_nsvm_cmd, limit: usize) -> Result {
         }
         uapi::DRM_NSVM_OP_ATOMIC_ADD32 if cmd.dst % 4 == 0 && in_range(cmd.dst, 4) => Ok(()),
         uapi::DRM_NSVM_OP_ATOMIC_ADD64 if cmd.dst % 8 == 0 && in_range(cmd.dst, 8) => Ok(()),
+        uapi::DRM_NSVM_OP_SEM_WAIT
+            if cmd.dst % 8 == 0 && in_range(cmd.dst, 8) && cmd.src == 0 && cmd.len == 0 =>
+        {
+            Ok(())
+        }
         _ => Err(EINVAL),
     }
 }
@@ -740,5 +948,18 @@ mod tests {
         assert_eq!(v(cmd(copy, limit, 0x1000, 8)), Err(EINVAL));
         assert_eq!(v(cmd(read, limit, 0x1000, 8)), Err(EINVAL));
         assert_eq!(v(cmd(read, 0x1000, 1 << 63, 8)), Err(EINVAL));
+    }
+
+    #[test]
+    fn validate_sem_wait() {
+        let op = uapi::DRM_NSVM_OP_SEM_WAIT;
+        let v = |c| validate(&c, LIMIT);
+        assert!(v(cmd(op, 0x1000, 0, 0)).is_ok());
+        assert!(v(cmd(op, LIMIT as u64 - 8, 0, 0)).is_ok());
+        assert_eq!(v(cmd(op, 0x1004, 0, 0)), Err(EINVAL));
+        assert_eq!(v(cmd(op, 0x1000, 0, 8)), Err(EINVAL));
+        assert_eq!(v(cmd(op, 0x1000, 8, 0)), Err(EINVAL));
+        assert_eq!(v(cmd(op, LIMIT as u64, 0, 0)), Err(EINVAL));
+        assert_eq!(v(cmd(op, u64::MAX - 7, 0, 0)), Err(EINVAL));
     }
 }

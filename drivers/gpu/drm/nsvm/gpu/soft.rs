@@ -15,13 +15,18 @@ use kernel::{
     },
 };
 
-use kernel::sync::Arc;
+use kernel::{
+    sync::Arc,
+    time::Delta, //
+};
 
 use super::{
     engine::{
+        Channel,
         Engine,
         Job, //
     },
+    fault::FaultUnit,
     GpuVm,
     Pte,
     PAGE_SIZE_2M,
@@ -84,19 +89,32 @@ fn span(idx: usize, start: usize, end: usize) -> core::ops::Range<usize> {
 
 impl GpuVm for SoftVm {
     type Reservation = Reservation;
-    type Job = Job<SoftVm>;
+    type Channel = Channel<SoftVm>;
     type Engine = Engine;
-    const MAX_READ: usize = Job::<SoftVm>::MAX_READ;
+    type Faults = FaultUnit;
+    const MAX_READ: usize = Job::MAX_READ;
 
     fn submit(
         engine: &Engine,
-        vm: Arc<MirrorVm<Self>>,
-        cmd: uapi::drm_nsvm_cmd,
+        chan: &Arc<Self::Channel>,
+        cmds: KVec<uapi::drm_nsvm_cmd>,
+        fence: Option<(usize, u64)>,
         dst: Option<PinnedWrite>,
-    ) -> Result<Arc<Self::Job>> {
-        let job = Job::new(vm, cmd, dst)?;
-        job.submit(engine);
-        Ok(job)
+    ) -> Result<Arc<Job>> {
+        chan.submit(engine, cmds, fence, dst)
+    }
+
+    fn channel(
+        engine: &Engine,
+        vm: Arc<MirrorVm<Self>>,
+        asid: u64,
+        timeout: Delta,
+    ) -> Result<Arc<Self::Channel>> {
+        Channel::new(engine, vm, asid, timeout)
+    }
+
+    fn faults(engine: &Engine) -> Arc<FaultUnit> {
+        engine.faults().clone()
     }
 
     fn reserve(start: usize, end: usize) -> Result<Reservation> {

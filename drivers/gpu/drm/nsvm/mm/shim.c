@@ -113,6 +113,11 @@ void nsvm_task_layout(struct nsvm_task_layout *out)
 	out->group_leader = offsetof(struct task_struct, group_leader);
 }
 
+int nsvm_mm_users(const struct mm_struct *mm)
+{
+	return atomic_read(&mm->mm_users);
+}
+
 unsigned long nsvm_mm_task_size(const struct mm_struct *mm)
 {
 	return mm->task_size;

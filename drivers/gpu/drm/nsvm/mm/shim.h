@@ -68,6 +68,8 @@ void nsvm_fs_reclaim_acquire(void);
 void nsvm_fs_reclaim_release(void);
 struct mm_struct *nsvm_notifier_mm(struct nsvm_notifier *n);
 
+/* Users of @mm (mm->mm_users): 0 once its address space is torn down. */
+int nsvm_mm_users(const struct mm_struct *mm);
 /* mm->task_size: the user address limit of @mm, page aligned. */
 unsigned long nsvm_mm_task_size(const struct mm_struct *mm);
 /* Bits of a user address: TASK_SIZE_MAX is below 1 << this. */

@@ -78,6 +78,9 @@ unsafe extern "C" {
     pub fn nsvm_notifier_mm(n: *mut nsvm_notifier) -> *mut mm_struct;
 }
 unsafe extern "C" {
+    pub fn nsvm_mm_users(mm: *const mm_struct) -> kernel::ffi::c_int;
+}
+unsafe extern "C" {
     pub fn nsvm_mm_task_size(mm: *const mm_struct) -> kernel::ffi::c_ulong;
 }
 unsafe extern "C" {

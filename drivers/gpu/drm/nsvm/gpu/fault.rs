@@ -1,0 +1,290 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The software GPU's replayable fault buffer and its interrupt lines.
+//!
+//! One per device, shared by every channel: a ring of [`FAULT_BUFFER_SIZE`]
+//! entries with GET and PUT positions. A channel that misses in the GPU
+//! page table writes an entry per missing block at PUT and stalls; the
+//! fault handler, woken by the "replayable fault" interrupt, takes the
+//! entries from GET, serves them and replays, which restarts every stalled
+//! channel. As on hardware, a fault raised while the ring is full is
+//! dropped (counted in [`FaultUnit::overflows`]): the stalled access raises
+//! it again after the next replay.
+//!
+//! The "non-stall" interrupt counts job completions and channel failures;
+//! fence waiters sleep on it.
+
+use kernel::{
+    new_condvar, new_mutex,
+    prelude::*,
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
+        CondVar,
+        Mutex, //
+    },
+    time::{
+        Instant,
+        Jiffies,
+        Monotonic, //
+    },
+};
+
+use super::{
+    FaultEntry,
+    GpuFaults, //
+};
+
+/// Entries of the fault buffer.
+pub(crate) const FAULT_BUFFER_SIZE: usize = 1024;
+
+/// The ring and the replay generation, under [`FaultUnit::state`].
+struct FaultState {
+    /// The entries; `get == put` is empty, one slot stays free.
+    ring: KVec<FaultEntry>,
+    get: usize,
+    put: usize,
+    /// Bumped by every replay: a stalled channel resumes when it changed.
+    replays: u64,
+    /// When the last replay was issued.
+    replayed_at: Instant<Monotonic>,
+    /// Set at device teardown: the handler stops waiting.
+    shutdown: bool,
+}
+
+impl FaultState {
+    fn is_empty(&self) -> bool {
+        self.get == self.put
+    }
+}
+
+/// The fault buffer, the replay method and the interrupt lines of one
+/// software GPU.
+#[pin_data]
+pub(crate) struct FaultUnit {
+    #[pin]
+    state: Mutex<FaultState>,
+    /// The replayable-fault interrupt: the handler sleeps on it.
+    #[pin]
+    irq: CondVar,
+    /// Stalled channels sleep on it until a replay (or their cancel).
+    #[pin]
+    replayed: CondVar,
+    /// The non-stall interrupt's counter and line.
+    events: Atomic<u64>,
+    #[pin]
+    nonstall: Mutex<()>,
+    #[pin]
+    nonstall_irq: CondVar,
+    overflows: Atomic<u64>,
+    resumes: Atomic<u64>,
+    resume_ns: Atomic<u64>,
+}
+
+impl FaultUnit {
+    pub(crate) fn new() -> Result<Arc<Self>> {
+        let ring = KVec::from_elem(
+            FaultEntry {
+                asid: 0,
+                chid: 0,
+                fault: super::Fault {
+                    addr: 0,
+                    write: false,
+                    atomic: false,
+                },
+                raised: Instant::now(),
+            },
+            FAULT_BUFFER_SIZE,
+            GFP_KERNEL,
+        )?;
+        let state = FaultState {
+            ring,
+            get: 0,
+            put: 0,
+            replays: 0,
+            replayed_at: Instant::now(),
+            shutdown: false,
+        };
+        Arc::pin_init(
+            pin_init!(Self {
+                state <- new_mutex!(state, "FaultUnit::state"),
+                irq <- new_condvar!("FaultUnit::irq"),
+                replayed <- new_condvar!("FaultUnit::replayed"),
+                events: Atomic::new(0),
+                nonstall <- new_mutex!((), "FaultUnit::nonstall"),
+                nonstall_irq <- new_condvar!("FaultUnit::nonstall_irq"),
+                overflows: Atomic::new(0),
+                resumes: Atomic::new(0),
+                resume_ns: Atomic::new(0),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Writes `entries` at PUT (dropping those that find the ring full),
+    /// raises the interrupt and returns the replay generation the caller
+    /// then stalls on with [`FaultUnit::stall`].
+    pub(crate) fn raise(&self, entries: impl Iterator<Item = FaultEntry>) -> u64 {
+        let mut st = self.state.lock();
+        for e in entries {
+            let next = (st.put + 1) % FAULT_BUFFER_SIZE;
+            if next == st.get {
+                self.overflows.fetch_add(1, Relaxed);
+                continue;
+            }
+            let put = st.put;
+            st.ring[put] = e;
+            st.put = next;
+        }
+        let replays = st.replays;
+        drop(st);
+        self.irq.notify_one();
+        replays
+    }
+
+    /// Sleeps until a replay after generation `seen`, `stop()` says to stop,
+    /// or `jiffies` passed; `true` once replayed.
+    pub(crate) fn stall(&self, seen: u64, jiffies: Jiffies, stop: impl Fn() -> bool) -> bool {
+        let mut st = self.state.lock();
+        if st.replays == seen {
+            if stop() {
+                return false;
+            }
+            // Interruptible, so a long stall is no hung task: a worker gets
+            // no signals.
+            let _ = self.replayed.wait_interruptible_timeout(&mut st, jiffies);
+        }
+        if st.replays == seen {
+            return false;
+        }
+        let took = (Instant::now() - st.replayed_at).as_nanos();
+        self.resumes.fetch_add(1, Relaxed);
+        self.resume_ns.fetch_add(took.max(0) as u64, Relaxed);
+        true
+    }
+
+    /// Wakes every stalled channel so it sees a cancel.
+    pub(crate) fn kick(&self) {
+        // Taking the lock orders this after a staller's check of its stop
+        // condition: it is asleep or sees the cancel.
+        drop(self.state.lock());
+        self.replayed.notify_all();
+    }
+
+    /// Raises the non-stall interrupt: a job completed or a channel failed.
+    pub(crate) fn event(&self) {
+        // Under the lock: a waiter checks the counter and goes to sleep
+        // under it, so it cannot miss this.
+        let g = self.nonstall.lock();
+        self.events.fetch_add(1, Relaxed);
+        drop(g);
+        self.nonstall_irq.notify_all();
+    }
+}
+
+impl GpuFaults for FaultUnit {
+    fn wait(&self, out: &mut KVec<FaultEntry>) -> bool {
+        out.clear();
+        let mut st = self.state.lock();
+        while st.is_empty() && !st.shutdown {
+            // A handler with nothing to do is no hung task.
+            let _ = self.irq.wait_interruptible(&mut st);
+        }
+        if st.shutdown {
+            return false;
+        }
+        while !st.is_empty() && out.len() < out.capacity() {
+            let e = st.ring[st.get];
+            // Room was made by the caller.
+            let _ = out.push_within_capacity(e);
+            st.get = (st.get + 1) % FAULT_BUFFER_SIZE;
+        }
+        true
+    }
+
+    fn replay(&self) {
+        let mut st = self.state.lock();
+        st.replays += 1;
+        st.replayed_at = Instant::now();
+        drop(st);
+        self.replayed.notify_all();
+    }
+
+    fn shutdown(&self) {
+        self.state.lock().shutdown = true;
+        self.irq.notify_all();
+    }
+
+    fn overflows(&self) -> u64 {
+        self.overflows.load(Relaxed)
+    }
+
+    fn resumes(&self) -> (u64, u64) {
+        (self.resumes.load(Relaxed), self.resume_ns.load(Relaxed))
+    }
+}
+
+#[kunit_tests(nsvm_fault)]
+mod tests {
+    use super::*;
+    use crate::gpu::Fault;
+
+    fn entry(addr: usize) -> FaultEntry {
+        FaultEntry {
+            asid: 1,
+            chid: 2,
+            fault: Fault {
+                addr,
+                write: false,
+                atomic: false,
+            },
+            raised: Instant::now(),
+        }
+    }
+
+    /// A full ring drops what does not fit, counts it, and hands out the
+    /// rest oldest first.
+    #[test]
+    fn overflow_drops_and_counts() -> Result {
+        let unit = FaultUnit::new()?;
+        let n = FAULT_BUFFER_SIZE + 10;
+        unit.raise((0..n).map(|i| entry(i * 4096)));
+        // One slot stays free.
+        assert_eq!(unit.overflows(), 11);
+        let mut out = KVec::with_capacity(FAULT_BUFFER_SIZE, GFP_KERNEL)?;
+        assert!(unit.wait(&mut out));
+        assert_eq!(out.len(), FAULT_BUFFER_SIZE - 1);
+        assert_eq!(out[0].fault.addr, 0);
+        assert_eq!(
+            out[out.len() - 1].fault.addr,
+            (FAULT_BUFFER_SIZE - 2) * 4096
+        );
+        // Room again, and the ring wraps.
+        unit.raise((0..3).map(entry));
+        assert!(unit.wait(&mut out));
+        assert_eq!(out.len(), 3);
+        Ok(())
+    }
+
+    /// A stall ends with a replay after it, or not at all; shutdown ends the
+    /// handler's wait.
+    #[test]
+    fn replay_and_shutdown() -> Result {
+        let unit = FaultUnit::new()?;
+        let seen = unit.raise(core::iter::once(entry(0)));
+        assert!(!unit.stall(seen, 1, || false));
+        unit.replay();
+        assert!(unit.stall(seen, 1, || false));
+        assert_eq!(unit.resumes().0, 1);
+        // A cancelled staller does not wait.
+        let seen = unit.raise(core::iter::empty());
+        assert!(!unit.stall(seen, 1_000_000, || true));
+        unit.shutdown();
+        let mut out = KVec::with_capacity(4, GFP_KERNEL)?;
+        assert!(!unit.wait(&mut out));
+        Ok(())
+    }
+}

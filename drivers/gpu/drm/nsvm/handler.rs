@@ -1,0 +1,347 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The device fault handler: serves the GPU's faults in no process's
+//! context.
+//!
+//! One per device, a worker on the device's own queue woken by the
+//! replayable-fault interrupt ([`GpuFaults::wait`]), as nouveau's
+//! `nouveau_svm_fault()` and Xe's page-fault worker are. Each pass:
+//!
+//! 1. takes every entry of the fault buffer;
+//! 2. groups them by GPU address space (the mirror's client id) and finds
+//!    the mirror among those bound on the device ([`FaultHandler::spaces`]);
+//!    entries of a mirror no longer there are dropped (its channels were
+//!    stopped before it went);
+//! 3. per address space, takes `mmget_not_zero()` for the batch. If the
+//!    process exited, the channels that faulted fail with `ESRCH` and the
+//!    address space is not touched. Else it serves at most [`FAULT_BATCH`]
+//!    deduplicated faults with the mirror's window logic and fails the
+//!    channels whose faults cannot be served (`EFAULT` for an access no VMA
+//!    allows, with the address);
+//! 4. replays: every stalled channel retries, and what is still missing
+//!    (faults beyond a batch, dropped on overflow, or raced by an
+//!    invalidation) faults again.
+//!
+//! Address spaces take turns being served first, and none has more than
+//! one batch served per pass: one process's fault storm delays the others
+//! by at most a batch.
+//!
+//! # Lifetimes
+//!
+//! The handler finds a mirror in [`FaultHandler::spaces`] and holds a
+//! reference to it only while it serves its batch. A file's release stops
+//! the file's channels (no job runs any more) and removes the mirror from
+//! `spaces` ([`FaultHandler::unregister`]): the handler cannot find it
+//! again, and whatever it still maps for a batch it is serving no job
+//! uses. The last reference to the mirror, the file's or the handler's,
+//! then unmaps every GPU entry and flushes the TLB, removes the notifier
+//! and drops the `mmgrab` (see `svm.rs`). The release does not wait for the
+//! handler: a fault whose service cannot end soon (a fault handler that
+//! keeps dropping the mmap lock under a storm of invalidations from another
+//! process) does not hold up the exit of the process.
+//!
+//! The `mm` reference the handler takes is its own, per batch: no job holds
+//! one, and only the mirror's `mmgrab` outlives a batch.
+//!
+//! `"FaultHandler::spaces"` is a leaf, held only to find, add or remove a
+//! mirror.
+
+use kernel::{
+    new_mutex, new_work,
+    prelude::*,
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc,
+        Mutex, //
+    },
+    time::{
+        delay::fsleep,
+        Delta,
+        Instant, //
+    },
+    workqueue::{
+        Work,
+        WorkItem, //
+    },
+};
+
+use crate::{
+    gpu::{
+        fault::FAULT_BUFFER_SIZE,
+        queue::OwnedQueue,
+        ChannelError,
+        Fault,
+        FaultEntry,
+        GpuFaults,
+        GpuVm,
+        FAULT_BATCH,
+        PAGE_SIZE_4K, //
+    },
+    svm::{
+        Counters,
+        Mirror, //
+    },
+    trace,
+};
+
+/// The fault handler of one device.
+#[pin_data]
+pub(crate) struct FaultHandler<V: GpuVm> {
+    faults: Arc<V::Faults>,
+    /// The mirrors bound on the device, by client id.
+    #[pin]
+    spaces: Mutex<KVec<Arc<Mirror<V>>>>,
+    /// Passes run: which address space goes first.
+    passes: Atomic<u64>,
+    /// Entries taken from the buffer.
+    entries: Atomic<u64>,
+    /// From the oldest entry's raise to the pass that took it, in total.
+    wake_ns: Atomic<u64>,
+    /// Serving the passes, in total.
+    serve_ns: Atomic<u64>,
+    #[pin]
+    work: Work<FaultHandler<V>>,
+}
+
+kernel::impl_has_work! {
+    impl{V: GpuVm} HasWork<FaultHandler<V>> for FaultHandler<V> { self.work }
+}
+
+impl<V: GpuVm> WorkItem for FaultHandler<V> {
+    type Pointer = Arc<FaultHandler<V>>;
+
+    fn run(this: Arc<FaultHandler<V>>) {
+        let mut entries = loop {
+            match KVec::with_capacity(FAULT_BUFFER_SIZE, GFP_KERNEL) {
+                Ok(v) => break v,
+                Err(_) => fsleep(Delta::from_millis(10)),
+            }
+        };
+        while this.faults.wait(&mut entries) {
+            let start = Instant::now();
+            let oldest = entries
+                .iter()
+                .map(|e| e.raised)
+                .min_by_key(|&r| (r - start).as_nanos())
+                .unwrap_or(start);
+            this.pass(&mut entries);
+            this.faults.replay();
+            let add = |c: &Atomic<u64>, d: Delta| c.fetch_add(d.as_nanos().max(0) as u64, Relaxed);
+            add(&this.wake_ns, start - oldest);
+            add(&this.serve_ns, start.elapsed());
+            this.entries.fetch_add(entries.len() as u64, Relaxed);
+        }
+    }
+}
+
+impl<V: GpuVm> FaultHandler<V> {
+    fn new(faults: Arc<V::Faults>) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            pin_init!(Self {
+                faults,
+                spaces <- new_mutex!(KVec::new(), "FaultHandler::spaces"),
+                passes: Atomic::new(0),
+                entries: Atomic::new(0),
+                wake_ns: Atomic::new(0),
+                serve_ns: Atomic::new(0),
+                work <- new_work!("FaultHandler::work"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Makes `mirror`'s faults servable.
+    pub(crate) fn register(&self, mirror: Arc<Mirror<V>>) -> Result {
+        self.spaces.lock().push(mirror, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Forgets `mirror`: the handler finds it no more (see "Lifetimes").
+    /// Its channels must be stopped: a fault raised after this is dropped,
+    /// and the stalled job would wait for its timeout.
+    pub(crate) fn unregister(&self, mirror: &Mirror<V>) {
+        let asid = mirror.asid();
+        self.spaces.lock().retain(|m| m.asid() != asid);
+    }
+
+    /// One pass over `entries` (a drained fault buffer).
+    fn pass(&self, entries: &mut KVec<FaultEntry>) {
+        entries.sort_unstable_by_key(|e| (e.asid, e.fault.addr));
+        let groups = entries.chunk_by(|a, b| a.asid == b.asid).count().max(1);
+        let first = self
+            .passes
+            .fetch_add(1, Relaxed)
+            .checked_rem(groups as u64)
+            .unwrap_or(0) as usize;
+        // The groups from `first` on, then those before it.
+        for group in entries.chunk_by(|a, b| a.asid == b.asid).skip(first) {
+            self.serve_space(group);
+        }
+        for group in entries.chunk_by(|a, b| a.asid == b.asid).take(first) {
+            self.serve_space(group);
+        }
+    }
+
+    /// Serves the entries of one address space (sorted by address).
+    fn serve_space(&self, group: &[FaultEntry]) {
+        let asid = group[0].asid;
+        let mirror = self
+            .spaces
+            .lock()
+            .iter()
+            .find(|m| m.asid() == asid)
+            .cloned();
+        // None: the file was released, its channels are stopped.
+        if let Some(mirror) = mirror {
+            self.serve_mirror(&mirror, group);
+        }
+    }
+
+    fn serve_mirror(&self, mirror: &Mirror<V>, group: &[FaultEntry]) {
+        let fail_all = |err: Error| {
+            for (i, e) in group.iter().enumerate() {
+                if group[..i].iter().all(|o| o.chid != e.chid) {
+                    mirror
+                        .queues
+                        .fail(e.chid, ChannelError { err, fault: None });
+                }
+            }
+        };
+        // The handler's own reference, for this batch only.
+        let Some(mm) = mirror.mmget_not_zero() else {
+            fail_all(ESRCH);
+            return;
+        };
+        // One fault per address, with every access asked for it.
+        let mut batch: KVec<Fault> = match KVec::with_capacity(FAULT_BATCH, GFP_KERNEL) {
+            Ok(b) => b,
+            Err(_) => return fail_all(ENOMEM),
+        };
+        for e in group {
+            if let Some(f) = batch.last_mut().filter(|f| f.addr == e.fault.addr) {
+                f.write |= e.fault.write;
+                f.atomic |= e.fault.atomic;
+                continue;
+            }
+            // Beyond a batch: raised again after the replay.
+            if batch.push_within_capacity(e.fault).is_err() {
+                break;
+            }
+        }
+        let vm = mirror.vm();
+        Counters::add(&vm.counters.faults, batch.len() as u64);
+        for f in batch.iter() {
+            trace::gpu_fault(vm.client, f);
+        }
+        // Nobody wants the batch once the process is gone (the handler's
+        // is the last user reference: it would fault memory in for an exiting
+        // process, possibly an OOM victim) or every channel that asked has
+        // failed (an EXEC interrupted by a signal, a killed process's file
+        // released).
+        let abort = || -> Result {
+            if !crate::mm::has_other_users(&mm) {
+                return Err(ESRCH);
+            }
+            if !mirror.queues.any_live(group.iter().map(|e| e.chid)) {
+                return Err(ECANCELED);
+            }
+            Ok(())
+        };
+        let mut first_err = None;
+        mirror.serve(&mm, &mut batch, &abort, |u, (start, end)| {
+            first_err.get_or_insert(u.err);
+            // Unservable accesses are one documented error; others
+            // (ENOMEM, EBUSY) pass through.
+            let err = if u.err == EPERM || u.err == EFAULT || u.err == EOPNOTSUPP {
+                EFAULT
+            } else {
+                u.err
+            };
+            let fault = Fault {
+                addr: u.addr,
+                write: u.write,
+                atomic: false,
+            };
+            // The channels that asked for what failed: the failing page,
+            // with at least its access. Other faults of the window (other
+            // pages, or a read of a page whose write failed) are raised
+            // again after the replay and served on their own.
+            let page = u.addr & !(PAGE_SIZE_4K - 1);
+            let failed = |e: &&FaultEntry| {
+                e.fault.addr & !(PAGE_SIZE_4K - 1) == page
+                    && (e.fault.write || e.fault.atomic || !u.write)
+                    && (start..end).contains(&e.fault.addr)
+            };
+            for e in group.iter().filter(failed) {
+                mirror.queues.fail(
+                    e.chid,
+                    ChannelError {
+                        err,
+                        fault: Some(fault),
+                    },
+                );
+            }
+        });
+        trace::fault_batch(vm.client, &batch, &first_err.map_or(Ok(()), Err));
+        Counters::add(&vm.counters.batches, 1);
+        // `mm` goes here; if it is the last user the address space is torn
+        // down now, its notifier callbacks included, with nothing held.
+    }
+}
+
+/// `<debugfs>/nsvm/nsvm.<index>/faults`: the handler's passes, where a
+/// fault's round trip goes (raise to the pass that takes it, the pass's
+/// service and replay, replay to the job's resumption) and the fault
+/// buffer's overflows.
+impl<V: GpuVm> core::fmt::Debug for FaultHandler<V> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let (resumes, resume_ns) = self.faults.resumes();
+        writeln!(f, "passes: {}", self.passes.load(Relaxed))?;
+        writeln!(f, "entries: {}", self.entries.load(Relaxed))?;
+        writeln!(f, "overflows: {}", self.faults.overflows())?;
+        writeln!(f, "wake_ns: {}", self.wake_ns.load(Relaxed))?;
+        writeln!(f, "serve_ns: {}", self.serve_ns.load(Relaxed))?;
+        writeln!(f, "resumes: {resumes}")?;
+        write!(f, "resume_ns: {resume_ns}")
+    }
+}
+
+/// The fault handler's worker, owned by the device.
+///
+/// Dropping it shuts the fault buffer's interrupt down and waits for the
+/// worker to return. Every file holds the handler (not this), so it is
+/// dropped after the last file, with no mirror left.
+pub(crate) struct HandlerThread<V: GpuVm> {
+    handler: Arc<FaultHandler<V>>,
+    /// Declared last: dropped after `drop()` shut the worker down.
+    _queue: OwnedQueue,
+}
+
+impl<V: GpuVm> HandlerThread<V> {
+    /// Starts the handler of the fault buffer `faults`.
+    pub(crate) fn new(faults: Arc<V::Faults>) -> Result<Self> {
+        let handler = FaultHandler::new(faults)?;
+        let queue = OwnedQueue::new_unbound(c"nsvm_fault")?;
+        // A new handler is not queued yet, so this cannot fail.
+        let _ = queue.enqueue(handler.clone());
+        Ok(Self {
+            handler,
+            _queue: queue,
+        })
+    }
+
+    /// The handler, for the files.
+    pub(crate) fn handler(&self) -> &Arc<FaultHandler<V>> {
+        &self.handler
+    }
+}
+
+impl<V: GpuVm> Drop for HandlerThread<V> {
+    fn drop(&mut self) {
+        self.handler.faults.shutdown();
+        // `queue` is dropped next and waits for the worker.
+    }
+}
