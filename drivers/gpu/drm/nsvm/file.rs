@@ -18,6 +18,7 @@ use kernel::{
         Arc,
         SetOnce, //
     },
+    time::Delta,
     uaccess::{
         UserPtr,
         UserSlice, //
@@ -28,6 +29,7 @@ use crate::{
     addr,
     attr::Attr,
     driver::NsvmDevice,
+    exec,
     gpu::{
         engine::{
             self,
@@ -443,6 +445,188 @@ impl Ioctl for SetAttr {
         let mirror = file.inner().get_ref().mirror()?;
         let _mm = mirror.enter()?;
         mirror.set_attr(arg.start as usize, end, attr)?;
+        Ok(0)
+    }
+}
+
+/// `DRM_IOCTL_NSVM_QUEUE_CREATE`.
+pub(crate) struct QueueCreate;
+
+impl Ioctl for QueueCreate {
+    type Arg = uapi::drm_nsvm_queue_create;
+    const NR: u32 = uapi::DRM_NSVM_QUEUE_CREATE;
+    const NAME: &'static CStr = c"NSVM_QUEUE_CREATE";
+    const FLAGS: u32 = RENDER_ALLOW;
+
+    fn handle(
+        dev: &NsvmDevice<Registered>,
+        file: &drm::File<NsvmFile>,
+        arg: &mut Self::Arg,
+    ) -> Result<u32> {
+        if arg.flags != 0 || arg.pad != 0 || arg.timeout_ms > exec::MAX_TIMEOUT_MS {
+            return Err(EINVAL);
+        }
+        let timeout = match arg.timeout_ms {
+            0 => dev.job_timeout,
+            ms => Delta::from_millis(i64::from(ms)),
+        };
+        let mirror = file.inner().get_ref().mirror()?;
+        mirror.check_owner()?;
+        let chan = SoftVm::channel(&dev.engine, mirror.vm_arc(), mirror.asid(), timeout)?;
+        arg.queue_id = mirror.queues.create(chan)?;
+        Ok(0)
+    }
+}
+
+/// `DRM_IOCTL_NSVM_QUEUE_DESTROY`.
+pub(crate) struct QueueDestroy;
+
+impl Ioctl for QueueDestroy {
+    type Arg = uapi::drm_nsvm_queue_destroy;
+    const NR: u32 = uapi::DRM_NSVM_QUEUE_DESTROY;
+    const NAME: &'static CStr = c"NSVM_QUEUE_DESTROY";
+    const FLAGS: u32 = RENDER_ALLOW;
+
+    fn handle(
+        _dev: &NsvmDevice<Registered>,
+        file: &drm::File<NsvmFile>,
+        arg: &mut Self::Arg,
+    ) -> Result<u32> {
+        if arg.pad != 0 {
+            return Err(EINVAL);
+        }
+        let mirror = file.inner().get_ref().mirror()?;
+        mirror.check_owner()?;
+        mirror.queues.destroy(arg.queue_id)?;
+        Ok(0)
+    }
+}
+
+/// `DRM_IOCTL_NSVM_SUBMIT`.
+pub(crate) struct Submit;
+
+impl Ioctl for Submit {
+    type Arg = uapi::drm_nsvm_submit;
+    const NR: u32 = uapi::DRM_NSVM_SUBMIT;
+    const NAME: &'static CStr = c"NSVM_SUBMIT";
+    const FLAGS: u32 = RENDER_ALLOW;
+
+    fn handle(
+        dev: &NsvmDevice<Registered>,
+        file: &drm::File<NsvmFile>,
+        arg: &mut Self::Arg,
+    ) -> Result<u32> {
+        if arg.flags != 0
+            || arg.pad != 0
+            || arg.cmd_size as usize != size_of::<uapi::drm_nsvm_cmd>()
+            || arg.num_cmds > uapi::DRM_NSVM_EXEC_MAX_CMDS
+        {
+            return Err(EINVAL);
+        }
+        arg.seqno = 0;
+        let limit = caller_limit()?;
+        let fence = match arg.fence_addr {
+            0 => None,
+            a if a % 8 == 0 => {
+                addr::range_end(a, 8, limit)?;
+                Some((a as usize, arg.fence_value))
+            }
+            _ => return Err(EINVAL),
+        };
+        let mirror = file.inner().get_ref().mirror()?;
+        mirror.check_owner()?;
+        let cmds = read_cmds(arg.cmds, arg.num_cmds, limit)?;
+        // A READ fills a CPU buffer from the ioctl: there is none here.
+        if cmds.iter().any(|c| c.op == uapi::DRM_NSVM_OP_READ) {
+            return Err(EINVAL);
+        }
+        let chan = mirror.queues.get(arg.queue_id)?;
+        SoftVm::submit(&dev.engine, &chan, cmds, fence, None)?;
+        arg.seqno = chan.status().submitted;
+        Ok(0)
+    }
+}
+
+/// `DRM_IOCTL_NSVM_WAIT`.
+pub(crate) struct Wait;
+
+impl Ioctl for Wait {
+    type Arg = uapi::drm_nsvm_wait;
+    const NR: u32 = uapi::DRM_NSVM_WAIT;
+    const NAME: &'static CStr = c"NSVM_WAIT";
+    const FLAGS: u32 = RENDER_ALLOW;
+
+    fn handle(
+        dev: &NsvmDevice<Registered>,
+        file: &drm::File<NsvmFile>,
+        arg: &mut Self::Arg,
+    ) -> Result<u32> {
+        let seqno = arg.flags == uapi::DRM_NSVM_WAIT_SEQNO;
+        if (arg.flags != 0 && !seqno)
+            || arg.pad != 0
+            || (seqno && (arg.queue_id == 0 || arg.addr != 0))
+            || exec::compare(arg.op, 0, 0, 0).is_err()
+        {
+            return Err(EINVAL);
+        }
+        if !seqno {
+            if arg.addr % 8 != 0 {
+                return Err(EINVAL);
+            }
+            addr::range_end(arg.addr, 8, caller_limit()?)?;
+        }
+        let mirror = file.inner().get_ref().mirror()?;
+        let queue = match arg.queue_id {
+            0 => None,
+            id => Some(mirror.queues.get(id)?),
+        };
+        let target = match &queue {
+            Some(q) if seqno => exec::Target::Seqno(&**q),
+            _ => {
+                // The fence is read from the caller's memory: the mirror's.
+                mirror.check_owner()?;
+                exec::Target::Fence(arg.addr as usize)
+            }
+        };
+        let timeout = (arg.timeout_ns >= 0).then(|| Delta::from_nanos(arg.timeout_ns));
+        exec::wait::<SoftVm>(
+            dev.faults.handler().faults(),
+            target,
+            queue.as_deref(),
+            (arg.op, arg.value, arg.mask),
+            timeout,
+        )?;
+        Ok(0)
+    }
+}
+
+/// `DRM_IOCTL_NSVM_QUEUE_QUERY`.
+pub(crate) struct QueueQuery;
+
+impl Ioctl for QueueQuery {
+    type Arg = uapi::drm_nsvm_queue_query;
+    const NR: u32 = uapi::DRM_NSVM_QUEUE_QUERY;
+    const NAME: &'static CStr = c"NSVM_QUEUE_QUERY";
+    const FLAGS: u32 = RENDER_ALLOW;
+
+    fn handle(
+        _dev: &NsvmDevice<Registered>,
+        file: &drm::File<NsvmFile>,
+        arg: &mut Self::Arg,
+    ) -> Result<u32> {
+        if arg.pad != 0 {
+            return Err(EINVAL);
+        }
+        // Any process holding the file may ask: nothing of the address
+        // space is touched.
+        let mirror = file.inner().get_ref().mirror()?;
+        let st = mirror.queues.get(arg.queue_id)?.status();
+        arg.submitted = st.submitted;
+        arg.completed = st.completed;
+        arg.error = st.error.map_or(0, |e| e.err.to_errno());
+        let fault = st.error.and_then(|e| e.fault);
+        arg.fault_addr = fault.map_or(0, |f| f.addr as u64);
+        arg.fault_write = fault.is_some_and(|f| f.write).into();
         Ok(0)
     }
 }

@@ -115,6 +115,14 @@ pub(crate) trait GpuFaults: Send + Sync + 'static {
     /// Ends [`GpuFaults::wait`] for good (device teardown).
     fn shutdown(&self);
 
+    /// Completions and channel failures so far: the non-stall interrupt's
+    /// counter.
+    fn events(&self) -> u64;
+
+    /// Sleeps until [`GpuFaults::events`] differs from `seen`, for at most
+    /// `jiffies`; `true` if a signal interrupted it.
+    fn wait_event(&self, seen: u64, jiffies: kernel::time::Jiffies) -> bool;
+
     /// Faults dropped because the buffer was full.
     fn overflows(&self) -> u64;
 

@@ -153,6 +153,11 @@ impl<V: GpuVm> FaultHandler<V> {
         )
     }
 
+    /// The fault buffer.
+    pub(crate) fn faults(&self) -> &V::Faults {
+        &self.faults
+    }
+
     /// Makes `mirror`'s faults servable.
     pub(crate) fn register(&self, mirror: Arc<Mirror<V>>) -> Result {
         self.spaces.lock().push(mirror, GFP_KERNEL)?;

@@ -136,6 +136,11 @@ pub(crate) const IOCTLS: &[DrmIoctlDescriptor] = {
         desc::<crate::file::Snapshot>(),
         desc::<crate::file::MigrateIoctl>(),
         desc::<crate::file::SetAttr>(),
+        desc::<crate::file::QueueCreate>(),
+        desc::<crate::file::QueueDestroy>(),
+        desc::<crate::file::Submit>(),
+        desc::<crate::file::Wait>(),
+        desc::<crate::file::QueueQuery>(),
     ];
     assert_dense(TABLE);
     TABLE

@@ -218,6 +218,22 @@ impl GpuFaults for FaultUnit {
         self.irq.notify_all();
     }
 
+    fn events(&self) -> u64 {
+        self.events.load(Relaxed)
+    }
+
+    fn wait_event(&self, seen: u64, jiffies: Jiffies) -> bool {
+        let mut g = self.nonstall.lock();
+        if self.events.load(Relaxed) != seen {
+            return false;
+        }
+        matches!(
+            self.nonstall_irq
+                .wait_interruptible_timeout(&mut g, jiffies),
+            kernel::sync::CondVarTimeoutResult::Signal { .. }
+        )
+    }
+
     fn overflows(&self) -> u64 {
         self.overflows.load(Relaxed)
     }
