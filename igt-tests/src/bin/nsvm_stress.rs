@@ -75,10 +75,18 @@ fn allowed(nr: u32) -> &'static [i32] {
     match nr {
         sys::DRM_NSVM_GET_PARAM => &[0, EINVAL],
         sys::DRM_NSVM_SVM_INIT => &[0, EINVAL, EBUSY],
-        sys::DRM_NSVM_EXEC => &[0, EINVAL, EFAULT, ENOENT, EBUSY, ENOMEM],
+        sys::DRM_NSVM_EXEC => &[0, EINVAL, EFAULT, ENOENT, EBUSY, ENOMEM, ETIMEDOUT],
         sys::DRM_NSVM_SNAPSHOT => &[0, EINVAL, EFAULT, ENOENT, EBUSY],
         sys::DRM_NSVM_MIGRATE => &[0, EINVAL, ENOENT, ENOMEM],
         sys::DRM_NSVM_SET_ATTR => &[0, EINVAL, ENOENT, ENOSPC],
+        sys::DRM_NSVM_QUEUE_CREATE => &[0, EINVAL, ENOENT, ENOSPC],
+        sys::DRM_NSVM_QUEUE_DESTROY => &[0, EINVAL, ENOENT],
+        sys::DRM_NSVM_SUBMIT => &[0, EINVAL, EFAULT, ENOENT, ECANCELED, EAGAIN],
+        // The wait's own errors, then a failed queue's.
+        sys::DRM_NSVM_WAIT => &[
+            0, EINVAL, EFAULT, ENOENT, ETIME, EINTR, ESRCH, ETIMEDOUT, EBUSY, ENOMEM, ECANCELED,
+        ],
+        sys::DRM_NSVM_QUEUE_QUERY => &[0, EINVAL, ENOENT],
         // Unknown driver ioctls: the DRM core.
         _ => &[EINVAL],
     }
@@ -201,6 +209,16 @@ impl Fuzz {
         }
     }
 
+    /// A queue id: mostly one of the first few (which exist once created),
+    /// sometimes an edge value.
+    fn queue_id(&mut self) -> u32 {
+        match self.rng.below(8) {
+            0 => self.edge() as u32,
+            1 => u32::MAX,
+            _ => self.rng.below(16) as u32,
+        }
+    }
+
     /// A zero-or-garbage value for a must-be-zero field.
     fn zeroish(&mut self) -> u32 {
         if self.rng.below(16) == 0 {
@@ -219,7 +237,12 @@ impl Fuzz {
     }
 
     fn cmd(&mut self) -> Cmd {
-        let op = self.small(6);
+        self.cmd_of(6)
+    }
+
+    /// A command of op up to `ops` (mostly): SUBMIT takes SEM_WAIT too.
+    fn cmd_of(&mut self, ops: u32) -> Cmd {
+        let op = self.small(ops);
         let dst = self.addr();
         Cmd {
             op,
@@ -264,9 +287,9 @@ impl Fuzz {
     /// Call `index`, with structured random arguments; returns (nr, errno).
     fn call(&mut self, index: u64, fds: &[i32]) -> (u32, i32) {
         let fd = self.rng.pick(fds);
-        let nr = match self.rng.below(20) {
-            0 => 6 + self.rng.below(0x3a) as u32,
-            n => (n % 6) as u32,
+        let nr = match self.rng.below(24) {
+            0 => 11 + self.rng.below(0x35) as u32,
+            n => (n % 11) as u32,
         };
         let iowr =
             |t: u32, size: usize| nsvm::ioc(3, b'd' as u32, nsvm::DRM_COMMAND_BASE + t, size);
@@ -380,6 +403,126 @@ impl Fuzz {
                     pad: self.zeroish(),
                 };
                 self.ioctl(index, fd, nr, nsvm::DRM_IOCTL_NSVM_SET_ATTR, &mut a, &[])
+            }
+            sys::DRM_NSVM_QUEUE_CREATE => {
+                let mut a = sys::drm_nsvm_queue_create {
+                    size: self.size::<sys::drm_nsvm_queue_create>(),
+                    flags: self.zeroish(),
+                    // Short timeouts: a fuzzed SEM_WAIT ends soon.
+                    timeout_ms: match self.rng.below(8) {
+                        0 => self.edge() as u32,
+                        1 => sys::DRM_NSVM_MAX_TIMEOUT_MS + self.rng.below(2) as u32,
+                        _ => 1 + self.rng.below(50) as u32,
+                    },
+                    queue_id: self.rng.next() as u32,
+                    pad: u64::from(self.zeroish()),
+                };
+                self.ioctl(
+                    index,
+                    fd,
+                    nr,
+                    nsvm::DRM_IOCTL_NSVM_QUEUE_CREATE,
+                    &mut a,
+                    &[],
+                )
+            }
+            sys::DRM_NSVM_QUEUE_DESTROY => {
+                let mut a = sys::drm_nsvm_queue_destroy {
+                    size: self.size::<sys::drm_nsvm_queue_destroy>(),
+                    queue_id: self.queue_id(),
+                    pad: u64::from(self.zeroish()),
+                };
+                self.ioctl(
+                    index,
+                    fd,
+                    nr,
+                    nsvm::DRM_IOCTL_NSVM_QUEUE_DESTROY,
+                    &mut a,
+                    &[],
+                )
+            }
+            sys::DRM_NSVM_SUBMIT => {
+                let n = self.rng.below(4) as usize;
+                let mut cmds = std::mem::take(&mut self.cmds);
+                cmds.clear();
+                for _ in 0..n {
+                    let c = self.cmd_of(7);
+                    cmds.push(c);
+                }
+                let fence_addr = match self.rng.below(4) {
+                    0 => 0,
+                    _ => self.addr() & !7,
+                };
+                let mut a = sys::drm_nsvm_submit {
+                    size: self.size::<sys::drm_nsvm_submit>(),
+                    queue_id: self.queue_id(),
+                    cmds: match self.rng.below(16) {
+                        0 => self.addr(),
+                        _ => cmds.as_mut_ptr() as u64,
+                    },
+                    num_cmds: match self.rng.below(16) {
+                        0 => self.count(u64::from(sys::DRM_NSVM_EXEC_MAX_CMDS)) as u32,
+                        _ => n as u32,
+                    },
+                    cmd_size: if self.rng.below(16) == 0 {
+                        self.rng.below(64) as u32
+                    } else {
+                        40
+                    },
+                    fence_addr: if self.rng.below(8) == 0 {
+                        fence_addr | self.rng.below(8)
+                    } else {
+                        fence_addr
+                    },
+                    fence_value: self.rng.next(),
+                    seqno: self.rng.next(),
+                    flags: self.zeroish(),
+                    pad: self.zeroish(),
+                };
+                // As for EXEC: never past our own commands.
+                if a.cmds == cmds.as_ptr() as u64 && a.num_cmds <= sys::DRM_NSVM_EXEC_MAX_CMDS {
+                    a.num_cmds = a.num_cmds.min(n as u32);
+                }
+                let e = self.ioctl(index, fd, nr, nsvm::DRM_IOCTL_NSVM_SUBMIT, &mut a, &cmds);
+                self.cmds = cmds;
+                e
+            }
+            sys::DRM_NSVM_WAIT => {
+                let seqno = self.rng.below(3) == 0;
+                let (v, m) = (self.rng.next(), self.rng.next());
+                let mut a = sys::drm_nsvm_wait {
+                    size: self.size::<sys::drm_nsvm_wait>(),
+                    flags: if seqno {
+                        sys::DRM_NSVM_WAIT_SEQNO
+                    } else {
+                        self.zeroish()
+                    },
+                    addr: match (seqno, self.rng.below(4)) {
+                        (true, 0) | (false, _) => self.addr(),
+                        _ => 0,
+                    },
+                    value: self.rng.pick(&[0, 1, v]),
+                    mask: self.rng.pick(&[u64::MAX, 0, m]),
+                    op: self.small(6),
+                    queue_id: if self.rng.below(2) == 0 {
+                        0
+                    } else {
+                        self.queue_id()
+                    },
+                    // Never long: a wait that is not satisfied times out.
+                    timeout_ns: self.rng.pick(&[0, 1, 1000, 1_000_000]),
+                    pad: u64::from(self.zeroish()),
+                };
+                self.ioctl(index, fd, nr, nsvm::DRM_IOCTL_NSVM_WAIT, &mut a, &[])
+            }
+            sys::DRM_NSVM_QUEUE_QUERY => {
+                let mut a = sys::drm_nsvm_queue_query {
+                    size: self.size::<sys::drm_nsvm_queue_query>(),
+                    queue_id: self.queue_id(),
+                    pad: u64::from(self.zeroish()),
+                    ..Default::default()
+                };
+                self.ioctl(index, fd, nr, nsvm::DRM_IOCTL_NSVM_QUEUE_QUERY, &mut a, &[])
             }
             _ => {
                 let mut junk = [0u64; 8];
@@ -550,6 +693,8 @@ const UNKNOWN: u64 = u64::MAX;
 struct Shared {
     dev: Device,
     base: u64,
+    /// A u64 fence per writer, outside the region.
+    fences: u64,
     pages: usize,
     model: Vec<AtomicU64>,
     stop: AtomicBool,
@@ -604,10 +749,52 @@ impl Shared {
 fn writer(s: &Shared, id: usize, nw: usize, seed: u64) {
     let mut rng = Rng::new(seed ^ ((id as u64 + 1) * 0x9e37_79b9));
     let mine: Vec<usize> = (id..s.pages).step_by(nw).collect();
+    // Two exec queues of its own, and its fence.
+    let queues = [s.dev.queue_create(0), s.dev.queue_create(0)];
+    let fence = s.fences + id as u64 * 8;
+    let mut seq = 0u64;
     while !s.stop.load(Relaxed) {
         let p = rng.pick(&mine);
         let v = rng.next() | 1;
-        match rng.below(10) {
+        match rng.below(13) {
+            10..=12 => {
+                // Jobs on both queues, overlapping, each filling a page of
+                // ours; the model changes once both fences are written.
+                let (Ok(qa), Ok(qb)) = (&queues[0], &queues[1]) else {
+                    s.mismatch("QUEUE_CREATE failed");
+                    break;
+                };
+                let p2 = rng.pick(&mine);
+                let v2 = if p2 == p { v } else { rng.next() | 1 };
+                let fb = s.fences + (nw + id) as u64 * 8;
+                seq += 1;
+                let r = s
+                    .dev
+                    .submit(
+                        *qa,
+                        &[Cmd::fill(s.page(p) as u64, PAGE as u64, v)],
+                        Some((fence, seq)),
+                    )
+                    .and_then(|_| {
+                        s.dev.submit(
+                            *qb,
+                            &[Cmd::fill(s.page(p2) as u64, PAGE as u64, v2)],
+                            Some((fb, seq)),
+                        )
+                    })
+                    .and_then(|_| s.dev.wait_fence(fence, seq, *qa, 60_000_000_000))
+                    .and_then(|_| s.dev.wait_fence(fb, seq, *qb, 60_000_000_000));
+                match r {
+                    Ok(()) => {
+                        s.model[p].store(v, Relaxed);
+                        s.model[p2].store(v2, Relaxed);
+                    }
+                    Err(e) => {
+                        s.mismatch(&format!("async fill of pages {p}, {p2} failed: {e}"));
+                        break;
+                    }
+                }
+            }
             0..=2 => {
                 if let Err(e) = s
                     .dev
@@ -759,18 +946,75 @@ fn churner(s: &Shared, seed: u64) {
     }
 }
 
-/// Threads write, check, zap and migrate overlapping parts of one region,
-/// and churn mappings beside it, for NSVM_STRESS_SECS seconds in a seeded
-/// random order; every check compares with a model of what memory holds.
+/// Threads write (by CPU, EXEC and jobs on exec queues), check, zap and
+/// migrate overlapping parts of one region, and churn mappings beside it,
+/// for NSVM_STRESS_SECS seconds in a seeded random order; every check
+/// compares with a model of what memory holds.
 fn stress_model() -> TestResult {
     let seed = env_u64("NSVM_SEED", 0x5eed);
     let secs = env_u64("NSVM_STRESS_SECS", 6);
+    let (ops, bad) = run_model(seed, secs)?;
+    println!("stress: seed {seed:#x}, {secs} s, {ops} operations, {bad} mismatches");
+    check!(ops > 0);
+    check_eq!(bad, 0);
+    Ok(())
+}
+
+/// The model run of [`stress_model`] in three processes at once, each its
+/// own file and queues, on one device: the fault handler serves them all.
+fn stress_model_procs() -> TestResult {
+    let seed = env_u64("NSVM_SEED", 0x5eed);
+    let secs = env_u64("NSVM_STRESS_SECS", 6);
+    let mut pids = Vec::new();
+    for i in 0..3u64 {
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        // SAFETY: The child runs the model and exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                let code = match run_model(seed ^ ((i + 1) * 0x51), secs) {
+                    Ok((ops, 0)) if ops > 0 => {
+                        println!("stress: process {i}: {ops} operations, no mismatch");
+                        0
+                    }
+                    Ok((ops, bad)) => {
+                        println!("stress: process {i}: {ops} operations, {bad} mismatches");
+                        1
+                    }
+                    Err(e) => {
+                        println!("stress: process {i}: {e:?}");
+                        2
+                    }
+                };
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                // SAFETY: Ends the child.
+                unsafe { libc::_exit(code) };
+            }
+            pid => pids.push(pid),
+        }
+    }
+    let mut failed = 0;
+    for pid in pids {
+        let mut st = 0;
+        // SAFETY: Our child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        if !(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0) {
+            failed += 1;
+        }
+    }
+    check_eq!(failed, 0);
+    Ok(())
+}
+
+/// One model run for `secs` seconds: (operations, mismatches).
+fn run_model(seed: u64, secs: u64) -> Result<(u64, u64), Outcome> {
     let dev = bound(0)?;
     let pages = 512;
     let region = Map::new(pages * PAGE, RW);
+    let fences = Map::new(PAGE, RW);
     let shared = Arc::new(Shared {
         dev,
         base: region.addr(),
+        fences: fences.addr(),
         pages,
         model: (0..pages).map(|_| AtomicU64::new(0)).collect(),
         stop: AtomicBool::new(false),
@@ -804,11 +1048,9 @@ fn stress_model() -> TestResult {
     }
     let ops = shared.ops.load(Relaxed);
     let bad = shared.mismatches.load(Relaxed);
-    println!("stress: seed {seed:#x}, {secs} s, {ops} operations, {bad} mismatches");
-    check!(ops > 0);
-    check_eq!(bad, 0);
     drop(region);
-    Ok(())
+    drop(fences);
+    Ok((ops, bad))
 }
 
 // ---- killed mid-work ----
@@ -1324,6 +1566,7 @@ fn oom_bystander_keeps_vram() -> TestResult {
 igt_main! {
     "fuzz-ioctls" => fuzz_ioctls,
     "stress-model" => stress_model,
+    "stress-model-procs" => stress_model_procs,
     "sigkill-mid-work" => sigkill_mid_work,
     "isolation-fork" => isolation_fork,
     "no-kernel-pointers" => no_kernel_pointers,
