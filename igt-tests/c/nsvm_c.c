@@ -42,6 +42,11 @@ CHECK_SIZED(drm_nsvm_exec);
 CHECK_SIZED(drm_nsvm_snapshot);
 CHECK_SIZED(drm_nsvm_migrate);
 CHECK_SIZED(drm_nsvm_set_attr);
+CHECK_SIZED(drm_nsvm_queue_create);
+CHECK_SIZED(drm_nsvm_queue_destroy);
+CHECK_SIZED(drm_nsvm_submit);
+CHECK_SIZED(drm_nsvm_wait);
+CHECK_SIZED(drm_nsvm_queue_query);
 CHECK_STRUCT(drm_nsvm_cmd);
 CHECK_STRUCT(drm_nsvm_counters);
 
@@ -260,6 +265,84 @@ static void subtest_migrate(void)
 			fail("byte %zu: %#x", i, buf[i]);
 }
 
+/*
+ * An exec queue from C: AXPY32 as a job, then a wait on its user fence
+ * (the job wrote it after its commands), then one that times out, and a
+ * job faulting on a hole, which fails the queue with the address.
+ */
+static void subtest_queue(void)
+{
+	const size_t n = 100000;
+	uint32_t *x = malloc(n * 4), *y = malloc(n * 4);
+	uint64_t *fence = calloc(1, 8);
+	char *hole = mmap(NULL, PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+			  -1, 0);
+	struct drm_nsvm_cmd cmd = {
+		.op = DRM_NSVM_OP_AXPY32,
+		.dst = (__u64)(uintptr_t)y,
+		.src = (__u64)(uintptr_t)x,
+		.len = n * 4,
+		.value = 3,
+	};
+	struct drm_nsvm_queue_create qc = { .size = sizeof(qc) };
+	struct drm_nsvm_submit sub = {
+		.size = sizeof(sub),
+		.cmds = (__u64)(uintptr_t)&cmd,
+		.num_cmds = 1,
+		.cmd_size = sizeof(cmd),
+		.fence_addr = (__u64)(uintptr_t)fence,
+		.fence_value = 1,
+	};
+	struct drm_nsvm_wait w = {
+		.size = sizeof(w),
+		.addr = (__u64)(uintptr_t)fence,
+		.value = 1,
+		.mask = ~0ull,
+		.op = DRM_NSVM_WAIT_GTE,
+		.timeout_ns = 10000000000ll,
+	};
+	struct drm_nsvm_queue_query q = { .size = sizeof(q) };
+
+	CHECK(x && y && fence && hole != MAP_FAILED);
+	if (!(get_param(dev_fd, DRM_NSVM_PARAM_FEATURES) &
+	      DRM_NSVM_FEATURE_QUEUES)) {
+		printf("Test requirement not met: no exec queues\n");
+		fflush(stdout);
+		_exit(EXIT_SKIP);
+	}
+	for (size_t i = 0; i < n; i++) {
+		x[i] = (uint32_t)i;
+		y[i] = 1;
+	}
+	svm_init(dev_fd);
+	CHECK(drmIoctl(dev_fd, DRM_IOCTL_NSVM_QUEUE_CREATE, &qc) == 0);
+	sub.queue_id = w.queue_id = q.queue_id = qc.queue_id;
+	CHECK(drmIoctl(dev_fd, DRM_IOCTL_NSVM_SUBMIT, &sub) == 0);
+	CHECK(sub.seqno == 1);
+	CHECK(drmIoctl(dev_fd, DRM_IOCTL_NSVM_WAIT, &w) == 0);
+	CHECK(*fence == 1);
+	for (size_t i = 0; i < n; i++)
+		if (y[i] != 1 + 3 * (uint32_t)i)
+			fail("y[%zu] = %#x", i, y[i]);
+	w.value = 2;
+	w.timeout_ns = 1000000;
+	CHECK(drmIoctl(dev_fd, DRM_IOCTL_NSVM_WAIT, &w) == -1 && errno == ETIME);
+	cmd.op = DRM_NSVM_OP_FILL;
+	cmd.dst = (__u64)(uintptr_t)hole;
+	cmd.len = 8;
+	cmd.src = 0;
+	sub.fence_value = 2;
+	CHECK(drmIoctl(dev_fd, DRM_IOCTL_NSVM_SUBMIT, &sub) == 0);
+	w.timeout_ns = -1;
+	CHECK(drmIoctl(dev_fd, DRM_IOCTL_NSVM_WAIT, &w) == -1 && errno == EFAULT);
+	CHECK(drmIoctl(dev_fd, DRM_IOCTL_NSVM_QUEUE_QUERY, &q) == 0);
+	CHECK(q.error == -EFAULT && q.fault_addr / PAGE == (uintptr_t)hole / PAGE);
+	CHECK(q.submitted == 2 && q.completed == 1 && *fence == 1);
+	free(x);
+	free(y);
+	free(fence);
+}
+
 static const struct subtest {
 	const char *name;
 	void (*run)(void);
@@ -269,6 +352,7 @@ static const struct subtest {
 	{ "axpy", subtest_axpy },
 	{ "fault-addr", subtest_fault_addr },
 	{ "migrate", subtest_migrate },
+	{ "queue", subtest_queue },
 };
 
 /* Runs one subtest in a child, on a file of its own; returns its exit code. */
