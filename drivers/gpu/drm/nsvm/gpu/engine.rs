@@ -63,7 +63,10 @@ use kernel::{
 
 use crate::{
     addr,
-    gpu::fault::FaultUnit,
+    gpu::fault::{
+        wake_all_sync,
+        FaultUnit, //
+    },
     gpu::queue::OwnedQueue,
     gpu::{
         ChannelError,
@@ -166,7 +169,7 @@ impl Job {
         st.completed = completed;
         st.value = value;
         drop(st);
-        self.cond.notify_all();
+        wake_all_sync(&self.cond);
     }
 }
 

@@ -38,6 +38,13 @@ use super::{
     GpuFaults, //
 };
 
+/// Wakes every waiter of `cond`, the first synchronously (the caller
+/// sleeps soon: it may run on the caller's CPU at once).
+pub(crate) fn wake_all_sync(cond: &CondVar) {
+    cond.notify_sync();
+    cond.notify_all();
+}
+
 /// Entries of the fault buffer.
 pub(crate) const FAULT_BUFFER_SIZE: usize = 1024;
 
@@ -141,7 +148,10 @@ impl FaultUnit {
         }
         let replays = st.replays;
         drop(st);
-        self.irq.notify_one();
+        // The raiser stalls right after: a synchronous wake-up lets the
+        // handler run where it ran, without waiting for another CPU (an
+        // IPI to an idle vCPU is slow under emulation).
+        self.irq.notify_sync();
         replays
     }
 
@@ -181,7 +191,7 @@ impl FaultUnit {
         let g = self.nonstall.lock();
         self.events.fetch_add(1, Relaxed);
         drop(g);
-        self.nonstall_irq.notify_all();
+        wake_all_sync(&self.nonstall_irq);
     }
 }
 
@@ -210,7 +220,8 @@ impl GpuFaults for FaultUnit {
         st.replays += 1;
         st.replayed_at = Instant::now();
         drop(st);
-        self.replayed.notify_all();
+        // The handler goes back to sleep next: see `raise()`.
+        wake_all_sync(&self.replayed);
     }
 
     fn shutdown(&self) {
