@@ -103,9 +103,11 @@ pub(crate) struct FaultEntry {
 /// The buffer has a fixed size: a fault raised while it is full is
 /// dropped, and the access raises it again after the next replay.
 pub(crate) trait GpuFaults: Send + Sync + 'static {
-    /// Sleeps until the buffer holds entries, then moves them (at most
-    /// `out`'s capacity) to `out`, oldest first: the handler's interrupt.
-    /// `false` once [`GpuFaults::shutdown`] was called.
+    /// Sleeps until the buffer holds entries, then moves those of the
+    /// oldest entry's address space (at most `out`'s capacity) to `out`,
+    /// oldest first: the handler's interrupt. Entries of other address
+    /// spaces stay for another worker. `false` once
+    /// [`GpuFaults::shutdown`] was called.
     fn wait(&self, out: &mut KVec<FaultEntry>) -> bool;
 
     /// Restarts every stalled access, on every channel: those still

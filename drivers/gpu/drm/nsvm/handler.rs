@@ -3,16 +3,18 @@
 //! The device fault handler: serves the GPU's faults in no process's
 //! context.
 //!
-//! One per device, a worker on the device's own queue woken by the
-//! replayable-fault interrupt ([`GpuFaults::wait`]), as nouveau's
-//! `nouveau_svm_fault()` and Xe's page-fault worker are. Each pass:
+//! One per device, with a worker per CPU (at most [`MAX_WORKERS`]) on the
+//! device's own queue, woken by the replayable-fault interrupt
+//! ([`GpuFaults::wait`]), as nouveau's `nouveau_svm_fault()` and Xe's
+//! page-fault workers are. Each pass of a worker:
 //!
-//! 1. takes every entry of the fault buffer;
-//! 2. groups them by GPU address space (the mirror's client id) and finds
-//!    the mirror among those bound on the device ([`FaultHandler::spaces`]);
-//!    entries of a mirror no longer there are dropped (its channels were
-//!    stopped before it went);
-//! 3. per address space, takes `mmget_not_zero()` for the batch. If the
+//! 1. takes the fault buffer's entries of one GPU address space (the
+//!    mirror's client id): the oldest entry's, so address spaces are served
+//!    in the order they faulted and, with several workers, at once;
+//! 2. finds the mirror among those bound on the device
+//!    ([`FaultHandler::spaces`]); entries of a mirror no longer there are
+//!    dropped (its channels were stopped before it went);
+//! 3. takes `mmget_not_zero()` for the batch. If the
 //!    process exited, the channels that faulted fail with `ESRCH` and the
 //!    address space is not touched. Else it serves at most [`FAULT_BATCH`]
 //!    deduplicated faults with the mirror's window logic and fails the
@@ -22,9 +24,11 @@
 //!    (faults beyond a batch, dropped on overflow, or raced by an
 //!    invalidation) faults again.
 //!
-//! Address spaces take turns being served first, and none has more than
-//! one batch served per pass: one process's fault storm delays the others
-//! by at most a batch.
+//! No address space has more than one batch served per pass, and the
+//! next pass starts with the oldest entry left: one process's fault storm
+//! delays the others by at most a batch per worker. Two workers may serve
+//! one address space at once (as two ioctl threads once did); the fault
+//! path is safe for that.
 //!
 //! # Lifetimes
 //!
@@ -94,7 +98,7 @@ pub(crate) struct FaultHandler<V: GpuVm> {
     /// The mirrors bound on the device, by client id.
     #[pin]
     spaces: Mutex<KVec<Arc<Mirror<V>>>>,
-    /// Passes run: which address space goes first.
+    /// Passes run.
     passes: Atomic<u64>,
     /// Entries taken from the buffer.
     entries: Atomic<u64>,
@@ -102,18 +106,26 @@ pub(crate) struct FaultHandler<V: GpuVm> {
     wake_ns: Atomic<u64>,
     /// Serving the passes, in total.
     serve_ns: Atomic<u64>,
+}
+
+/// One of the handler's workers: each takes one address space's entries
+/// per pass, so that several address spaces are served at once.
+#[pin_data]
+struct HandlerWorker<V: GpuVm> {
+    handler: Arc<FaultHandler<V>>,
     #[pin]
-    work: Work<FaultHandler<V>>,
+    work: Work<HandlerWorker<V>>,
 }
 
 kernel::impl_has_work! {
-    impl{V: GpuVm} HasWork<FaultHandler<V>> for FaultHandler<V> { self.work }
+    impl{V: GpuVm} HasWork<HandlerWorker<V>> for HandlerWorker<V> { self.work }
 }
 
-impl<V: GpuVm> WorkItem for FaultHandler<V> {
-    type Pointer = Arc<FaultHandler<V>>;
+impl<V: GpuVm> WorkItem for HandlerWorker<V> {
+    type Pointer = Arc<HandlerWorker<V>>;
 
-    fn run(this: Arc<FaultHandler<V>>) {
+    fn run(worker: Arc<HandlerWorker<V>>) {
+        let this = &worker.handler;
         let mut entries = loop {
             match KVec::with_capacity(FAULT_BUFFER_SIZE, GFP_KERNEL) {
                 Ok(v) => break v,
@@ -147,7 +159,6 @@ impl<V: GpuVm> FaultHandler<V> {
                 entries: Atomic::new(0),
                 wake_ns: Atomic::new(0),
                 serve_ns: Atomic::new(0),
-                work <- new_work!("FaultHandler::work"),
             }),
             GFP_KERNEL,
         )
@@ -172,20 +183,12 @@ impl<V: GpuVm> FaultHandler<V> {
         self.spaces.lock().retain(|m| m.asid() != asid);
     }
 
-    /// One pass over `entries` (a drained fault buffer).
+    /// One pass over `entries` (what [`GpuFaults::wait`] took: one
+    /// address space's).
     fn pass(&self, entries: &mut KVec<FaultEntry>) {
+        self.passes.fetch_add(1, Relaxed);
         entries.sort_unstable_by_key(|e| (e.asid, e.fault.addr));
-        let groups = entries.chunk_by(|a, b| a.asid == b.asid).count().max(1);
-        let first = self
-            .passes
-            .fetch_add(1, Relaxed)
-            .checked_rem(groups as u64)
-            .unwrap_or(0) as usize;
-        // The groups from `first` on, then those before it.
-        for group in entries.chunk_by(|a, b| a.asid == b.asid).skip(first) {
-            self.serve_space(group);
-        }
-        for group in entries.chunk_by(|a, b| a.asid == b.asid).take(first) {
+        for group in entries.chunk_by(|a, b| a.asid == b.asid) {
             self.serve_space(group);
         }
     }
@@ -314,15 +317,19 @@ impl<V: GpuVm> core::fmt::Debug for FaultHandler<V> {
     }
 }
 
-/// The fault handler's worker, owned by the device.
+/// Most workers a handler runs.
+const MAX_WORKERS: u32 = 4;
+
+/// The fault handler's workers, owned by the device: one per CPU, at most
+/// [`MAX_WORKERS`].
 ///
 /// Dropping it shuts the fault buffer's interrupt down and waits for the
-/// worker to return. Every file holds the handler (not this), so it is
+/// workers to return. Every file holds the handler (not this), so it is
 /// dropped after the last file, with no mirror left.
 pub(crate) struct HandlerThread<V: GpuVm> {
     handler: Arc<FaultHandler<V>>,
-    /// Declared last: dropped after `drop()` shut the worker down.
-    _queue: OwnedQueue,
+    /// Declared last: dropped after `drop()` shut the workers down.
+    queue: OwnedQueue,
 }
 
 impl<V: GpuVm> HandlerThread<V> {
@@ -330,12 +337,21 @@ impl<V: GpuVm> HandlerThread<V> {
     pub(crate) fn new(faults: Arc<V::Faults>) -> Result<Self> {
         let handler = FaultHandler::new(faults)?;
         let queue = OwnedQueue::new_unbound(c"nsvm_fault")?;
-        // A new handler is not queued yet, so this cannot fail.
-        let _ = queue.enqueue(handler.clone());
-        Ok(Self {
-            handler,
-            _queue: queue,
-        })
+        let this = Self { handler, queue };
+        for _ in 0..kernel::cpu::nr_cpu_ids().clamp(1, MAX_WORKERS) {
+            let handler = this.handler.clone();
+            let worker = Arc::pin_init(
+                pin_init!(HandlerWorker {
+                    handler,
+                    work <- new_work!("HandlerWorker::work"),
+                }),
+                GFP_KERNEL,
+            )?;
+            // A new worker is not queued yet, so this cannot fail. On an
+            // error above, dropping `this` stops those already started.
+            let _ = this.queue.enqueue(worker);
+        }
+        Ok(this)
     }
 
     /// The handler, for the files.
@@ -347,6 +363,6 @@ impl<V: GpuVm> HandlerThread<V> {
 impl<V: GpuVm> Drop for HandlerThread<V> {
     fn drop(&mut self) {
         self.handler.faults.shutdown();
-        // `queue` is dropped next and waits for the worker.
+        // `queue` is dropped next and waits for the workers.
     }
 }

@@ -206,11 +206,27 @@ impl GpuFaults for FaultUnit {
         if st.shutdown {
             return false;
         }
-        while !st.is_empty() && out.len() < out.capacity() {
-            let e = st.ring[st.get];
-            // Room was made by the caller.
-            let _ = out.push_within_capacity(e);
-            st.get = (st.get + 1) % FAULT_BUFFER_SIZE;
+        // The oldest entry's address space: its entries go to `out`, the
+        // others move up behind GET, in order.
+        let asid = st.ring[st.get].asid;
+        let (get, put) = (st.get, st.put);
+        let mut keep = get;
+        let mut i = get;
+        while i != put {
+            let e = st.ring[i];
+            // Room was made by the caller; beyond it, entries stay.
+            if e.asid != asid || out.push_within_capacity(e).is_err() {
+                st.ring[keep] = e;
+                keep = (keep + 1) % FAULT_BUFFER_SIZE;
+            }
+            i = (i + 1) % FAULT_BUFFER_SIZE;
+        }
+        st.put = keep;
+        let more = !st.is_empty();
+        drop(st);
+        // Another worker may take the next address space meanwhile.
+        if more {
+            self.irq.notify_one();
         }
         true
     }
@@ -293,6 +309,30 @@ mod tests {
         unit.raise((0..3).map(entry));
         assert!(unit.wait(&mut out));
         assert_eq!(out.len(), 3);
+        Ok(())
+    }
+
+    /// A take moves one address space's entries (the oldest entry's) and
+    /// keeps the others, in order, for the next.
+    #[test]
+    fn take_one_address_space() -> Result {
+        let unit = FaultUnit::new()?;
+        let e = |asid, addr| FaultEntry {
+            asid,
+            ..entry(addr)
+        };
+        let ring = [e(1, 0), e(2, 1), e(1, 2), e(3, 3), e(2, 4)];
+        unit.raise(ring.into_iter());
+        let mut out = KVec::with_capacity(8, GFP_KERNEL)?;
+        let mut order = KVec::new();
+        while order.len() < 5 {
+            assert!(unit.wait(&mut out));
+            assert!(out.iter().all(|x| x.asid == out[0].asid));
+            for x in out.iter() {
+                order.push((x.asid, x.fault.addr), GFP_KERNEL)?;
+            }
+        }
+        assert_eq!(&order[..], &[(1, 0), (1, 2), (2, 1), (2, 4), (3, 3)]);
         Ok(())
     }
 
