@@ -5,6 +5,11 @@
 //! process's pointers, checked on the CPU; then again with both arrays
 //! moved to device memory. Prints what each pass cost.
 //!
+//! With uapi 0.5 the work is many jobs over several exec queues: SUBMIT
+//! returns at once, the CPU works meanwhile (it computes the expected
+//! result from its own copy of the inputs), and the demo then waits on
+//! each queue's user fence. Older drivers get EXECs.
+//!
 //! ```text
 //! nsvm-demo [--device N] [--mib M]
 //! ```
@@ -15,6 +20,7 @@
 
 use std::{
     io::Write,
+    sync::atomic::AtomicU64,
     time::{
         Duration,
         Instant, //
@@ -30,6 +36,12 @@ const CHUNK: usize = 1 << 20;
 const PER_EXEC: usize = 4;
 /// A progress line appears once a pass has run this long.
 const QUIET: Duration = Duration::from_millis(500);
+/// Elements of the CPU's own work between two looks at the fences.
+const CPU_SLICE: usize = 1 << 14;
+/// Exec queues the jobs are spread over.
+const QUEUES: usize = 4;
+/// Bytes of each array one job covers.
+const PER_JOB: usize = 2 << 20;
 
 fn main() {
     if let Err(e) = run() {
@@ -58,6 +70,13 @@ fn run() -> Res<()> {
         return Err("the driver predates AXPY32 (uapi 0.4)".into());
     }
     dev.svm_init(0)?;
+    let queues = if (major, minor) >= (0, 5) {
+        (0..QUEUES)
+            .map(|_| dev.queue_create(0))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
 
     let n = mib * (1 << 20) / 4;
     // Plain heap memory: the GPU sees it at the same addresses as the CPU.
@@ -75,7 +94,7 @@ fn run() -> Res<()> {
     println!();
 
     let a1 = 3;
-    let p1 = pass(&dev, "1 system", a1, &x, &mut y)?;
+    let p1 = pass(&dev, &queues, "1 system", a1, &x, &y0, &mut y)?;
     check(&x, &y0, &y, &[a1])?;
 
     let before = vram_stats(index);
@@ -86,7 +105,8 @@ fn run() -> Res<()> {
         to_device += moved.migrated;
     }
     let a2 = 7;
-    let p2 = pass(&dev, "2 device", a2, &x, &mut y)?;
+    let y1 = y.clone();
+    let p2 = pass(&dev, &queues, "2 device", a2, &x, &y1, &mut y)?;
     // The CPU's check faults the pages back to system memory.
     check(&x, &y0, &y, &[a1, a2])?;
     let after = vram_stats(index);
@@ -108,6 +128,22 @@ fn run() -> Res<()> {
             p.delta.invalidations,
             p.delta.pages_mapped
         );
+    }
+    println!();
+    for p in [&p1, &p2] {
+        match &p.jobs {
+            Some(j) => println!(
+                "{:<10} {} jobs over {} queues; meanwhile the CPU checked {} elements \
+                 ({:.1} ms), then waited {:.1} ms on the fences",
+                p.name,
+                j.jobs,
+                queues.len(),
+                j.overlapped,
+                j.cpu.as_secs_f64() * 1e3,
+                j.waited.as_secs_f64() * 1e3
+            ),
+            None => println!("{:<10} synchronous EXECs (uapi before 0.5)", p.name),
+        }
     }
     println!();
     println!("migrated {to_device} pages to device memory before pass 2 (MIGRATE)");
@@ -145,15 +181,115 @@ struct Pass {
     name: &'static str,
     time: Duration,
     delta: sys::drm_nsvm_counters,
+    jobs: Option<Jobs>,
 }
 
-/// Runs `y = a * x + y` over the arrays, [`CHUNK`] bytes per command.
-fn pass(dev: &Device, name: &'static str, a: u32, x: &[u32], y: &mut [u32]) -> Res<Pass> {
+/// The asynchronous side of a pass.
+struct Jobs {
+    jobs: usize,
+    /// CPU work done while the GPU ran, and its elements.
+    cpu: Duration,
+    overlapped: usize,
+    /// Time spent in WAIT afterwards.
+    waited: Duration,
+}
+
+/// Runs `y = a * x + y` over the arrays (`y` was `y_in`): as jobs over
+/// `queues` if there are any, else as EXECs of [`CHUNK`] bytes per command.
+fn pass(
+    dev: &Device,
+    queues: &[u32],
+    name: &'static str,
+    a: u32,
+    x: &[u32],
+    y_in: &[u32],
+    y: &mut [u32],
+) -> Res<Pass> {
     let len = std::mem::size_of_val(x);
     let (xp, yp) = (x.as_ptr() as u64, y.as_mut_ptr() as u64);
+    // The CPU's copies of the inputs, made before the clock starts.
+    let (xc, yc) = if queues.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        (x.to_vec(), y_in.to_vec())
+    };
     let c0 = dev.counters()?;
     let t0 = Instant::now();
     let mut done = 0;
+    let mut jobs = None;
+    let mut gpu_time = None;
+    if !queues.is_empty() {
+        // One fence per queue; job i goes to queue i % QUEUES and writes
+        // its number there.
+        let fences: Vec<AtomicU64> = queues.iter().map(|_| AtomicU64::new(0)).collect();
+        let mut last = vec![0u64; queues.len()];
+        let mut n = 0;
+        while done < len {
+            let q = n % queues.len();
+            let mut cmds = Vec::new();
+            let end = (done + PER_JOB).min(len);
+            while done < end {
+                let c = CHUNK.min(end - done);
+                cmds.push(Cmd::axpy32(yp + done as u64, a, xp + done as u64, c as u64));
+                done += c;
+            }
+            n += 1;
+            let f = fences[q].as_ptr() as u64;
+            dev.submit(queues[q], &cmds, Some((f, n as u64)))?;
+            last[q] = n as u64;
+        }
+        // The CPU's own work meanwhile, on memory the GPU does not use:
+        // the expected result, from the copies of the inputs, a slice at
+        // a time, looking at the fences between slices (WAIT with timeout
+        // 0); once none is left to do it sleeps in WAIT.
+        let mut want = vec![0u32; xc.len()];
+        let (mut at, mut cpu, mut waited) = (0, Duration::ZERO, Duration::ZERO);
+        let mut pending: Vec<usize> = (0..queues.len()).filter(|&q| last[q] > 0).collect();
+        let mut failed = None;
+        while !pending.is_empty() {
+            // Still pending: ETIME; any other error is the queue's.
+            pending.retain(|&q| {
+                match dev.wait_fence(fences[q].as_ptr() as u64, last[q], queues[q], 0) {
+                    Ok(()) => false,
+                    Err(e) if e.errno == libc::ETIME => true,
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        false
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                return Err(format!("a queue failed: {e}").into());
+            }
+            if pending.is_empty() {
+                break;
+            }
+            if at < want.len() {
+                let c = Instant::now();
+                let end = (at + CPU_SLICE).min(want.len());
+                expect(a, &xc[at..end], &yc[at..end], &mut want[at..end]);
+                at = end;
+                cpu += c.elapsed();
+            } else {
+                let w = Instant::now();
+                let q = pending[0];
+                dev.wait_fence(fences[q].as_ptr() as u64, last[q], queues[q], -1)?;
+                waited += w.elapsed();
+            }
+        }
+        gpu_time = Some(t0.elapsed());
+        let overlapped = at;
+        expect(a, &xc[at..], &yc[at..], &mut want[at..]);
+        if want.as_slice() != &*y {
+            return Err("the jobs' result differs from the CPU's".into());
+        }
+        jobs = Some(Jobs {
+            jobs: n,
+            cpu,
+            overlapped,
+            waited,
+        });
+    }
     while done < len {
         let mut list = CmdList::new();
         for _ in 0..PER_EXEC {
@@ -170,7 +306,7 @@ fn pass(dev: &Device, name: &'static str, a: u32, x: &[u32], y: &mut [u32]) -> R
             std::io::stdout().flush()?;
         }
     }
-    let time = t0.elapsed();
+    let time = gpu_time.unwrap_or_else(|| t0.elapsed());
     if time > QUIET {
         println!();
     }
@@ -183,7 +319,19 @@ fn pass(dev: &Device, name: &'static str, a: u32, x: &[u32], y: &mut [u32]) -> R
         pages_mapped: c1.pages_mapped - c0.pages_mapped,
         pages_unmapped: c1.pages_unmapped - c0.pages_unmapped,
     };
-    Ok(Pass { name, time, delta })
+    Ok(Pass {
+        name,
+        time,
+        delta,
+        jobs,
+    })
+}
+
+/// `want = y + a * x`, element by element.
+fn expect(a: u32, x: &[u32], y: &[u32], want: &mut [u32]) {
+    for ((w, x), y) in want.iter_mut().zip(x).zip(y) {
+        *w = y.wrapping_add(a.wrapping_mul(*x));
+    }
 }
 
 /// Checks `y == y0 + (sum of as) * x` element by element.
