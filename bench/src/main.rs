@@ -8,7 +8,8 @@
 //! plot. Nothing here asserts on time.
 //!
 //! Environment: `NSVM_BENCH` (comma-separated sections, default all:
-//! mirror, fill, migrate, invalidate, latency, threads; and migrate-1ch,
+//! mirror, fill, migrate, invalidate, latency, threads, submit,
+//! first-touch; and migrate-1ch,
 //! which the guest runs on its own after reloading nsvm with one copy
 //! channel),
 //! `NSVM_BENCH_MAX_MB` (largest size, default 1024), `NSVM_BENCH_THREADS`
@@ -412,38 +413,251 @@ fn latency() {
     let dev = nsvm_dev(0);
     let dm = Dmirror::open().expect("open /dev/hmm_dmirror0");
     let dst = Buf::filled(PAGE, Backing::Small, 0);
-    for imp in ["nsvm", "test_hmm"] {
+    let queue = dev.queue_create(0).expect("QUEUE_CREATE");
+    // A 64 KiB fault window: how much of the service is the 2 MiB window's.
+    let dev64 = nsvm_dev(64 << 10);
+    let queue64 = dev64.queue_create(0).expect("QUEUE_CREATE");
+    let fence = Buf::filled(PAGE, Backing::Small, 0);
+    for imp in [
+        "nsvm",
+        "nsvm-async",
+        "nsvm-async-64k",
+        "test_hmm",
+        "nsvm-async+hog",
+        "test_hmm+hog",
+    ] {
         for backing in BACKINGS {
+            let before = handler_stats();
             let b = Buf::new(n * MB2, backing);
             for i in 0..n {
                 // SAFETY: Inside the buffer: one CPU touch per window.
                 unsafe { *b.ptr().add(i * MB2) = 1 };
             }
+            // A CPU hog beside the run: a process that spins, so that one
+            // of the guest's two CPUs is busy and the round trip cannot
+            // count on an idle one.
+            let hog = imp.ends_with("+hog").then(cpu_hog);
+            let (d, q) = match imp {
+                "nsvm-async-64k" => (&dev64, queue64),
+                _ => (&dev, queue),
+            };
             let mut us = Vec::with_capacity(n);
             for i in 0..n {
                 let a = b.addr() + (i * MB2) as u64;
-                let (res, d) = timed(|| match imp {
+                let (res, took) = timed(|| match imp {
                     "nsvm" => dev
                         .exec(&mut [Cmd::fill(a, 8, i as u64)])
                         .map_err(|e| e.to_string()),
+                    // The round trip through the device fault handler:
+                    // SUBMIT, the fault raised, served, replayed, the
+                    // access done, the fence written, WAIT back.
+                    "nsvm-async" | "nsvm-async-64k" | "nsvm-async+hog" => {
+                        let v = fence_value(fence.addr()) + 1;
+                        d.submit(q, &[Cmd::fill(a, 8, i as u64)], Some((fence.addr(), v)))
+                            .and_then(|_| d.wait_fence(fence.addr(), v, q, -1))
+                            .map_err(|e| e.to_string())
+                    }
                     _ => dm
                         .read(a, dst.addr(), PAGE)
                         .map(|_| ())
                         .map_err(|e| e.to_string()),
                 });
                 res.expect("fault");
-                us.push(d.as_secs_f64() * 1e6);
+                us.push(took.as_secs_f64() * 1e6);
+            }
+            if let Some(pid) = hog {
+                // SAFETY: Our child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
             }
             us.sort_by(f64::total_cmp);
             let mean = us.iter().sum::<f64>() / n as f64;
             let mut row = Row::new("fault-latency", imp, backing, PAGE);
             row.add(n * PAGE, Duration::from_secs_f64(mean * n as f64 / 1e6));
-            row.with("calls", n as f64)
+            let mut row = row
+                .with("calls", n as f64)
                 .with("p50_us", percentile(&us, 0.5))
                 .with("p99_us", percentile(&us, 0.99))
-                .with("mean_us", mean)
-                .emit();
+                .with("mean_us", mean);
+            if imp.starts_with("nsvm") {
+                // Where the time goes, per handler pass and per resumed job.
+                let d = handler_stats().since(&before);
+                let per = |ns: u64, n: u64| ns as f64 / n.max(1) as f64 / 1e3;
+                row = row
+                    .with("passes", d.passes as f64)
+                    .with("wake_us", per(d.wake_ns, d.passes))
+                    .with("serve_us", per(d.serve_ns, d.passes))
+                    .with("resume_us", per(d.resume_ns, d.resumes));
+            }
+            row.emit();
         }
+    }
+}
+
+/// The fence's value (the GPU writes it).
+fn fence_value(addr: u64) -> u64 {
+    // SAFETY: The fence buffer's first word, aligned and mapped.
+    unsafe { std::ptr::read_volatile(addr as *const u64) }
+}
+
+/// Forks a process that spins until killed; its pid.
+fn cpu_hog() -> i32 {
+    // SAFETY: The child only spins.
+    match unsafe { libc::fork() } {
+        0 => loop {
+            std::hint::spin_loop();
+        },
+        pid => pid,
+    }
+}
+
+/// The device fault handler's counters (debugfs `nsvm.0/faults`).
+#[derive(Default)]
+struct HandlerStats {
+    passes: u64,
+    wake_ns: u64,
+    serve_ns: u64,
+    resumes: u64,
+    resume_ns: u64,
+}
+
+impl HandlerStats {
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            passes: self.passes - before.passes,
+            wake_ns: self.wake_ns - before.wake_ns,
+            serve_ns: self.serve_ns - before.serve_ns,
+            resumes: self.resumes - before.resumes,
+            resume_ns: self.resume_ns - before.resume_ns,
+        }
+    }
+}
+
+fn handler_stats() -> HandlerStats {
+    let text = std::fs::read_to_string("/sys/kernel/debug/nsvm/nsvm.0/faults").unwrap_or_default();
+    let get = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(": ")?.parse().ok())
+            .unwrap_or(0)
+    };
+    HandlerStats {
+        passes: get("passes"),
+        wake_ns: get("wake_ns"),
+        serve_ns: get("serve_ns"),
+        resumes: get("resumes"),
+        resume_ns: get("resume_ns"),
+    }
+}
+
+/// Small jobs per second (an 8-byte FILL of mapped memory and a fence)
+/// through 1, 2 and 4 queues, against the same work as synchronous EXECs.
+fn submit() {
+    eprintln!("submit: small jobs through 1, 2 and 4 queues");
+    let jobs = 2048;
+    let dev = nsvm_dev(0);
+    let buf = Buf::filled(MB2, Backing::Small, 0);
+    let fences = Buf::filled(PAGE, Backing::Small, 0);
+    // Map it for the GPU first: the rows measure submission, not faults.
+    dev.exec(&mut [Cmd::fill(buf.addr(), MB2 as u64, 1)])
+        .expect("EXEC");
+    let (_, d) = timed(|| {
+        for i in 0..jobs {
+            let a = buf.addr() + (i % 256 * PAGE) as u64;
+            dev.exec(&mut [Cmd::fill(a, 8, i as u64)]).expect("EXEC");
+        }
+    });
+    let mut row = Row::new("submit", "nsvm-exec", Backing::Small, 8);
+    row.add(jobs * 8, d);
+    row.with("jobs_s", jobs as f64 / d.as_secs_f64()).emit();
+    for nq in [1usize, 2, 4] {
+        let queues: Vec<u32> = (0..nq)
+            .map(|_| dev.queue_create(0).expect("QUEUE_CREATE"))
+            .collect();
+        let (_, d) = timed(|| {
+            for i in 0..jobs {
+                let q = i % nq;
+                let a = buf.addr() + (i % 256 * PAGE) as u64;
+                let f = fences.addr() + (q * 8) as u64;
+                dev.submit(
+                    queues[q],
+                    &[Cmd::fill(a, 8, i as u64)],
+                    Some((f, i as u64 + 1)),
+                )
+                .expect("SUBMIT");
+            }
+            for (q, &id) in queues.iter().enumerate() {
+                let last = (jobs - 1 - (jobs - 1 - q) % nq) as u64 + 1;
+                dev.wait_fence(fences.addr() + (q * 8) as u64, last, id, -1)
+                    .expect("WAIT");
+            }
+        });
+        let mut row = Row::new("submit", "nsvm-async", Backing::Small, 8);
+        row.threads = nq;
+        row.add(jobs * 8, d);
+        row.with("jobs_s", jobs as f64 / d.as_secs_f64()).emit();
+        for q in queues {
+            dev.queue_destroy(q).expect("QUEUE_DESTROY");
+        }
+    }
+}
+
+/// First-touch fault throughput with 1, 2 and 4 processes faulting at once,
+/// each its own file and fresh memory, one job each: the handler batches
+/// across them.
+fn first_touch() {
+    eprintln!("first-touch: 1, 2 and 4 processes faulting at once");
+    let size = (64 * MB).min(env_usize("NSVM_BENCH_MAX_MB", 1024) * MB);
+    for procs in [1usize, 2, 4] {
+        let mut pipes = Vec::new();
+        let start = Instant::now();
+        let mut pids = Vec::new();
+        for _ in 0..procs {
+            let mut fds = [0i32; 2];
+            // SAFETY: A pipe per child for its result.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            // SAFETY: The child only runs the job and exits.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let dev = nsvm_dev(0);
+                let q = dev.queue_create(0).expect("QUEUE_CREATE");
+                let buf = Buf::new(size, Backing::Small);
+                let fence = Buf::filled(PAGE, Backing::Small, 0);
+                dev.submit(
+                    q,
+                    &[Cmd::fill(buf.addr(), size as u64, 3)],
+                    Some((fence.addr(), 1)),
+                )
+                .expect("SUBMIT");
+                dev.wait_fence(fence.addr(), 1, q, -1).expect("WAIT");
+                // SAFETY: Ends the child.
+                unsafe {
+                    libc::write(fds[1], b"k".as_ptr().cast(), 1);
+                    libc::_exit(0);
+                }
+            }
+            pids.push(pid);
+            pipes.push(fds);
+        }
+        let mut ok = true;
+        for (pid, fds) in pids.iter().zip(&pipes) {
+            let mut b = [0u8; 1];
+            // SAFETY: Our pipe and our child.
+            unsafe {
+                libc::close(fds[1]);
+                ok &= libc::read(fds[0], b.as_mut_ptr().cast(), 1) == 1;
+                libc::close(fds[0]);
+                libc::waitpid(*pid, std::ptr::null_mut(), 0);
+            }
+        }
+        let d = start.elapsed();
+        assert!(ok, "a first-touch child failed");
+        let pages = procs * size / PAGE;
+        let mut row = Row::new("first-touch", "nsvm-async", Backing::Small, size);
+        row.threads = procs;
+        row.add(procs * size, d);
+        row.with("faults_s", pages as f64 / d.as_secs_f64()).emit();
     }
 }
 
@@ -499,6 +713,8 @@ fn main() {
         "invalidate",
         "latency",
         "threads",
+        "submit",
+        "first-touch",
     ];
     let want = std::env::var("NSVM_BENCH").unwrap_or_default();
     let want: Vec<&str> = if want.is_empty() {
@@ -524,6 +740,8 @@ fn main() {
             "invalidate" => invalidate,
             "latency" => latency,
             "threads" => threads,
+            "submit" => submit,
+            "first-touch" => first_touch,
             other => {
                 eprintln!("nsvm-bench: unknown section {other}");
                 std::process::exit(2);
