@@ -218,6 +218,9 @@ impl<V: GpuVm> FaultHandler<V> {
                 }
             }
         };
+        // No allocation of the batch may invoke the OOM killer: see
+        // `NoOomScope`. Entered before the reference, dropped after it.
+        let _no_oom = crate::mm::NoOomScope::enter();
         // The handler's own reference, for this batch only.
         let Some(mm) = mirror.mmget_not_zero() else {
             fail_all(ESRCH);

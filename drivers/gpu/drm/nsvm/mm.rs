@@ -53,6 +53,40 @@ pub(crate) fn has_other_users(mm: &MmWithUser) -> bool {
     unsafe { sys::nsvm_mm_users(mm.as_raw()) > 1 }
 }
 
+/// A scope in which the calling task's allocations cannot invoke the
+/// global OOM killer (`memalloc_nofs_save()`: they leave out `__GFP_FS`,
+/// and the killer does not run for those); they reclaim and wait instead.
+///
+/// For the device fault handler: it may hold the last user reference of
+/// an address space whose process the killer just killed. Its memory is
+/// then freed only when the handler lets go (or the OOM reaper runs), and
+/// a kill invoked meanwhile, finding that process gone, would take
+/// another. Must be dropped on the task that entered it, in the reverse
+/// order of entry: it is neither `Send` nor `Sync`.
+pub(crate) struct NoOomScope {
+    flags: u32,
+    _not_send: core::marker::PhantomData<*mut ()>,
+}
+
+impl NoOomScope {
+    pub(crate) fn enter() -> Self {
+        Self {
+            // SAFETY: No requirements; restored by `Drop` on this task.
+            flags: unsafe { sys::nsvm_nofs_save() },
+            _not_send: core::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for NoOomScope {
+    fn drop(&mut self) {
+        // SAFETY: `flags` came from `nsvm_nofs_save()` on this task (the
+        // type is not `Send`), and scopes end in reverse order (a scope is
+        // only created and dropped within one function).
+        unsafe { sys::nsvm_nofs_restore(self.flags) }
+    }
+}
+
 /// Bits of a user address on this machine: every process's limit
 /// ([`task_size`]) lies below `1 << user_va_bits()` (47, or 56 with 5-level
 /// paging).

@@ -113,6 +113,16 @@ void nsvm_task_layout(struct nsvm_task_layout *out)
 	out->group_leader = offsetof(struct task_struct, group_leader);
 }
 
+unsigned int nsvm_nofs_save(void)
+{
+	return memalloc_nofs_save();
+}
+
+void nsvm_nofs_restore(unsigned int flags)
+{
+	memalloc_nofs_restore(flags);
+}
+
 int nsvm_mm_users(const struct mm_struct *mm)
 {
 	return atomic_read(&mm->mm_users);

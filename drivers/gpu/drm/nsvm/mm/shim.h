@@ -68,6 +68,13 @@ void nsvm_fs_reclaim_acquire(void);
 void nsvm_fs_reclaim_release(void);
 struct mm_struct *nsvm_notifier_mm(struct nsvm_notifier *n);
 
+/*
+ * memalloc_nofs_save()/_restore(): the calling task's allocations leave
+ * out __GFP_FS until the restore, which also keeps them from invoking
+ * the global OOM killer.
+ */
+unsigned int nsvm_nofs_save(void);
+void nsvm_nofs_restore(unsigned int flags);
 /* Users of @mm (mm->mm_users): 0 once its address space is torn down. */
 int nsvm_mm_users(const struct mm_struct *mm);
 /* mm->task_size: the user address limit of @mm, page aligned. */

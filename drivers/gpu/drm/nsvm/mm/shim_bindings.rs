@@ -78,6 +78,12 @@ unsafe extern "C" {
     pub fn nsvm_notifier_mm(n: *mut nsvm_notifier) -> *mut mm_struct;
 }
 unsafe extern "C" {
+    pub fn nsvm_nofs_save() -> kernel::ffi::c_uint;
+}
+unsafe extern "C" {
+    pub fn nsvm_nofs_restore(flags: kernel::ffi::c_uint);
+}
+unsafe extern "C" {
     pub fn nsvm_mm_users(mm: *const mm_struct) -> kernel::ffi::c_int;
 }
 unsafe extern "C" {
