@@ -144,6 +144,35 @@ fn submit_fence() -> TestResult {
     Ok(())
 }
 
+/// Two threads submit to one queue at once: each SUBMIT returns its own
+/// job's sequence number, and together they are 1 to N.
+fn submit_seqno_concurrent() -> TestResult {
+    const N: u64 = 400;
+    let dev = bound(0)?;
+    let q = dev.queue_create(0)?;
+    // SAFETY: A second fd of the same DRM file, for the second thread.
+    let fd = unsafe { libc::dup(dev.file().as_raw_fd()) };
+    check!(fd >= 0);
+    // SAFETY: `fd` is ours.
+    let other = Device::from_fd(unsafe { OwnedFd::from_raw_fd(fd) })?;
+    let run =
+        |d: &Device| -> Vec<u64> { (0..N).filter_map(|_| d.submit(q, &[], None).ok()).collect() };
+    let (a, b) = std::thread::scope(|s| {
+        let t = s.spawn(|| run(&other));
+        let a = run(&dev);
+        (a, t.join().unwrap_or_default())
+    });
+    let mut all: Vec<u64> = a.iter().chain(&b).copied().collect();
+    all.sort_unstable();
+    check_eq!(all.len() as u64, 2 * N);
+    check!(
+        all.iter().copied().eq(1..=2 * N),
+        "sequence numbers repeat or skip"
+    );
+    dev.wait_seqno(q, 2 * N, LONG_NS)?;
+    Ok(())
+}
+
 /// Bad SUBMIT arguments: EINVAL before anything is queued.
 fn submit_bad_args() -> TestResult {
     let dev = bound(0)?;
@@ -730,6 +759,7 @@ fn fault_storm_fairness() -> TestResult {
 igt_main! {
     "queue-create-destroy" => queue_create_destroy,
     "submit-fence" => submit_fence,
+    "submit-seqno-concurrent" => submit_seqno_concurrent,
     "submit-bad-args" => submit_bad_args,
     "fence-order" => fence_order,
     "queues-concurrent" => queues_concurrent,

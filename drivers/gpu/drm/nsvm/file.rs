@@ -541,8 +541,7 @@ impl Ioctl for Submit {
             return Err(EINVAL);
         }
         let chan = mirror.queues.get(arg.queue_id)?;
-        SoftVm::submit(&dev.engine, &chan, cmds, fence, None)?;
-        arg.seqno = chan.status().submitted;
+        arg.seqno = SoftVm::submit(&dev.engine, &chan, cmds, fence, None)?.seqno();
         Ok(0)
     }
 }

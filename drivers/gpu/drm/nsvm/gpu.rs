@@ -161,6 +161,9 @@ pub(crate) trait GpuJob: Send + Sync {
     /// signal (the job keeps running).
     fn wait(&self, interruptible: bool) -> Result;
 
+    /// The job's sequence number on its channel (jobs count from 1).
+    fn seqno(&self) -> u64;
+
     /// After [`GpuJob::wait`]: how it ended (`ECANCELED` if its channel
     /// failed or stopped first), the commands it completed and the old
     /// value of its last atomic.

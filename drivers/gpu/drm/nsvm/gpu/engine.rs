@@ -150,6 +150,8 @@ pub(crate) struct Job {
     /// For READ: where what the GPU reads goes (at most [`Job::MAX_READ`]
     /// bytes); unpinned when the last reference to the job goes.
     dst: Option<PinnedWrite>,
+    /// Its sequence number on the channel, set when it is queued.
+    seqno: Atomic<u64>,
     #[pin]
     state: Mutex<JobState>,
     /// Signalled when the job ends.
@@ -184,6 +186,10 @@ impl GpuJob for Job {
             }
         }
         Ok(())
+    }
+
+    fn seqno(&self) -> u64 {
+        self.seqno.load(Relaxed)
     }
 
     fn finish(&self) -> (Result, usize, u64) {
@@ -313,6 +319,7 @@ impl<V: GpuVm> Channel<V> {
                 cmds,
                 fence,
                 dst,
+                seqno: Atomic::new(0),
                 state <- new_mutex!(
                     JobState {
                         done: false,
@@ -335,6 +342,8 @@ impl<V: GpuVm> Channel<V> {
         }
         st.pending.push(job.clone(), GFP_KERNEL)?;
         st.submitted += 1;
+        // Under the lock: concurrent submitters get their own numbers.
+        job.seqno.store(st.submitted, Relaxed);
         if !st.running {
             st.running = true;
             // Not queued while `running` was clear, so this cannot fail.
