@@ -97,9 +97,8 @@ impl<V: GpuVm> Queues<V> {
         if t.queues.iter().filter(|q| q.id != 0).count() >= MAX_QUEUES {
             return Err(ENOSPC);
         }
-        let id = t.next_id;
-        // Ids are not reused: 2^32 creations of one file wrap to 1.
-        t.next_id = t.next_id.checked_add(1).unwrap_or(1);
+        let (id, next) = free_id(t.next_id, |id| t.queues.iter().any(|q| q.id == id));
+        t.next_id = next;
         t.queues.push(Queue { id, chan }, GFP_KERNEL)?;
         Ok(id)
     }
@@ -126,7 +125,7 @@ impl<V: GpuVm> Queues<V> {
             .ok_or(ENOENT)
     }
 
-    /// Removes the channel `chid`.
+    /// Removes the first channel `pred` accepts.
     fn take(&self, pred: impl Fn(&Queue<V>) -> bool) -> Option<Arc<V::Channel>> {
         let mut t = self.table.lock();
         let i = t.queues.iter().position(pred)?;
@@ -183,6 +182,18 @@ impl<V: GpuVm> Queues<V> {
             stop::<V>(&chan);
         }
     }
+}
+
+/// The first id from `next` on that is not `used`, counting up and
+/// wrapping from 2^32 - 1 to 1 (0 is no queue), and the id to start from
+/// next time. Ends: at most [`MAX_QUEUES`] ids are in use.
+fn free_id(next: u32, used: impl Fn(u32) -> bool) -> (u32, u32) {
+    let after = |id: u32| id.checked_add(1).unwrap_or(1);
+    let mut id = next.max(1);
+    while used(id) {
+        id = after(id);
+    }
+    (id, after(id))
 }
 
 /// Cancels what `chan` still has and waits until its worker is idle.
@@ -267,6 +278,17 @@ pub(crate) fn wait<V: GpuVm>(
 #[kunit_tests(nsvm_exec)]
 mod tests {
     use super::*;
+
+    /// Ids wrap past 2^32 - 1 to 1 and skip those still in use.
+    #[test]
+    fn free_id_wraps_past_used() {
+        assert_eq!(free_id(1, |_| false), (1, 2));
+        assert_eq!(free_id(u32::MAX, |_| false), (u32::MAX, 1));
+        // After the wrap, 1 and 2 are still in use.
+        assert_eq!(free_id(1, |id| id == 1 || id == 2), (3, 4));
+        assert_eq!(free_id(u32::MAX, |id| id == u32::MAX || id == 1), (2, 3));
+        assert_eq!(free_id(0, |_| false), (1, 2));
+    }
 
     #[test]
     fn compare_ops_under_mask() {
