@@ -10,15 +10,21 @@
 //!   the DRM file is released, so the `mm_struct` memory outlives its
 //!   notifier even when the file is closed long after the process exited,
 //!   by another process, or late in `do_exit()`.
-//! - Every ioctl that faults, executes or inspects calls [`Mirror::enter`],
-//!   which takes `mmget_not_zero()` ([`ARef<MmWithUser>`]) for the ioctl's
+//! - Every ioctl that inspects or migrates calls [`Mirror::enter`], which
+//!   takes `mmget_not_zero()` ([`ARef<MmWithUser>`]) for the ioctl's
 //!   duration: `ESRCH` when the address space is gone, `EPERM` when the
-//!   caller is another process (fork, `SCM_RIGHTS`). Nothing else reaches
-//!   the address space, so no flag says it is "dead" and no back pointer is
-//!   ever cleared.
-//! - Releasing the file drops the mirror: the notifier is removed (waiting
-//!   for running callbacks), the GPU page table freed, and the `mmgrab`
-//!   dropped last.
+//!   caller is another process (fork, `SCM_RIGHTS`). Ioctls that queue GPU
+//!   work (EXEC, SUBMIT) check the caller the same way
+//!   ([`Mirror::check_owner`]) and keep no reference: jobs hold none.
+//! - The device's fault handler, in no process's context, takes its own
+//!   `mmget_not_zero()` per batch ([`Mirror::mmget_not_zero`]) and fails
+//!   the faulting channels with `ESRCH` when there is none. [`Mirror::serve`]
+//!   takes the [`MmWithUser`]: nothing reaches the address space without
+//!   one, so no flag says it is "dead" and no back pointer is ever cleared.
+//! - Releasing the file stops its channels and makes the handler forget
+//!   the mirror; dropping the last reference to the mirror then unmaps the
+//!   GPU entries and flushes the TLB, removes the notifier (waiting for
+//!   running callbacks) and drops the `mmgrab` last.
 //!
 //! # Lock order
 //!
