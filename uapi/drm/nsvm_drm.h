@@ -492,8 +492,9 @@ struct drm_nsvm_set_attr {
  * A queue fails for good when one of its jobs does: an unservable GPU
  * fault (-EFAULT, with the address), the mirrored address space gone
  * (-ESRCH: the process exited), a job without progress for the queue's
- * timeout (-ETIMEDOUT), memory (-ENOMEM), a fault invalidations kept
- * undoing for a second (-EBUSY). The failing job and the ones queued behind
+ * timeout (-ETIMEDOUT, also for a fault that invalidations keep undoing:
+ * it is retried until then), memory (-ENOMEM). The failing job and the
+ * ones queued behind
  * it do not complete (their fences are not written); QUEUE_QUERY says why;
  * a WAIT naming the queue returns the error at once; SUBMIT to it fails
  * with -ECANCELED. Destroy it and create another.

@@ -84,7 +84,7 @@ fn allowed(nr: u32) -> &'static [i32] {
         sys::DRM_NSVM_SUBMIT => &[0, EINVAL, EFAULT, ENOENT, ECANCELED, EAGAIN],
         // The wait's own errors, then a failed queue's.
         sys::DRM_NSVM_WAIT => &[
-            0, EINVAL, EFAULT, ENOENT, ETIME, EINTR, ESRCH, ETIMEDOUT, EBUSY, ENOMEM, ECANCELED,
+            0, EINVAL, EFAULT, ENOENT, ETIME, EINTR, ESRCH, ETIMEDOUT, ENOMEM, ECANCELED,
         ],
         sys::DRM_NSVM_QUEUE_QUERY => &[0, EINVAL, ENOENT],
         // Unknown driver ioctls: the DRM core.

@@ -164,6 +164,27 @@ impl<V: GpuVm> Queues<V> {
         }
     }
 
+    /// Cancels the faulting access of entry `tag` of channel `chid`, if
+    /// the channel is still there ([`GpuChannel::cancel`]): the fault
+    /// handler could not serve it.
+    ///
+    /// `EBUSY` (invalidations kept undoing the fault for a second) fails
+    /// an EXEC's channel, whose caller gets `EBUSY` as before, but not an
+    /// exec queue's: the access faults again after the replay, as on
+    /// hardware, and the job's timeout bounds a fault that never sticks.
+    pub(crate) fn cancel(&self, chid: u64, tag: u64, why: ChannelError) {
+        let chan = {
+            let t = self.table.lock();
+            t.queues
+                .iter()
+                .find(|q| q.chan.id() == chid && (q.id == 0 || why.err != EBUSY))
+                .map(|q| q.chan.clone())
+        };
+        if let Some(chan) = chan {
+            chan.cancel(tag, why);
+        }
+    }
+
     /// Whether any of the channels `chids` is still there and has not
     /// failed: whether a fault they raised is still wanted.
     pub(crate) fn any_live(&self, mut chids: impl Iterator<Item = u64>) -> bool {

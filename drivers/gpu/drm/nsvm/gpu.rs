@@ -89,6 +89,10 @@ pub(crate) struct FaultEntry {
     pub(crate) asid: u64,
     /// The faulting channel ([`GpuChannel::id`]).
     pub(crate) chid: u64,
+    /// Which of the channel's stalls raised it: a cancel of the entry
+    /// ([`GpuChannel::cancel`]) fails the channel only while that stall
+    /// lasts, not a later job's.
+    pub(crate) tag: u64,
     /// The access.
     pub(crate) fault: Fault,
     /// When it was raised (the hardware entry's timestamp).
@@ -187,6 +191,13 @@ pub(crate) trait GpuChannel: Send + Sync {
     /// running job stops within a lock run and the queued ones are
     /// cancelled (`GP100_VMM_VN_FAULT_CANCEL` and a channel kill).
     fn fail(&self, why: ChannelError);
+
+    /// Cancels the faulting access of the entry tagged `tag`: fails the
+    /// channel with `why` if it is still stalled on the stall that raised
+    /// it. An entry can outlive its stall (a replay for another fault, a
+    /// second worker serving the same fault): its failure must not fail
+    /// the job that runs by then.
+    fn cancel(&self, tag: u64, why: ChannelError);
 
     /// The channel's progress and failure.
     fn status(&self) -> ChannelStatus;

@@ -287,8 +287,9 @@ impl<V: GpuVm> FaultHandler<V> {
                     && (start..end).contains(&e.fault.addr)
             };
             for e in group.iter().filter(failed) {
-                mirror.queues.fail(
+                mirror.queues.cancel(
                     e.chid,
+                    e.tag,
                     ChannelError {
                         err,
                         fault: Some(fault),

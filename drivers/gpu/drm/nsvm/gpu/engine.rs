@@ -223,6 +223,10 @@ pub(crate) struct Channel<V: GpuVm> {
     /// Set by [`GpuChannel::fail`]: the running job stops before its next
     /// hold of the VM lock, also when it never stalls on a fault.
     failed: Atomic<bool>,
+    /// The tag of the stall the running job is in, 0 when it is not
+    /// stalled; tags count from 1.
+    stalled_on: Atomic<u64>,
+    next_tag: Atomic<u64>,
     /// Signalled when the channel's work goes idle.
     #[pin]
     idle: CondVar,
@@ -295,6 +299,8 @@ impl<V: GpuVm> Channel<V> {
                 timeout,
                 state <- new_mutex!(state, "Channel::state"),
                 failed: Atomic::new(false),
+                stalled_on: Atomic::new(0),
+                next_tag: Atomic::new(1),
                 idle <- new_condvar!("Channel::idle"),
                 work <- new_work!("Channel::work"),
             }),
@@ -370,6 +376,12 @@ impl<V: GpuVm> GpuChannel for Channel<V> {
         // A stalled job wakes and sees it; waiters on fences too.
         self.faults.kick();
         self.faults.event();
+    }
+
+    fn cancel(&self, tag: u64, why: ChannelError) {
+        if self.stalled_on.load(Relaxed) == tag {
+            self.fail(why);
+        }
     }
 
     fn status(&self) -> ChannelStatus {
@@ -489,23 +501,30 @@ impl<'a, V: GpuVm> Run<'a, V> {
     fn stall(&self, queue: &KVec<Fault>) -> Result {
         let chan = self.chan;
         let raised = Instant::now();
+        let tag = chan.next_tag.fetch_add(1, Relaxed);
+        chan.stalled_on.store(tag, Relaxed);
         let seen = chan.faults.raise(queue.iter().map(|&fault| FaultEntry {
             asid: chan.asid,
             chid: chan.id,
+            tag,
             fault,
             raised,
         }));
-        loop {
-            self.check_cancel()?;
-            let left = self.time_left()?;
+        let r = loop {
+            if let Err(e) = self.check_cancel().and_then(|()| self.time_left()) {
+                break Err(e);
+            }
+            let left = self.time_left().unwrap_or(Delta::ZERO);
             let jiffies = msecs_to_jiffies(left.as_millis_ceil().clamp(1, 1000) as u32);
             if chan
                 .faults
                 .stall(seen, jiffies, || chan.failed.load(Relaxed))
             {
-                return Ok(());
+                break Ok(());
             }
-        }
+        };
+        chan.stalled_on.store(0, Relaxed);
+        r
     }
 
     /// Touches every page `cmd` still has to use (from byte `done` on) and

@@ -97,6 +97,7 @@ impl FaultUnit {
             FaultEntry {
                 asid: 0,
                 chid: 0,
+                tag: 0,
                 fault: super::Fault {
                     addr: 0,
                     write: false,
@@ -279,6 +280,7 @@ mod tests {
         FaultEntry {
             asid: 1,
             chid: 2,
+            tag: 1,
             fault: Fault {
                 addr,
                 write: false,
