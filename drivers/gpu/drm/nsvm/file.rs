@@ -76,6 +76,7 @@ impl Drop for Space {
     fn drop(&mut self) {
         self.mirror.queues.stop_all();
         self.handler.unregister(&self.mirror);
+        self.mirror.wait_for_handler();
     }
 }
 

@@ -204,7 +204,7 @@ impl<V: GpuVm> FaultHandler<V> {
             .cloned();
         // None: the file was released, its channels are stopped.
         if let Some(mirror) = mirror {
-            self.serve_mirror(&mirror, group);
+            mirror.serving(|| self.serve_mirror(&mirror, group));
         }
     }
 

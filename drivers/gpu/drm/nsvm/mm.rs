@@ -53,6 +53,14 @@ pub(crate) fn has_other_users(mm: &MmWithUser) -> bool {
     unsafe { sys::nsvm_mm_users(mm.as_raw()) > 1 }
 }
 
+/// Whether the OOM killer killed `mm`'s process: it queued `mm` for the
+/// OOM reaper (`MMF_OOM_REAP_QUEUED`).
+pub(crate) fn is_oom_victim(mm: &Mm) -> bool {
+    // SAFETY: `mm` is a valid `mm_struct` (its memory is held by `Mm`'s
+    // reference); its flags may be read at any time.
+    unsafe { sys::nsvm_mm_oom_victim(mm.as_raw()) != 0 }
+}
+
 /// A scope in which the calling task's allocations cannot invoke the
 /// global OOM killer (`memalloc_nofs_save()`: they leave out `__GFP_FS`,
 /// and the killer does not run for those); they reclaim and wait instead.

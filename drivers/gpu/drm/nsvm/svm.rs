@@ -351,6 +351,10 @@ pub(crate) struct Mirror<V: GpuVm> {
     /// The file's exec queues, and the channels of running EXECs.
     #[pin]
     pub(crate) queues: Queues<V>,
+    /// Held by the fault handler while it serves a batch of the mirror;
+    /// see [`Mirror::wait_for_handler`].
+    #[pin]
+    serving: Mutex<()>,
 }
 
 #[pinned_drop]
@@ -415,9 +419,34 @@ impl<V: GpuVm> Mirror<V> {
                 mm: grab.into(),
                 window,
                 queues <- Queues::new(),
+                serving <- new_mutex!((), "Mirror::serving"),
             }),
             GFP_KERNEL,
         )
+    }
+
+    /// Runs `f` as the fault handler's service of a batch of the mirror.
+    pub(crate) fn serving<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _serving = self.serving.lock();
+        f()
+    }
+
+    /// For the file's release: if the OOM killer killed the address
+    /// space's process, waits until the fault handler no longer serves a
+    /// batch of it.
+    ///
+    /// The handler's user reference keeps the victim's memory from being
+    /// freed, and while it lasts a victim that has exited is no longer
+    /// one the killer waits for: it would kill other processes. A victim
+    /// that waits here, in its own exit, is still one. The handler ends
+    /// its batch once it sees the process gone (or, if it waits for memory
+    /// meanwhile, once the OOM reaper freed the victim's). Other releases
+    /// do not wait: a fault whose service cannot end soon must not hold up
+    /// a process's exit.
+    pub(crate) fn wait_for_handler(&self) {
+        if crate::mm::is_oom_victim(&self.mm) {
+            drop(self.serving.lock());
+        }
     }
 
     /// The client id: the GPU address space's id in fault buffer entries.

@@ -123,6 +123,11 @@ void nsvm_nofs_restore(unsigned int flags)
 	memalloc_nofs_restore(flags);
 }
 
+int nsvm_mm_oom_victim(const struct mm_struct *mm)
+{
+	return mm_flags_test(MMF_OOM_REAP_QUEUED, mm);
+}
+
 int nsvm_mm_users(const struct mm_struct *mm)
 {
 	return atomic_read(&mm->mm_users);

@@ -75,6 +75,8 @@ struct mm_struct *nsvm_notifier_mm(struct nsvm_notifier *n);
  */
 unsigned int nsvm_nofs_save(void);
 void nsvm_nofs_restore(unsigned int flags);
+/* Whether the OOM killer killed @mm's process (it queued @mm for reaping). */
+int nsvm_mm_oom_victim(const struct mm_struct *mm);
 /* Users of @mm (mm->mm_users): 0 once its address space is torn down. */
 int nsvm_mm_users(const struct mm_struct *mm);
 /* mm->task_size: the user address limit of @mm, page aligned. */

@@ -84,6 +84,9 @@ unsafe extern "C" {
     pub fn nsvm_nofs_restore(flags: kernel::ffi::c_uint);
 }
 unsafe extern "C" {
+    pub fn nsvm_mm_oom_victim(mm: *const mm_struct) -> kernel::ffi::c_int;
+}
+unsafe extern "C" {
     pub fn nsvm_mm_users(mm: *const mm_struct) -> kernel::ffi::c_int;
 }
 unsafe extern "C" {
