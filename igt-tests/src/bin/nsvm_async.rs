@@ -294,6 +294,91 @@ fn exec_ops_async() -> TestResult {
     Ok(())
 }
 
+/// Device memory through queues: jobs on two queues read, write and add
+/// to data in device memory while a range with a migrate-on-fault policy
+/// moves there on the jobs' faults; the CPU then finds everything as the
+/// jobs left it (its reads bring the pages back).
+fn device_memory_async() -> TestResult {
+    let dev = bound(0)?;
+    if dev.get_param(sys::DRM_NSVM_PARAM_VRAM_SIZE)? == 0 {
+        nsvm_igt_tests::skip!("no device memory");
+    }
+    let (qa, qb) = (dev.queue_create(0)?, dev.queue_create(0)?);
+    let mut v = aligned(2 * MB2);
+    cpu_fill(&mut v, 5);
+    let want = pattern(5, 2 * MB2);
+    check!(dev.migrate(v.addr(), v.len as u64, Mem::Device)?.migrated > 0);
+    // Migrates to device memory when the GPU faults on it.
+    let mut p = aligned(MB2);
+    cpu_fill(&mut p, 6);
+    dev.set_attr(
+        p.addr(),
+        MB2 as u64,
+        nsvm_uapi::Attr {
+            preferred: sys::DRM_NSVM_LOCATION_DEVICE,
+            migrate_on_fault: true,
+            atomic: sys::DRM_NSVM_ATOMIC_DEVICE,
+        },
+    )?;
+    let out = Map::new(2 * MB2, RW);
+    let counter = aligned(MB2);
+    let f = Map::new(PAGE, RW);
+    // Queue a: copy the device-memory data out, then fill the policy range.
+    dev.submit(
+        qa,
+        &[
+            Cmd::copy(out.addr(), v.addr(), v.len as u64),
+            Cmd::fill(p.addr(), MB2 as u64, 0x0707_0707_0707_0707),
+        ],
+        Some((f.addr(), 1)),
+    )?;
+    // Queue b, at the same time: write the second half of the device data
+    // and add to a counter whose policy migrates it for atomics.
+    dev.set_attr(
+        counter.addr(),
+        MB2 as u64,
+        nsvm_uapi::Attr {
+            preferred: sys::DRM_NSVM_LOCATION_NONE,
+            migrate_on_fault: false,
+            atomic: sys::DRM_NSVM_ATOMIC_DEVICE,
+        },
+    )?;
+    let half = v.addr() + MB2 as u64;
+    let adds: Vec<Cmd> = (0..64).map(|_| Cmd::add64(counter.addr(), 1)).collect();
+    dev.submit(
+        qb,
+        &[Cmd::fill(half, MB2 as u64, 0x0909_0909_0909_0909)],
+        None,
+    )?;
+    dev.submit(qb, &adds, Some((f.addr() + 8, 1)))?;
+    dev.wait_fence(f.addr(), 1, qa, LONG_NS)?;
+    dev.wait_fence(f.addr() + 8, 1, qb, LONG_NS)?;
+    // What the GPU left, in device memory or not: the policy range moved
+    // (or was mapped where it was, best effort), the copy saw the data
+    // before queue b's fill or after it, page by page.
+    let moved = count(
+        &cpu_states(&dev, p.addr(), MB2 / PAGE)?,
+        sys::DRM_NSVM_PTE_DEVICE,
+    );
+    println!(
+        "policy range: {moved} of {} pages in device memory",
+        MB2 / PAGE
+    );
+    check!(p.bytes().iter().all(|&b| b == 7));
+    check!(v.bytes()[..MB2] == want[..MB2]);
+    check!(v.bytes()[MB2..].iter().all(|&b| b == 9));
+    check!(out.bytes()[..MB2] == want[..MB2]);
+    for (i, pg) in out.bytes()[MB2..].chunks(PAGE).enumerate() {
+        let before = &want[MB2 + i * PAGE..MB2 + (i + 1) * PAGE];
+        check!(
+            pg == before || pg.iter().all(|&b| b == 9),
+            "page {i} of the copy is torn"
+        );
+    }
+    check_eq!(peek(counter.addr()), 64);
+    Ok(())
+}
+
 /// A fence whose page is gone, read-only or freed while the job runs fails
 /// the queue with EFAULT at the fence; a fence in device memory works.
 fn fence_bad_memory() -> TestResult {
@@ -765,6 +850,7 @@ igt_main! {
     "queues-concurrent" => queues_concurrent,
     "exec-ops-async" => exec_ops_async,
     "fence-bad-memory" => fence_bad_memory,
+    "device-memory-async" => device_memory_async,
     "unmapped-fault-fails-queue" => unmapped_fault_fails_queue,
     "hung-job-times-out" => hung_job_times_out,
     "wait-timeouts" => wait_timeouts,
