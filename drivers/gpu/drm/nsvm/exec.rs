@@ -117,12 +117,13 @@ impl<V: GpuVm> Queues<V> {
         if id == 0 {
             return Err(ENOENT);
         }
+        self.find(|q| q.id == id).ok_or(ENOENT)
+    }
+
+    /// The first channel `pred` accepts.
+    fn find(&self, pred: impl Fn(&Queue<V>) -> bool) -> Option<Arc<V::Channel>> {
         let t = self.table.lock();
-        t.queues
-            .iter()
-            .find(|q| q.id == id)
-            .map(|q| q.chan.clone())
-            .ok_or(ENOENT)
+        t.queues.iter().find(|q| pred(q)).map(|q| q.chan.clone())
     }
 
     /// Removes the first channel `pred` accepts.
@@ -152,14 +153,7 @@ impl<V: GpuVm> Queues<V> {
     /// Fails channel `chid`, if it is still there: the fault handler's
     /// cancel.
     pub(crate) fn fail(&self, chid: u64, why: ChannelError) {
-        let chan = {
-            let t = self.table.lock();
-            t.queues
-                .iter()
-                .find(|q| q.chan.id() == chid)
-                .map(|q| q.chan.clone())
-        };
-        if let Some(chan) = chan {
+        if let Some(chan) = self.find(|q| q.chan.id() == chid) {
             chan.fail(why);
         }
     }
@@ -173,14 +167,7 @@ impl<V: GpuVm> Queues<V> {
     /// exec queue's: the access faults again after the replay, as on
     /// hardware, and the job's timeout bounds a fault that never sticks.
     pub(crate) fn cancel(&self, chid: u64, tag: u64, why: ChannelError) {
-        let chan = {
-            let t = self.table.lock();
-            t.queues
-                .iter()
-                .find(|q| q.chan.id() == chid && (q.id == 0 || why.err != EBUSY))
-                .map(|q| q.chan.clone())
-        };
-        if let Some(chan) = chan {
+        if let Some(chan) = self.find(|q| q.chan.id() == chid && (q.id == 0 || why.err != EBUSY)) {
             chan.cancel(tag, why);
         }
     }
