@@ -511,10 +511,10 @@ impl<'a, V: GpuVm> Run<'a, V> {
             raised,
         }));
         let r = loop {
-            if let Err(e) = self.check_cancel().and_then(|()| self.time_left()) {
-                break Err(e);
-            }
-            let left = self.time_left().unwrap_or(Delta::ZERO);
+            let left = match self.check_cancel().and_then(|()| self.time_left()) {
+                Ok(left) => left,
+                Err(e) => break Err(e),
+            };
             let jiffies = msecs_to_jiffies(left.as_millis_ceil().clamp(1, 1000) as u32);
             if chan
                 .faults
