@@ -357,6 +357,11 @@ impl<T: Invalidate> IntervalNotifier<T> {
     }
 
     fn decode(&self, hmm_pfn: usize) -> PageState {
+        // Most of a fresh window: no call out for a hole.
+        let flags = (1 << sys::NSVM_HMM_PFN_VALID_BIT) | (1 << sys::NSVM_HMM_PFN_ERROR_BIT);
+        if hmm_pfn & flags == 0 {
+            return PageState::Absent;
+        }
         let mut out = sys::nsvm_pfn {
             page: core::ptr::null_mut(),
             pfn: 0,

@@ -187,6 +187,9 @@ int nsvm_range_fault(struct nsvm_notifier *n, unsigned long start, unsigned long
 	return ret;
 }
 
+static_assert(BIT(NSVM_HMM_PFN_VALID_BIT) == HMM_PFN_VALID);
+static_assert(BIT(NSVM_HMM_PFN_ERROR_BIT) == HMM_PFN_ERROR);
+
 void nsvm_pfn_decode(const struct nsvm_notifier *n, unsigned long hmm_pfn,
 		     struct nsvm_pfn *out)
 {

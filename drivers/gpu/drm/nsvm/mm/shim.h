@@ -154,6 +154,15 @@ void nsvm_pfn_decode(const struct nsvm_notifier *n, unsigned long hmm_pfn,
 		     struct nsvm_pfn *out);
 
 /*
+ * The bits of HMM_PFN_VALID and HMM_PFN_ERROR in an hmm_range_fault()
+ * result (64-bit only): an entry with neither is a hole, which callers
+ * decode without nsvm_pfn_decode(). shim.c checks them against
+ * <linux/hmm.h>.
+ */
+#define NSVM_HMM_PFN_VALID_BIT 63
+#define NSVM_HMM_PFN_ERROR_BIT 61
+
+/*
  * Device-private memory: a pagemap of MEMORY_DEVICE_PRIVATE struct pages
  * over a free physical address range (request_free_mem_region()), with
  * the driver's callbacks. Pages are named by their index in the pagemap.
