@@ -149,8 +149,10 @@ struct drm_nsvm_svm_init {
 	 * @fault_window: in, bytes the fault handler maps around a faulting
 	 * address (aligned to it, clipped to the user address limit): what
 	 * the CPU has there is mapped, and missing pages are faulted in
-	 * within the 64 KiB blocks of the window's faulting addresses,
-	 * writable only in those of write faults; a neighbour that cannot be
+	 * within the 64 KiB blocks of the window's faulting addresses whose
+	 * own page needs a CPU fault (a fault on a page the CPU maps as the
+	 * access needs faults nothing in around it), writable only in those
+	 * of write faults; a neighbour that cannot be
 	 * faulted in is left out (only the faulting page's own failure fails
 	 * the access); 0 for the default, 2 MiB.
 	 */

@@ -931,6 +931,39 @@ fn sparse_fault_around() -> TestResult {
     Ok(())
 }
 
+/// Fault-around extends a CPU fault: a GPU write of 8 bytes to a page the
+/// CPU populated (writable) in an otherwise untouched 4 KiB-backed window
+/// maps that page and allocates nothing around it; a read of the shared
+/// zero page's neighbour block, which needs CPU faults, still gets its
+/// 64 KiB block.
+fn fault_around_populated() -> TestResult {
+    let dev = bound(0)?;
+    let big = Map::new(2 * MB2, RW);
+    let w = (big.addr() + MB2 as u64 - 1) & !(MB2 as u64 - 1);
+    // SAFETY: Advice on our own mapping.
+    check_eq!(
+        unsafe { libc::madvise(w as *mut _, MB2, libc::MADV_NOHUGEPAGE) },
+        0
+    );
+    let page = w + 8 * PAGE as u64;
+    // SAFETY: Inside the mapping.
+    unsafe { *(page as *mut u64) = 1 };
+    exec(&dev, &mut [Cmd::fill(page, 8, 7)])?;
+    let n = MB2 / PAGE;
+    let cpu = cpu_states(&dev, w, n)?;
+    check_eq!(count(&cpu, sys::DRM_NSVM_PTE_VALID), 1, "CPU pages");
+    let gpu = states(&dev, w, n)?;
+    check_eq!(count(&gpu, sys::DRM_NSVM_PTE_VALID), 1, "GPU pages");
+    // SAFETY: Inside the mapping.
+    check_eq!(unsafe { *(page as *const u64) }, 7);
+    // The next block's first page is not populated: its block is.
+    let next = w + 16 * PAGE as u64;
+    check_eq!(gpu_read(&dev, next, 8)?, vec![0u8; 8]);
+    let cpu = cpu_states(&dev, w, n)?;
+    check_eq!(count(&cpu, sys::DRM_NSVM_PTE_VALID), 1 + 16, "CPU pages");
+    Ok(())
+}
+
 /// Faults come in batches and are deduplicated by fault window: a fill of
 /// fresh memory raises one fault per 64 KiB block it misses (the GPU's
 /// fault granule), 64 to a batch, so 8 MiB is served in about two batches
@@ -1258,6 +1291,7 @@ igt_main! {
     "file-read" => file_read,
     "fault-batching" => fault_batching,
     "sparse-fault-around" => sparse_fault_around,
+    "fault-around-populated" => fault_around_populated,
     "exit-during-exec" => exit_during_exec,
     "shared-child-writes" => shared_child_writes,
     "hugetlbfs-write" => hugetlbfs_write,

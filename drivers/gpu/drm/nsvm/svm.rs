@@ -564,16 +564,26 @@ impl<V: GpuVm> Mirror<V> {
         }
         let spans = spans(faults, (win_start, win_end))?;
         let patience = Patience::new(abort);
-        self.map_window(mm, f, (win_start, win_end), &spans, &attr, &patience)?;
+        self.map_window(
+            mm,
+            f,
+            faults,
+            (win_start, win_end),
+            &spans,
+            &attr,
+            &patience,
+        )?;
         if f.atomic && !vm.vm.lock().lookup(f.addr).is_some_and(|p| p.atomic) {
             self.exclusive(mm, f.addr, &Patience::new(abort))?;
         }
         Ok(())
     }
 
-    /// Maps the fault window `[win_start, win_end)` around `f` from the CPU
-    /// page tables, after faulting in the pages of `spans` that neither the
-    /// CPU nor the GPU has as the span asks.
+    /// Maps the fault window `[win_start, win_end)` around `f` (one of the
+    /// window's `faults`) from the CPU page tables, after faulting in the
+    /// pages of `spans` that neither the CPU nor the GPU has as the span
+    /// asks, in the spans where a fault needs a CPU fault (see
+    /// [`Self::missing`]).
     ///
     /// Each round snapshots the window and faults in the runs of missing
     /// pages, taking what the faults read into the snapshot; it maps the
@@ -586,6 +596,7 @@ impl<V: GpuVm> Mirror<V> {
         &self,
         mm: &MmWithUser,
         f: &Fault,
+        faults: &[Fault],
         (win_start, win_end): (usize, usize),
         spans: &[Span],
         attr: &Attr,
@@ -598,7 +609,7 @@ impl<V: GpuVm> Mirror<V> {
         loop {
             patience.check()?;
             let mut rf = self.notifier.snapshot(mm, win_start, win_end, device)?;
-            for r in self.missing(&rf, spans, &failed)?.iter() {
+            for r in self.missing(&rf, spans, faults, &failed)?.iter() {
                 // Each run faults memory in: not for a process that is gone.
                 (patience.abort)()?;
                 match self.notifier.fault(mm, r.start, r.end, r.write, device) {
@@ -673,32 +684,48 @@ impl<V: GpuVm> Mirror<V> {
     /// own exclusive entries read as absent to the CPU: they are done), and
     /// they are not in a run that `failed` before. The owner's device pages
     /// are done as they are.
+    ///
+    /// Fault-around extends a CPU fault, it does not stand in for one: a
+    /// span none of whose `faults` needs a fault (the CPU maps their
+    /// pages) gets no run, and the window maps what the CPU has there
+    /// without allocating memory for the neighbours.
     fn missing(
         &self,
         rf: &RangeFault,
         spans: &[Span],
+        faults: &[Fault],
         failed: &[(usize, usize)],
     ) -> Result<KVec<Span>> {
         // At most a run per page: room is made before taking the lock.
         let pages = spans.iter().map(|s| (s.end - s.start) / PAGE_SIZE_4K).sum();
         let mut runs: KVec<Span> = KVec::with_capacity(pages, GFP_KERNEL)?;
         let vm = self.vm().vm.lock();
+        // Whether the page at `va` needs a fault for an access writing
+        // with `write`.
+        let needs = |va: usize, write: bool| {
+            let cpu = match rf.pages().get((va - rf.start()) / PAGE_SIZE_4K) {
+                Some(PageState::Present {
+                    writable,
+                    device_private,
+                    ..
+                }) => *writable || !write || *device_private,
+                _ => false,
+            };
+            !(cpu
+                || vm.lookup(va).is_some_and(|p| p.writable || !write)
+                || failed.iter().any(|&(a, b)| a <= va && va < b))
+        };
         for s in spans {
+            let asked = faults
+                .iter()
+                .filter(|f| (s.start..s.end).contains(&f.addr))
+                .any(|f| needs(f.addr & !(PAGE_SIZE_4K - 1), f.write || f.atomic));
+            if !asked {
+                continue;
+            }
             let mut va = s.start;
             while va < s.end {
-                let state = rf.pages().get((va - rf.start()) / PAGE_SIZE_4K);
-                let cpu = match state {
-                    Some(PageState::Present {
-                        writable,
-                        device_private,
-                        ..
-                    }) => *writable || !s.write || *device_private,
-                    _ => false,
-                };
-                let done = cpu
-                    || vm.lookup(va).is_some_and(|p| p.writable || !s.write)
-                    || failed.iter().any(|&(a, b)| a <= va && va < b);
-                if !done {
+                if needs(va, s.write) {
                     match runs.last_mut() {
                         Some(r) if r.end == va && r.write == s.write => r.end += PAGE_SIZE_4K,
                         _ => runs
