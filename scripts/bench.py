@@ -148,16 +148,28 @@ def render(meta, rows, header):
             "as EXEC or as SUBMIT + WAIT on its fence, served by the device fault "
             "handler; test_hmm: 1-page READ), microseconds; wake: raise to the "
             "handler's pass, serve: the pass, resume: replay to the job running")
+        t.p("   gpu: the GPU side alone, raise to the access resumed (wake + serve + "
+            "resume of each call)")
         t.p(f"  {'impl':<14} {'mem':<4} {'p50':>8} {'p99':>8} {'mean':>8} {'x peer p50':>10} "
-            f"{'wake':>7} {'serve':>7} {'resume':>7}")
+            f"{'wake':>7} {'serve':>7} {'resume':>7} {'gpu p50':>8} {'gpu p99':>8} {'x peer':>7}")
         for r in lat:
             peer = "test_hmm+hog" if r["impl"].endswith("+hog") else "test_hmm"
             h = t.find(bench="fault-latency", impl=peer, backing=r["backing"])
             x = r["p50_us"] / h["p50_us"] if h and h["p50_us"] else float("nan")
             parts = "".join(f" {r[k]:7.1f}" if k in r else f" {'':>7}"
                             for k in ("wake_us", "serve_us", "resume_us"))
+            if "gpu_p50_us" in r:
+                g = r["gpu_p50_us"] / h["p50_us"] if h and h["p50_us"] else float("nan")
+                parts += f" {r['gpu_p50_us']:8.1f} {r['gpu_p99_us']:8.1f} {g:6.1f}x"
             t.p(f"  {r['impl']:<14} {r['backing']:<4} {r['p50_us']:8.1f} "
                 f"{r['p99_us']:8.1f} {r['mean_us']:8.1f} {x:9.1f}x{parts}")
+        for r in (r for r in rows if r["bench"] == "handover"):
+            peer = "test_hmm+hog" if r["impl"].endswith("+hog") else "test_hmm"
+            h = t.find(bench="fault-latency", impl=peer, backing="4k")
+            x = r["p50_us"] / h["p50_us"] if h and h["p50_us"] else float("nan")
+            t.p(f"  floor, {r['impl']:<8}: two hand-overs (a pipe ping-pong between two "
+                f"processes) p50 {r['p50_us']:.1f} us, p99 {r['p99_us']:.1f}: "
+                f"{x:.1f}x test_hmm's 4k p50")
         t.p()
     sub = [r for r in rows if r["bench"] == "submit"]
     if sub:
@@ -236,6 +248,10 @@ def targets(t):
             checks.append((f"fault round trip {backing}: p50 nsvm-async / test_hmm <= 4 "
                            "(shown inverted: test_hmm/nsvm >= 0.25)",
                            h["p50_us"] / a["p50_us"], 0.25))
+        if a and h and h["p50_us"] and "gpu_p50_us" in a:
+            checks.append((f"fault round trip {backing}, GPU side (raise to resume): p50 / "
+                           "test_hmm <= 4 (inverted: >= 0.25)",
+                           h["p50_us"] / a["gpu_p50_us"], 0.25))
         a = t.find(bench="fault-latency", impl="nsvm-async+hog", backing=backing)
         h = t.find(bench="fault-latency", impl="test_hmm+hog", backing=backing)
         if a and h and h["p50_us"]:

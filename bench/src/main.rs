@@ -442,8 +442,11 @@ fn latency() {
                 _ => (&dev, queue),
             };
             let mut us = Vec::with_capacity(n);
+            // The GPU side of each round trip: raise to resume.
+            let mut gpu = Vec::with_capacity(n);
             for i in 0..n {
                 let a = b.addr() + (i * MB2) as u64;
+                let stats = imp.starts_with("nsvm").then(handler_stats);
                 let (res, took) = timed(|| match imp {
                     "nsvm" => dev
                         .exec(&mut [Cmd::fill(a, 8, i as u64)])
@@ -464,6 +467,10 @@ fn latency() {
                 });
                 res.expect("fault");
                 us.push(took.as_secs_f64() * 1e6);
+                if let Some(before) = stats {
+                    let d = handler_stats().since(&before);
+                    gpu.push((d.wake_ns + d.serve_ns + d.resume_ns) as f64 / 1e3);
+                }
             }
             if let Some(pid) = hog {
                 // SAFETY: Our child.
@@ -482,10 +489,13 @@ fn latency() {
                 .with("p99_us", percentile(&us, 0.99))
                 .with("mean_us", mean);
             if imp.starts_with("nsvm") {
+                gpu.sort_by(f64::total_cmp);
                 // Where the time goes, per handler pass and per resumed job.
                 let d = handler_stats().since(&before);
                 let per = |ns: u64, n: u64| ns as f64 / n.max(1) as f64 / 1e3;
                 row = row
+                    .with("gpu_p50_us", percentile(&gpu, 0.5))
+                    .with("gpu_p99_us", percentile(&gpu, 0.99))
                     .with("passes", d.passes as f64)
                     .with("wake_us", per(d.wake_ns, d.passes))
                     .with("serve_us", per(d.serve_ns, d.passes))
@@ -494,6 +504,70 @@ fn latency() {
             row.emit();
         }
     }
+    // The floor: what two hand-overs cost in this guest, quiet and beside
+    // a hog.
+    for imp in ["pipe", "pipe+hog"] {
+        let hog = imp.ends_with("+hog").then(cpu_hog);
+        let us = pingpong(n);
+        if let Some(pid) = hog {
+            // SAFETY: Our child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        Row::new("handover", imp, Backing::Small, 1)
+            .with("calls", n as f64)
+            .with("p50_us", percentile(&us, 0.5))
+            .with("p99_us", percentile(&us, 0.99))
+            .emit();
+    }
+}
+
+/// The floor of a round trip through another context: a byte sent
+/// through a pipe to a child and back: two hand-overs (the GPU fault's
+/// round trip has two: to the handler and back to the channel; SUBMIT and
+/// WAIT add two more). Round trips in microseconds, sorted.
+fn pingpong(n: usize) -> Vec<f64> {
+    let mut ab = [0i32; 2];
+    let mut ba = [0i32; 2];
+    // SAFETY: Arrays of two fds, as pipe() wants.
+    unsafe {
+        assert_eq!(libc::pipe(ab.as_mut_ptr()), 0);
+        assert_eq!(libc::pipe(ba.as_mut_ptr()), 0);
+    }
+    let mut byte = [0u8; 1];
+    // SAFETY: The child only echoes bytes on its pipes until killed.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: Our pipes and our one-byte buffer.
+        unsafe {
+            while libc::read(ab[0], byte.as_mut_ptr().cast(), 1) == 1 {
+                libc::write(ba[1], byte.as_ptr().cast(), 1);
+            }
+            libc::_exit(0);
+        }
+    }
+    let mut us: Vec<f64> = (0..n)
+        .map(|_| {
+            // SAFETY: Our pipes and our one-byte buffer.
+            let (_, d) = timed(|| unsafe {
+                libc::write(ab[1], byte.as_ptr().cast(), 1);
+                libc::read(ba[0], byte.as_mut_ptr().cast(), 1)
+            });
+            d.as_secs_f64() * 1e6
+        })
+        .collect();
+    // SAFETY: Our pipes and our child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+        for fd in ab.iter().chain(ba.iter()) {
+            libc::close(*fd);
+        }
+    }
+    us.sort_by(f64::total_cmp);
+    us
 }
 
 /// The fence's value (the GPU writes it).
