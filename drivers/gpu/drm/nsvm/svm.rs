@@ -562,17 +562,8 @@ impl<V: GpuVm> Mirror<V> {
                 _ => {}
             }
         }
-        let spans = spans(faults, (win_start, win_end))?;
         let patience = Patience::new(abort);
-        self.map_window(
-            mm,
-            f,
-            faults,
-            (win_start, win_end),
-            &spans,
-            &attr,
-            &patience,
-        )?;
+        self.map_window(mm, f, faults, (win_start, win_end), &attr, &patience)?;
         if f.atomic && !vm.vm.lock().lookup(f.addr).is_some_and(|p| p.atomic) {
             self.exclusive(mm, f.addr, &Patience::new(abort))?;
         }
@@ -581,9 +572,9 @@ impl<V: GpuVm> Mirror<V> {
 
     /// Maps the fault window `[win_start, win_end)` around `f` (one of the
     /// window's `faults`) from the CPU page tables, after faulting in the
-    /// pages of `spans` that neither the CPU nor the GPU has as the span
-    /// asks, in the spans where a fault needs a CPU fault (see
-    /// [`Self::missing`]).
+    /// pages of the faults' spans ([`spans`]) that neither the CPU nor the
+    /// GPU has as the span asks, in the spans where a fault needs a CPU
+    /// fault (see [`Self::missing`]).
     ///
     /// Each round snapshots the window and faults in the runs of missing
     /// pages, taking what the faults read into the snapshot; it maps the
@@ -598,18 +589,18 @@ impl<V: GpuVm> Mirror<V> {
         f: &Fault,
         faults: &[Fault],
         (win_start, win_end): (usize, usize),
-        spans: &[Span],
         attr: &Attr,
         patience: &Patience<'_>,
     ) -> Result {
         let vm = self.vm();
+        let spans = spans(faults, (win_start, win_end))?;
         let own = f.addr & !(PAGE_SIZE_4K - 1);
         let mut device = !attr.fault_to_system();
         let mut failed = KVec::new();
         loop {
             patience.check()?;
             let mut rf = self.notifier.snapshot(mm, win_start, win_end, device)?;
-            for r in self.missing(&rf, spans, faults, &failed)?.iter() {
+            for r in self.missing(&rf, &spans, faults, &failed)?.iter() {
                 // Each run faults memory in: not for a process that is gone.
                 (patience.abort)()?;
                 match self.notifier.fault(mm, r.start, r.end, r.write, device) {
