@@ -16,9 +16,14 @@
 # A build whose Rust bindings lay a struct out other than C does fails
 # (scripts/kernel/check-bindgen-layout.sh).
 #
+# The kernel carries the patches of scripts/kernel/patches (git
+# format-patch files, applied in name order to a copy of the pristine
+# source: $NSVM_CACHE/src/<package>-<version>-<patches' hash>).
+#
 # The build directory is $NSVM_CACHE/build/<version>-<key>, where key hashes
-# the config fragments and the toolchain versions: a warm run finds it and
-# does not rebuild, and the two kernels are cached side by side.
+# the config fragments, the patches and the toolchain versions: a warm run
+# finds it and does not rebuild, and the two kernels are cached side by
+# side.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -84,9 +89,43 @@ fetch_source() {
 	echo "$src"
 }
 
+PATCHES=("$NSVM_TOP"/scripts/kernel/patches/*.patch)
+[ -e "${PATCHES[0]}" ] || PATCHES=()
+
+# The source with the patches applied: a hard-linked copy of the pristine
+# tree, in which each file a patch touches is copied before it is patched.
+patched_source() {
+	local ver=$1 pristine src key tmp p f
+	pristine=$(fetch_source "$ver")
+	if [ ${#PATCHES[@]} = 0 ]; then
+		echo "$pristine"
+		return
+	fi
+	key=$(cat "${PATCHES[@]}" | sha256sum | cut -c1-12)
+	src=$NSVM_CACHE/src/$NSVM_KPKG-$ver-$key
+	if [ -f "$src/.nsvm-patched" ]; then
+		echo "$src"
+		return
+	fi
+	log "applying ${#PATCHES[@]} kernel patch(es) to $NSVM_KPKG $ver"
+	tmp=$(mktemp -d "$NSVM_CACHE/tmp.XXXXXX")
+	cp -al "$pristine/." "$tmp/"
+	for p in "${PATCHES[@]}"; do
+		while read -r f; do
+			[ -f "$tmp/$f" ] || continue
+			cp "$tmp/$f" "$tmp/$f.nsvm" && mv "$tmp/$f.nsvm" "$tmp/$f"
+		done < <(sed -n 's|^+++ b/||p' "$p")
+		patch -s -p1 -N -d "$tmp" <"$p" >&2 || die "kernel patch $(basename "$p") does not apply"
+	done
+	rm -rf "$src" && mv "$tmp" "$src"
+	touch "$src/.nsvm-patched"
+	echo "$src"
+}
+
 cache_key() {
 	{
 		cat "${FRAGMENTS[@]}" "$NSVM_TOP/scripts/kernel/check-bindgen-layout.sh"
+		[ ${#PATCHES[@]} = 0 ] || cat "${PATCHES[@]}"
 		rustc --version
 		bindgen --version
 		gcc --version | head -n 1
@@ -140,7 +179,7 @@ build() {
 		echo "$out"
 		return
 	fi
-	src=$(fetch_source "$ver")
+	src=$(patched_source "$ver")
 	log "kernel: $NSVM_KPKG $ver, building in $out (cold, several minutes)"
 	mkdir -p "$out"
 	echo "$ver" >"$out/.nsvm-version"
