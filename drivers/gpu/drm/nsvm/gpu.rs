@@ -55,6 +55,15 @@ pub(crate) enum PteAddr {
     Vram(usize),
 }
 
+/// Mapped 4 KiB entries of a GPU address space, by what they map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Entries {
+    /// Entries of system pages.
+    pub(crate) system: usize,
+    /// Entries of device memory.
+    pub(crate) vram: usize,
+}
+
 /// A GPU page-table entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Pte {
@@ -277,6 +286,9 @@ pub(crate) trait GpuVm: Sized + Send + Sync + Unpin + 'static {
 
     /// The entry mapping `va`, if any.
     fn lookup(&self, va: usize) -> Option<Pte>;
+
+    /// How many 4 KiB entries are mapped, by what they map.
+    fn entries(&self) -> Entries;
 }
 
 /// A page the copy engine reads or writes.

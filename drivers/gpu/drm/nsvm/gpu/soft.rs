@@ -27,8 +27,10 @@ use super::{
         Job, //
     },
     fault::FaultUnit,
+    Entries,
     GpuVm,
     Pte,
+    PteAddr,
     PAGE_SIZE_2M,
     PAGE_SIZE_4K, //
 };
@@ -61,15 +63,29 @@ pub(crate) struct Reservation {
 }
 
 /// A software GPU address space.
+///
+/// # Invariants
+///
+/// `entries` counts the present entries of `dirs` by what they map.
 pub(crate) struct SoftVm {
     dirs: RBTree<usize, Dir>,
+    entries: Entries,
 }
 
 impl SoftVm {
     pub(crate) fn new() -> Self {
         Self {
             dirs: RBTree::new(),
+            entries: Entries::default(),
         }
+    }
+}
+
+/// The count of `entries` that `pte` is one of.
+fn count_of<'a>(entries: &'a mut Entries, pte: &Pte) -> &'a mut usize {
+    match pte.addr {
+        PteAddr::System(_) => &mut entries.system,
+        PteAddr::Vram(_) => &mut entries.vram,
     }
 }
 
@@ -157,9 +173,11 @@ impl GpuVm for SoftVm {
                 continue;
             };
             let slot = &mut dir.ptes[pte_index(va)];
-            if slot.is_none() {
-                dir.used += 1;
+            match slot {
+                Some(old) => *count_of(&mut self.entries, old) -= 1,
+                None => dir.used += 1,
             }
+            *count_of(&mut self.entries, pte) += 1;
             *slot = Some(*pte);
             mapped += 1;
         }
@@ -188,7 +206,8 @@ impl GpuVm for SoftVm {
                 span(idx, start, end)
             };
             for slot in &mut dir.ptes[entries] {
-                if slot.take().is_some() {
+                if let Some(old) = slot.take() {
+                    *count_of(&mut self.entries, &old) -= 1;
                     dir.used -= 1;
                     dropped += 1;
                 }
@@ -233,6 +252,10 @@ impl GpuVm for SoftVm {
 
     fn lookup(&self, va: usize) -> Option<Pte> {
         self.dirs.get(&dir_index(va))?.ptes[pte_index(va)]
+    }
+
+    fn entries(&self) -> Entries {
+        self.entries
     }
 }
 
@@ -296,6 +319,31 @@ mod tests {
         );
         assert!(vm.lookup(BASE).is_none());
         assert!(vm.dirs.iter().next().is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn entries_count_what_is_mapped() -> Result {
+        let mut vm = SoftVm::new();
+        map(&mut vm, BASE, &ptes(3, false, false)?)?;
+        // Mapping over an entry replaces it: still three.
+        map(&mut vm, BASE + PAGE_SIZE_4K, &ptes(1, false, false)?)?;
+        let vram = Pte {
+            addr: PteAddr::Vram(7),
+            writable: true,
+            huge: false,
+            atomic: true,
+        };
+        let mut p = KVec::new();
+        p.push(Some(vram), GFP_KERNEL)?;
+        // A system entry replaced by device memory moves between counts.
+        map(&mut vm, BASE + 2 * PAGE_SIZE_4K, &p)?;
+        let e = |system, vram| Entries { system, vram };
+        assert_eq!(vm.entries(), e(2, 1));
+        vm.unmap(BASE, BASE + 2 * PAGE_SIZE_4K);
+        assert_eq!(vm.entries(), e(0, 1));
+        vm.unmap(0, usize::MAX & !(PAGE_SIZE_4K - 1));
+        assert_eq!(vm.entries(), e(0, 0));
         Ok(())
     }
 
