@@ -414,6 +414,18 @@ impl Device {
         &self.file
     }
 
+    /// The file's DRM fdinfo (`/proc/self/fdinfo/<fd>`): its `drm-*` keys
+    /// (Documentation/gpu/drm-usage-stats.rst) and their values, in order.
+    pub fn fdinfo(&self) -> Result<Vec<(String, String)>> {
+        let text = fs::read_to_string(format!("/proc/self/fdinfo/{}", self.file.as_raw_fd()))?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| k.starts_with("drm-"))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect())
+    }
+
     /// `DRM_IOCTL_VERSION`.
     pub fn version(&self) -> Result<Version> {
         let mut name = [0u8; 64];

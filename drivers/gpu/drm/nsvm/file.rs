@@ -89,7 +89,7 @@ pub(crate) struct NsvmFile {
 
 impl NsvmFile {
     /// The mirror; `ENOENT` before `SVM_INIT`.
-    fn mirror(&self) -> Result<&Mirror<SoftVm>> {
+    pub(crate) fn mirror(&self) -> Result<&Mirror<SoftVm>> {
         self.space.as_ref().map(|s| &*s.mirror).ok_or(ENOENT)
     }
 }

@@ -12,6 +12,7 @@ mod attr;
 mod card;
 mod driver;
 mod exec;
+mod fdinfo;
 mod file;
 mod gem;
 mod gpu;

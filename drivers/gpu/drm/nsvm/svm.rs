@@ -88,6 +88,7 @@ use crate::{
         Attrs, //
     },
     exec::Queues,
+    fdinfo::EngineTime,
     gpu::{
         Fault,
         GpuVm,
@@ -180,6 +181,9 @@ pub(crate) struct MirrorVm<V: GpuVm> {
     /// The GPU's memory.
     pub(crate) vram: Arc<Vram>,
     pub(crate) counters: Counters,
+    /// How long the GPU's engine ran the file's jobs (fdinfo).
+    #[pin]
+    pub(crate) engine_time: EngineTime,
     /// The file's client id (debugfs `client-<id>`, tracepoints).
     pub(crate) client: u64,
     /// The user address limit of the address space (`TASK_SIZE`, page
@@ -391,6 +395,7 @@ impl<V: GpuVm> Mirror<V> {
                 attrs <- new_mutex!(Attrs::new(), "Mirror::attrs"),
                 vram,
                 counters: Counters::new(),
+                engine_time <- EngineTime::new(),
                 client: id,
                 limit: crate::mm::task_size(mm),
             }),

@@ -258,8 +258,13 @@ impl<V: GpuVm> WorkItem for Channel<V> {
             let job = st.pending.remove(0).ok();
             drop(st);
             let Some(job) = job else { continue };
+            // The client's engine time: the job holds the channel from its
+            // start to its end, stalls on faults included, as a hardware
+            // context holds its engine.
+            let started = this.vm.engine_time.start();
             let mut run = Run::new(&this, &job);
             let result = run.job();
+            this.vm.engine_time.end(started);
             job.end(result, run.completed, run.value);
             let mut st = this.state.lock();
             match result {
