@@ -2,7 +2,8 @@
 
 //! nsvm_drm: nsvm as the DRM ecosystem sees it. DRM fdinfo
 //! (Documentation/gpu/drm-usage-stats.rst): the common keys, the engine
-//! time and the memory of each file, checked against what the test did.
+//! time and the memory of each file, checked against what the test did;
+//! the primary node's policy for unauthenticated clients.
 
 use std::{
     collections::HashMap,
@@ -128,8 +129,108 @@ fn fdinfo_engine() -> TestResult {
     Ok(())
 }
 
+/// `struct drm_client` of `DRM_IOCTL_GET_CLIENT` (include/uapi/drm/drm.h).
+#[repr(C)]
+#[derive(Default)]
+struct DrmClient {
+    idx: i32,
+    auth: i32,
+    pid: libc::c_ulong,
+    uid: libc::c_ulong,
+    magic: libc::c_ulong,
+    iocs: libc::c_ulong,
+}
+
+/// Whether `dev`'s file is authenticated (`DRM_IOCTL_GET_CLIENT` of the
+/// caller's own file, index 0).
+fn authenticated(dev: &Device) -> Result<bool, Outcome> {
+    let mut c = DrmClient::default();
+    // DRM_IOWR('d', 0x05, struct drm_client)
+    let cmd = (3u64 << 30) | ((size_of::<DrmClient>() as u64) << 16) | (0x64 << 8) | 0x05;
+    // SAFETY: GET_CLIENT takes a struct drm_client, which `c` is.
+    unsafe { nsvm_uapi::raw_ioctl(dev.file(), cmd, (&raw mut c).cast())? };
+    Ok(c.auth != 0)
+}
+
+/// Drops CAP_SYS_ADMIN from the caller's effective and permitted sets:
+/// DRM authenticates every file its holder opens.
+fn drop_sys_admin() -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_SYS_ADMIN: u32 = 21;
+    let mut h = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut d = [Data::default(); 2];
+    // SAFETY: capget() and capset() take a header and two data structs.
+    unsafe {
+        if libc::syscall(libc::SYS_capget, &raw mut h, d.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        d[0].effective &= !(1 << CAP_SYS_ADMIN);
+        d[0].permitted &= !(1 << CAP_SYS_ADMIN);
+        if libc::syscall(libc::SYS_capset, &raw mut h, d.as_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The primary node's policy: every nsvm ioctl is render-allowed and none
+/// is DRM_AUTH (Documentation/nsvm/uapi.rst), so an unauthenticated client
+/// of the card node may do what any client of the render node may, and no
+/// more: it binds, runs work and migrates. The client is a child without
+/// CAP_SYS_ADMIN (whose files DRM would authenticate) that is not the
+/// node's first opener (which becomes master).
+fn primary_node_unauthenticated() -> TestResult {
+    let Some(card) = nsvm_uapi::nodes("card")?.into_iter().next() else {
+        nsvm_igt_tests::skip!("no nsvm card node");
+    };
+    let _first = Device::open(&card)?;
+    let code = in_child(|| {
+        let run = || -> TestResult {
+            drop_sys_admin()?;
+            let dev = Device::open(&card)?;
+            check!(!authenticated(&dev)?, "the client is authenticated");
+            dev.svm_init(0)?;
+            let m = aligned(MB2);
+            exec(&dev, &mut [Cmd::fill(m.addr(), MB2 as u64, 3)])?;
+            let moved = dev.migrate(m.addr(), MB2 as u64, Mem::Device)?;
+            check_eq!(moved.migrated, (MB2 / PAGE) as u64);
+            check_eq!(gpu_read(&dev, m.addr(), 8)?, filled(3, 8));
+            let q = dev.queue_create(0)?;
+            let fence = aligned_to(PAGE, PAGE);
+            dev.submit(q, &[Cmd::fill(m.addr(), 8, 4)], Some((fence.addr(), 1)))?;
+            dev.wait_fence(fence.addr(), 1, q, -1)?;
+            Ok(())
+        };
+        match run() {
+            Ok(()) => 0,
+            Err(e) => {
+                println!("{e:?}");
+                1
+            }
+        }
+    });
+    check_eq!(code, 0, "the unauthenticated client");
+    Ok(())
+}
+
 igt_main! {
     "fdinfo-keys" => fdinfo_keys,
     "fdinfo-memory" => fdinfo_memory,
     "fdinfo-engine" => fdinfo_engine,
+    "primary-node-unauthenticated" => primary_node_unauthenticated,
 }

@@ -54,7 +54,9 @@ pub(crate) trait Ioctl {
     const NR: u32;
     /// Name for DRM debug messages.
     const NAME: &'static CStr;
-    /// `drm::ioctl` flags.
+    /// `drm::ioctl` flags: `RENDER_ALLOW` and never `AUTH` (every ioctl
+    /// acts on the caller's own address space and work; see "Conventions"
+    /// in Documentation/nsvm/uapi.rst).
     const FLAGS: u32;
 
     /// Handles the ioctl. `arg` already passed the `size` check.
