@@ -33,34 +33,6 @@ bench) FRAGMENTS=("$NSVM_TOP/scripts/kernel/test.config" "$NSVM_TOP/scripts/kern
 *) die "NSVM_KCONFIG must be test or bench" ;;
 esac
 
-# The Debian mirror this machine's apt already uses (deb822 .sources or a
-# one-line sources.list), so the private configuration goes where the host's
-# does; security mirrors carry no backports.
-host_mirror() {
-	{
-		awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }' /etc/apt/sources.list.d/*.sources 2>/dev/null
-		awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/) { print $i; break } }' \
-			/etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null
-	} | grep -v -e security -e '^$' | head -n 1
-}
-
-apt_refresh() {
-	mkdir -p "$NSVM_APT_DIR/lists/partial" "$NSVM_APT_DIR/cache/archives/partial"
-	local mirror
-	mirror=${NSVM_DEBIAN_MIRROR:-$(host_mirror)}
-	[ -n "$mirror" ] || die "no Debian mirror in the host's apt sources: set NSVM_DEBIAN_MIRROR"
-	cat >"$NSVM_APT_DIR/sources.list" <<-SRC
-	deb $mirror trixie-backports main
-	deb $mirror sid main
-	SRC
-	local stamp=$NSVM_APT_DIR/lists/.updated
-	# Refresh at most once a day: a warm run needs no network.
-	if [ -z "$(find "$stamp" -mmin -1440 2>/dev/null)" ]; then
-		mapfile -t opts < <(nsvm_apt_opts)
-		apt-get "${opts[@]}" -q update >&2 && touch "$stamp"
-	fi
-}
-
 # The newest 7.3 revision the archive carries; old ones get dropped, so the
 # exact version goes into every log and into the cache key.
 pkg_version() {

@@ -40,3 +40,54 @@ nsvm_apt_opts() {
 		-o "Debug::NoLocking=1" \
 		-o "APT::Sandbox::User=root"
 }
+
+# The Debian mirror this machine's apt already uses (deb822 .sources or a
+# one-line sources.list), so the private configuration goes where the host's
+# does; security mirrors carry no backports.
+host_mirror() {
+	{
+		awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }' /etc/apt/sources.list.d/*.sources 2>/dev/null
+		awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/) { print $i; break } }' \
+			/etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null
+	} | grep -v -e security -e '^$' | head -n 1
+}
+
+apt_refresh() {
+	mkdir -p "$NSVM_APT_DIR/lists/partial" "$NSVM_APT_DIR/cache/archives/partial"
+	local mirror
+	mirror=${NSVM_DEBIAN_MIRROR:-$(host_mirror)}
+	[ -n "$mirror" ] || die "no Debian mirror in the host's apt sources: set NSVM_DEBIAN_MIRROR"
+	# trixie-backports: the kernel; trixie: Debian 13's libdrm for the
+	# guest's enumeration test.
+	cat >"$NSVM_APT_DIR/sources.list.new" <<-SRC
+	deb $mirror trixie-backports main
+	deb $mirror trixie main
+	deb $mirror sid main
+	SRC
+	local stamp=$NSVM_APT_DIR/lists/.updated
+	if ! cmp -s "$NSVM_APT_DIR/sources.list.new" "$NSVM_APT_DIR/sources.list"; then
+		mv "$NSVM_APT_DIR/sources.list.new" "$NSVM_APT_DIR/sources.list"
+		rm -f "$stamp"
+	fi
+	rm -f "$NSVM_APT_DIR/sources.list.new"
+	# Refresh at most once a day: a warm run needs no network.
+	if [ -z "$(find "$stamp" -mmin -1440 2>/dev/null)" ]; then
+		mapfile -t opts < <(nsvm_apt_opts)
+		apt-get "${opts[@]}" -q update >&2 && touch "$stamp"
+	fi
+}
+
+# Downloads package $2 of suite $1 (once: cached) and prints the .deb's path.
+nsvm_fetch_deb() {
+	local suite=$1 pkg=$2 dir=$NSVM_CACHE/debs/$1 deb
+	deb=$(find "$dir" -maxdepth 1 -name "${pkg}_*.deb" 2>/dev/null | head -n 1)
+	if [ -z "$deb" ]; then
+		apt_refresh
+		mkdir -p "$dir"
+		mapfile -t opts < <(nsvm_apt_opts)
+		(cd "$dir" && apt-get "${opts[@]}" -q download "$pkg/$suite" >&2) ||
+			die "cannot download $pkg from $suite"
+		deb=$(find "$dir" -maxdepth 1 -name "${pkg}_*.deb" | head -n 1)
+	fi
+	echo "$deb"
+}

@@ -68,6 +68,20 @@ log "userspace: building nsvm_c (C, uapi header + libdrm)"
 gcc -static -O2 -Wall -Wextra -Werror -std=gnu11 $(pkg-config --cflags libdrm) \
 	-I"$NSVM_TOP/uapi/drm" -o "$out/nsvm_c" "$NSVM_TOP/igt-tests/c/nsvm_c.c" -ldrm >&2
 
+# nsvm_c again, dynamically linked, to run in the guest on Debian 13's own
+# glibc and libdrm (trixie's libc6 and libdrm2, unpacked under
+# /opt/trixie): the enumeration of the libdrm a Debian 13 user has.
+log "userspace: nsvm_c against Debian 13's libdrm (trixie libc6, libdrm2)"
+gcc -O2 -Wall -Wextra -Werror -std=gnu11 $(pkg-config --cflags libdrm) \
+	-I"$NSVM_TOP/uapi/drm" -o "$out/nsvm_c_dyn" "$NSVM_TOP/igt-tests/c/nsvm_c.c" -ldrm >&2
+trixie=$out/trixie
+rm -rf "$trixie"
+for pkg in libc6 libdrm2; do
+	deb=$(nsvm_fetch_deb trixie "$pkg")
+	log "  $(basename "$deb")"
+	dpkg-deb -x "$deb" "$trixie"
+done
+
 # The C peer's suite, built from the same tree as the kernel, once per build.
 hmm_tests=$kdir/nsvm-guest/hmm-tests
 if [ ! -x "$hmm_tests" ]; then
@@ -101,6 +115,17 @@ for t in "$NSVM_TOP"/igt-tests/src/bin/*.rs; do
 	cp "$rbin/$(basename "$t" .rs)" "$root/igt/"
 done
 cp "$out/nsvm_c" "$root/igt/"
+mkdir -p "$root/opt/trixie/lib"
+for lib in ld-linux-x86-64.so.2 libc.so.6 libdrm.so.2; do
+	cp -L "$trixie/usr/lib/x86_64-linux-gnu/$lib" "$root/opt/trixie/lib/"
+done
+cp "$out/nsvm_c_dyn" "$root/bin/"
+cat >"$root/igt/nsvm_c_trixie" <<-'SH'
+#!/bin/sh
+# nsvm_c on Debian 13's glibc and libdrm.
+exec /opt/trixie/lib/ld-linux-x86-64.so.2 --library-path /opt/trixie/lib /bin/nsvm_c_dyn "$@"
+SH
+chmod +x "$root/igt/nsvm_c_trixie"
 (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) >"$out/rootfs.cpio"
 
 log "vm: booting ($accel, mode $mode, $ndev devices); log in out/guest-$mode.log"

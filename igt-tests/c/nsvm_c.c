@@ -4,7 +4,8 @@
  * libdrm (drmOpen-less: the render node, drmIoctl, drmGetVersion), it
  * proves that a C runtime can use nsvm with nothing but the header:
  * version and params, SVM_INIT, a GPU job on malloc'd memory, an unserved
- * GPU fault and its address, migration, and -EINVAL for a bad size.
+ * GPU fault and its address, migration, and -EINVAL for a bad size; and
+ * that libdrm's drmGetDevices2() finds the devices.
  *
  * Output and exit codes follow IGT (0 pass, 77 skip, 1 fail), with the
  * same --list-subtests and --run-subtest options as the Rust binaries.
@@ -74,31 +75,46 @@ static void fail(const char *fmt, ...)
 			     #cond, errno);                                     \
 	} while (0)
 
-/* The first render node whose driver is nsvm, or skip. */
-static int open_nsvm(void)
+/* Render node renderD<minor> if nsvm drives it (the fd), else -1. */
+static int open_render_minor(int minor)
 {
 	char path[64];
+	drmVersionPtr v;
+	int fd;
 
-	for (int minor = 128; minor < 192; minor++) {
-		drmVersionPtr v;
-		int fd;
-
-		snprintf(path, sizeof(path), "/dev/dri/renderD%d", minor);
-		fd = open(path, O_RDWR | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		v = drmGetVersion(fd);
-		if (v && strcmp(v->name, "nsvm") == 0) {
-			drmFreeVersion(v);
-			return fd;
-		}
-		if (v)
-			drmFreeVersion(v);
-		close(fd);
+	snprintf(path, sizeof(path), "/dev/dri/renderD%d", minor);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	v = drmGetVersion(fd);
+	if (v && strcmp(v->name, "nsvm") == 0) {
+		drmFreeVersion(v);
+		return fd;
 	}
+	if (v)
+		drmFreeVersion(v);
+	close(fd);
+	return -1;
+}
+
+static void skip_no_device(void)
+{
 	printf("Test requirement not met: no nsvm render node\n");
 	fflush(stdout);
 	_exit(EXIT_SKIP);
+}
+
+/* The first render node whose driver is nsvm, or skip. */
+static int open_nsvm(void)
+{
+	for (int minor = 128; minor < 192; minor++) {
+		int fd = open_render_minor(minor);
+
+		if (fd >= 0)
+			return fd;
+	}
+	skip_no_device();
+	return -1;
 }
 
 static uint64_t get_param(int fd, __u32 param)
@@ -343,6 +359,67 @@ static void subtest_queue(void)
 	free(fence);
 }
 
+/*
+ * libdrm's device enumeration, as Mesa and the Vulkan loaders use it:
+ * drmGetDevices2() lists every nsvm device (as many as the render nodes
+ * nsvm drives: none folded into another) on the platform bus, named
+ * nsvm.<index>, with its primary and render nodes, and
+ * drmGetDevice2() of an open render node names the same device. The libdrm
+ * linked in is the build host's (Debian 12: 2.4.114), which predates the
+ * faux bus.
+ */
+static void subtest_enumerate(void)
+{
+	drmDevicePtr devs[64];
+	int nodes = 0, found = 0, n;
+
+	for (int minor = 128; minor < 192; minor++) {
+		int fd = open_render_minor(minor);
+
+		if (fd >= 0) {
+			nodes++;
+			close(fd);
+		}
+	}
+	if (!nodes)
+		skip_no_device();
+
+	n = drmGetDevices2(0, devs, 64);
+	CHECK(n >= 0);
+	for (int i = 0; i < n; i++) {
+		drmDevicePtr d = devs[i], same = NULL;
+		drmVersionPtr v;
+		int fd;
+
+		if (!(d->available_nodes & (1 << DRM_NODE_RENDER)))
+			continue;
+		fd = open(d->nodes[DRM_NODE_RENDER], O_RDWR | O_CLOEXEC);
+		CHECK(fd >= 0);
+		v = drmGetVersion(fd);
+		CHECK(v);
+		if (strcmp(v->name, "nsvm") == 0) {
+			found++;
+			printf("%s, %s: bus %d, %s\n", d->nodes[DRM_NODE_PRIMARY],
+			       d->nodes[DRM_NODE_RENDER], d->bustype,
+			       d->bustype == DRM_BUS_PLATFORM ?
+				       d->businfo.platform->fullname : "?");
+			CHECK(d->bustype == DRM_BUS_PLATFORM);
+			CHECK(strncmp(d->businfo.platform->fullname, "nsvm.", 5) == 0);
+			CHECK(d->available_nodes & (1 << DRM_NODE_PRIMARY));
+			CHECK(drmGetDevice2(fd, 0, &same) == 0);
+			CHECK(same->bustype == DRM_BUS_PLATFORM);
+			CHECK(strcmp(same->nodes[DRM_NODE_RENDER],
+				     d->nodes[DRM_NODE_RENDER]) == 0);
+			drmFreeDevice(&same);
+		}
+		drmFreeVersion(v);
+		close(fd);
+	}
+	drmFreeDevices(devs, n);
+	if (found != nodes)
+		fail("drmGetDevices2() found %d nsvm device(s) of %d", found, nodes);
+}
+
 static const struct subtest {
 	const char *name;
 	void (*run)(void);
@@ -353,6 +430,7 @@ static const struct subtest {
 	{ "fault-addr", subtest_fault_addr },
 	{ "migrate", subtest_migrate },
 	{ "queue", subtest_queue },
+	{ "enumerate", subtest_enumerate },
 };
 
 /* Runs one subtest in a child, on a file of its own; returns its exit code. */

@@ -1,20 +1,36 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! One emulated GPU: a faux device and the DRM device registered on it.
+//! One emulated GPU: a platform device and the DRM device registered on
+//! it.
 //!
-//! There is no bus to probe: the module creates a faux device per GPU and
-//! registers a DRM device on it. `drm::Registration<'a>` borrows the bound
-//! parent device for `'a`; for a bus driver that borrow is the probe scope.
-//! Here the module owns both the faux device and the registration, so
-//! [`Card`] keeps them side by side and orders their destruction itself.
+//! No firmware describes the GPUs: the module creates a platform device
+//! `nsvm.<index>` per GPU ([`register`]) and registers the platform driver
+//! [`CardDriver`], which binds them as a bus driver binds its devices. The
+//! index is part of the device's name, not an instance id, and the driver
+//! binds by override: a device without firmware data has the `MODALIAS`
+//! `platform:<name>`, which is all libdrm's `drmGetDevices2()` knows of its
+//! bus address, so devices `nsvm.0` and `nsvm.1` of one name `nsvm` would be
+//! one device to it. The probe registers the DRM device ([`Card`]); unbinding
+//! the device (sysfs `unbind`, or the module's exit) drops it. The platform
+//! bus, unlike the faux bus, lets userspace unbind and bind the device
+//! again, and the libdrm of stable distributions enumerates it
+//! (`drmGetDevices2()` knows the platform bus, not the faux bus).
+//!
+//! What a probe needs beyond the device (the module parameters, the
+//! debugfs root) is the module's, in [`CONFIG`], set before the driver is
+//! registered and cleared after it is gone.
 
 use kernel::{
     debugfs,
-    device::Bound,
+    device::Core,
     drm,
-    faux,
+    platform,
     prelude::*,
     str::CString,
+    sync::atomic::{
+        Atomic,
+        Relaxed, //
+    },
     time::Delta, //
 };
 
@@ -24,61 +40,120 @@ use crate::driver::{
 };
 use crate::vram::Vram;
 
-/// An nsvm GPU registered with the DRM core.
-///
-/// # Invariants
-///
-/// `drm` is registered on the device of `faux`, and is dropped first: field
-/// order puts `drm_dev_unplug()` before `faux_device_destroy()`, so the
-/// parent device stays bound for as long as `drm` exists.
-pub(crate) struct Card {
-    /// The DRM registration. Declared before `faux`: see the invariants.
-    drm: drm::Registration<'static, NsvmDriver>,
-    _faux: faux::Registration,
+/// What every card of the module is made with.
+pub(crate) struct Config {
+    /// Bytes of device memory.
+    pub(crate) vram_size: usize,
+    /// Copy channels of the device memory.
+    pub(crate) copy_channels: u32,
+    /// How long a job may go without progress, unless its queue says.
+    pub(crate) job_timeout: Delta,
+    /// `<debugfs>/nsvm`: each card has `nsvm.<index>` in it.
+    pub(crate) debugfs: debugfs::Dir,
 }
 
-impl Card {
-    /// Creates faux device `nsvm.<index>` with `vram_size` bytes of device
-    /// memory and `copy_channels` copy channels, and registers a DRM device
-    /// on it, with its debugfs directory `nsvm.<index>` under `debugfs`.
-    pub(crate) fn new(
-        index: u32,
-        vram_size: usize,
-        copy_channels: u32,
-        job_timeout: Delta,
-        debugfs: &debugfs::Dir,
-    ) -> Result<Self> {
+kernel::sync::global_lock! {
+    // SAFETY: Initialized in the module's init, before the driver is
+    // registered.
+    pub(crate) unsafe(uninit) static CONFIG: Mutex<Option<Config>> = None;
+}
+
+/// Sets [`CONFIG`] for the module's life and clears it when dropped (the
+/// module's last field: after its devices and driver are gone).
+pub(crate) struct ConfigGuard(());
+
+impl ConfigGuard {
+    /// Sets [`CONFIG`] to `config`.
+    ///
+    /// # Safety
+    ///
+    /// Called once, at module init, before anything else uses [`CONFIG`].
+    pub(crate) unsafe fn new(config: Config) -> Self {
+        // SAFETY: Once, before any other use of the lock (the function's
+        // safety requirements).
+        unsafe { CONFIG.init() };
+        *CONFIG.lock() = Some(config);
+        Self(())
+    }
+}
+
+impl Drop for ConfigGuard {
+    fn drop(&mut self) {
+        // The debugfs root goes with it.
+        drop(CONFIG.lock().take());
+    }
+}
+
+/// Creates platform device `nsvm.<index>`, which [`CardDriver`] binds.
+pub(crate) fn register(index: u32) -> Result<platform::Registration> {
+    let name = CString::try_from_fmt(fmt!("nsvm.{index}"))?;
+    platform::Registration::new(&name, None, Some(c"nsvm"))
+}
+
+/// The index of card device `name` (`nsvm.<index>`).
+fn index_of(name: &CStr) -> Option<u32> {
+    name.to_str().ok()?.strip_prefix("nsvm.")?.parse().ok()
+}
+
+/// Cards bound now, for the module's init to see that every probe worked.
+pub(crate) static BOUND: Atomic<u32> = Atomic::new(0);
+
+/// The platform driver of the module's GPUs.
+pub(crate) struct CardDriver;
+
+impl platform::Driver for CardDriver {
+    type IdInfo = ();
+    type Data<'bound> = Card<'bound>;
+
+    fn probe<'bound>(
+        pdev: &'bound platform::Device<Core<'_>>,
+        _info: Option<&'bound ()>,
+    ) -> impl PinInit<Card<'bound>, Error> + 'bound {
+        Card::new(pdev)
+    }
+}
+
+/// An nsvm GPU registered with the DRM core, for as long as its platform
+/// device is bound.
+pub(crate) struct Card<'bound> {
+    _drm: drm::Registration<'bound, NsvmDriver>,
+}
+
+impl<'bound> Card<'bound> {
+    /// Registers the DRM device of platform device `nsvm.<index>`, with its
+    /// device memory, its debugfs directory `nsvm.<index>` and the module's
+    /// [`CONFIG`].
+    fn new(pdev: &'bound platform::Device<Core<'_>>) -> Result<Self> {
+        // The module's devices are `nsvm.<index>`; another is not a card.
+        let index = index_of(pdev.as_ref().name()).ok_or(ENODEV)?;
+        let (vram_size, copy_channels, job_timeout, dir) = {
+            let config = CONFIG.lock();
+            let c = config.as_ref().ok_or(ENODEV)?;
+            let name = CString::try_from_fmt(fmt!("nsvm.{index}"))?;
+            (
+                c.vram_size,
+                c.copy_channels,
+                c.job_timeout,
+                c.debugfs.subdir(&name),
+            )
+        };
         let vram = Vram::new(index, vram_size, copy_channels)?;
-        let name = CString::try_from_fmt(fmt!("nsvm.{index}"))?;
-        let dir = debugfs.subdir(&name);
-        let faux = faux::Registration::new(&name, None)?;
-
-        let fdev: *const faux::Device<Bound> = faux.as_ref();
-        // SAFETY: The faux device stays registered and bound until `faux` is
-        // dropped, which happens only after `drm` is dropped (type
-        // invariants). Nothing keeps the `'static` reference itself:
-        // `UnregisteredDevice::new()` and `Registration::new()` only read the
-        // parent device, and `RegistrationData` is `()`, so no borrow with
-        // this lifetime can escape.
-        let fdev: &'static faux::Device<Bound> = unsafe { &*fdev };
-
         let unregistered = drm::UnregisteredDevice::<NsvmDriver>::new(
-            fdev,
+            pdev,
             DeviceData::new(index, dir, vram, job_timeout)?,
         )?;
-        // SAFETY: The registration is stored in the returned `Card` and
-        // dropped with it; it is never forgotten.
-        let drm = unsafe { drm::Registration::new(fdev.as_ref(), unregistered, (), 0)? };
-
-        // INVARIANT: `drm` was just registered on `faux`'s device and the
-        // field order of `Card` drops it first.
-        Ok(Self { drm, _faux: faux })
+        // SAFETY: The registration is stored in the returned `Card`, the
+        // device's driver data, and dropped with it at unbind; it is never
+        // forgotten.
+        let drm = unsafe { drm::Registration::new(pdev.as_ref(), unregistered, (), 0)? };
+        BOUND.fetch_add(1, Relaxed);
+        Ok(Self { _drm: drm })
     }
+}
 
-    /// The DRM device of this card.
-    #[cfg_attr(not(CONFIG_KUNIT = "y"), expect(dead_code))]
-    pub(crate) fn device(&self) -> &drm::Device<NsvmDriver> {
-        self.drm.device()
+impl Drop for Card<'_> {
+    fn drop(&mut self) {
+        BOUND.fetch_sub(1, Relaxed);
     }
 }
 
@@ -86,18 +161,27 @@ impl Card {
 mod tests {
     use super::*;
 
-    /// Registers and unregisters a card beside the module's own, under
-    /// lockdep: the unplug-before-destroy order of [`Card`] is exercised at
-    /// every insmod.
+    /// Creates and removes a card beside the module's own, twice, under
+    /// lockdep: the device binds at once, and the name is free again once
+    /// it is gone.
     #[test]
     fn register_unregister() -> Result {
-        let root = debugfs::Dir::new(c"nsvm-kunit");
-        let card = Card::new(1000, 1 << 21, 1, Delta::from_secs(1), &root)?;
-        assert_eq!(card.device().index, 1000);
-        drop(card);
-        // The name is free again: the faux device is gone.
-        let card = Card::new(1000, 1 << 21, 1, Delta::from_secs(1), &root)?;
-        assert_eq!(card.device().index, 1000);
+        for _ in 0..2 {
+            let before = BOUND.load(Relaxed);
+            let dev = register(1000)?;
+            assert_eq!(BOUND.load(Relaxed), before + 1);
+            drop(dev);
+            assert_eq!(BOUND.load(Relaxed), before);
+        }
         Ok(())
+    }
+
+    #[test]
+    fn index_of_names() {
+        assert_eq!(index_of(c"nsvm.0"), Some(0));
+        assert_eq!(index_of(c"nsvm.15"), Some(15));
+        assert_eq!(index_of(c"nsvm"), None);
+        assert_eq!(index_of(c"nsvm.x"), None);
+        assert_eq!(index_of(c"other.1"), None);
     }
 }

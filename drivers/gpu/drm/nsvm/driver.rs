@@ -9,7 +9,7 @@ use kernel::{
         self,
         gem, //
     },
-    faux,
+    platform,
     prelude::*,
     sync::{
         atomic::{
@@ -118,7 +118,7 @@ impl drm::Driver for NsvmDriver {
     type RegistrationData<'a> = ();
     type File = NsvmFile;
     type Object = gem::Object<NsvmObject>;
-    type ParentDevice<Ctx: DeviceContext> = faux::Device<Ctx>;
+    type ParentDevice<Ctx: DeviceContext> = platform::Device<Ctx>;
 
     const INFO: drm::DriverInfo = INFO;
     const FEAT_RENDER: bool = true;

@@ -5,7 +5,7 @@
 //! A process and its GPU share one address space: the GPU faults on any CPU
 //! pointer and the driver mirrors the CPU page tables into the GPU's. Each
 //! module instance registers `num_devices` emulated GPUs, each a DRM device
-//! with a render node on a faux device; see `Documentation/nsvm/`.
+//! with a render node on a platform device; see `Documentation/nsvm/`.
 
 mod addr;
 mod attr;
@@ -28,11 +28,17 @@ mod vram;
 
 use kernel::{
     debugfs,
+    platform,
     prelude::*,
+    sync::atomic::Relaxed,
     time::Delta, //
 };
 
-use crate::card::Card;
+use crate::card::{
+    CardDriver,
+    Config,
+    ConfigGuard, //
+};
 
 module! {
     type: NsvmModule,
@@ -65,14 +71,16 @@ const MAX_DEVICES: u32 = 16;
 /// Upper bound of `vram_mb`: `gpu::MAX_CHUNKS` chunks of 2 MiB.
 const MAX_VRAM_MB: u32 = 8192;
 
+/// Fields are dropped in order: the devices (each card unbound), then the
+/// driver, then the configuration the probes read.
 struct NsvmModule {
-    /// Declared first: the cards go before their debugfs root.
-    _cards: KVec<Card>,
-    _debugfs: debugfs::Dir,
+    _devices: KVec<platform::Registration>,
+    _driver: Pin<KBox<kernel::driver::Registration<platform::Adapter<CardDriver>>>>,
+    _config: ConfigGuard,
 }
 
 impl kernel::Module for NsvmModule {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+    fn init(module: &'static ThisModule) -> Result<Self> {
         let count = module_parameters::num_devices.value();
         if !(1..=MAX_DEVICES).contains(&count) {
             pr_err!("num_devices={count} is out of range 1..={MAX_DEVICES}\n");
@@ -105,13 +113,29 @@ impl kernel::Module for NsvmModule {
         }
         let timeout = Delta::from_millis(i64::from(timeout_ms));
 
-        let debugfs = debugfs::Dir::new(c"nsvm");
-        let mut cards = KVec::with_capacity(count as usize, GFP_KERNEL)?;
+        // SAFETY: Once, here, before the driver (the lock's only other user)
+        // is registered.
+        let config = unsafe {
+            ConfigGuard::new(Config {
+                vram_size,
+                copy_channels: channels,
+                job_timeout: timeout,
+                debugfs: debugfs::Dir::new(c"nsvm"),
+            })
+        };
+        let driver = KBox::pin_init(
+            kernel::driver::Registration::<platform::Adapter<CardDriver>>::new(c"nsvm", module),
+            GFP_KERNEL,
+        )?;
+        let mut devices = KVec::with_capacity(count as usize, GFP_KERNEL)?;
         for index in 0..count {
-            cards.push(
-                Card::new(index, vram_size, channels, timeout, &debugfs)?,
-                GFP_KERNEL,
-            )?;
+            // The driver binds it now, synchronously.
+            devices.push(card::register(index)?, GFP_KERNEL)?;
+        }
+        let bound = card::BOUND.load(Relaxed);
+        if bound != count {
+            pr_err!("{bound} of {count} device(s) bound (see the messages above)\n");
+            return Err(ENODEV);
         }
         pr_info!(
             "registered {count} device(s) with {vram_mb} MiB and {channels} copy channel(s) each, uapi {}.{}\n",
@@ -120,8 +144,9 @@ impl kernel::Module for NsvmModule {
         );
 
         Ok(Self {
-            _cards: cards,
-            _debugfs: debugfs,
+            _devices: devices,
+            _driver: driver,
+            _config: config,
         })
     }
 }
