@@ -3,7 +3,8 @@
 //! nsvm_drm: nsvm as the DRM ecosystem sees it. DRM fdinfo
 //! (Documentation/gpu/drm-usage-stats.rst): the common keys, the engine
 //! time and the memory of each file, checked against what the test did;
-//! the primary node's policy for unauthenticated clients.
+//! the primary node's policy for unauthenticated clients; unbinding the
+//! device from its driver while files use it, and binding it again.
 
 use std::{
     collections::HashMap,
@@ -228,9 +229,114 @@ fn primary_node_unauthenticated() -> TestResult {
     Ok(())
 }
 
+/// The device the unplug subtests take away: the second one, so that the
+/// others keep theirs.
+const UNPLUGGED: u32 = 1;
+
+/// Writes the platform device `nsvm.<index>` to the nsvm driver's `bind`
+/// or `unbind` file, as IGT's core_hotunplug and a PCI remove do for
+/// theirs; how long it took.
+fn driver_file(what: &str, index: u32) -> Result<Duration, Outcome> {
+    let path = format!("/sys/bus/platform/drivers/nsvm/{what}");
+    let t = Instant::now();
+    if let Err(e) = std::fs::write(&path, format!("nsvm.{index}")) {
+        check!(false, "{what} nsvm.{index}: {e}");
+    }
+    Ok(t.elapsed())
+}
+
+/// Unbinding a busy device: a file bound to its mirror, 2 MiB of the
+/// process in device memory, a job running (a semaphore wait that nothing
+/// releases) and a wait on its fence in another thread. The unbind returns
+/// at once; the wait and every ioctl after it fail with ENODEV; the pages
+/// are back in system memory with their data; the file closes. Binding
+/// the device again brings it back, and it works.
+fn unbind_busy() -> TestResult {
+    let dev = bound(UNPLUGGED)?;
+    let mut m = aligned(MB2);
+    cpu_fill(&mut m, 5);
+    check_eq!(
+        dev.migrate(m.addr(), MB2 as u64, Mem::Device)?.migrated,
+        (MB2 / PAGE) as u64
+    );
+    check_eq!(vram_stat(UNPLUGGED, "pages_used")?, (MB2 / PAGE) as u64);
+    let mut sem = aligned_to(PAGE, PAGE);
+    sem.bytes_mut().fill(0);
+    let fence = aligned_to(PAGE, PAGE);
+    let q = dev.queue_create(0)?;
+    dev.submit(q, &[Cmd::sem_wait(sem.addr(), 1)], Some((fence.addr(), 1)))?;
+    let dup = Device::from_fd(dev.file().try_clone()?.into())?;
+    let f = fence.addr();
+    let waiter = std::thread::spawn(move || dup.wait_fence(f, 1, q, -1));
+    std::thread::sleep(Duration::from_millis(200));
+
+    let took = driver_file("unbind", UNPLUGGED)?;
+    println!("unbind took {took:?}");
+    check!(took < Duration::from_secs(2), "unbind took {took:?}");
+    check_eq!(waiter.join().ok(), Some(Err(errno(libc::ENODEV))));
+    check_eq!(
+        dev.get_param(nsvm_uapi::sys::DRM_NSVM_PARAM_UAPI_VERSION),
+        Err(errno(libc::ENODEV))
+    );
+    check_eq!(
+        dev.exec(&mut [Cmd::fill(m.addr(), 8, 0)])
+            .map_err(|e| e.error),
+        Err(errno(libc::ENODEV))
+    );
+    check_eq!(
+        dev.migrate(m.addr(), MB2 as u64, Mem::Device),
+        Err(errno(libc::ENODEV))
+    );
+    // Back in system memory, with the data: the device has none left.
+    check_eq!(vram_stat(UNPLUGGED, "pages_used")?, 0);
+    check!(m.bytes() == pattern(5, MB2), "the data did not come back");
+    drop(dev);
+
+    driver_file("bind", UNPLUGGED)?;
+    let dev = bound(UNPLUGGED)?;
+    exec(&dev, &mut [Cmd::fill(m.addr(), MB2 as u64, 9)])?;
+    check_eq!(
+        dev.migrate(m.addr(), MB2 as u64, Mem::Device)?.migrated,
+        (MB2 / PAGE) as u64
+    );
+    check_eq!(gpu_read(&dev, m.addr(), 8)?, filled(9, 8));
+    Ok(())
+}
+
+/// Unbinding and binding an idle device, with a file left open across
+/// the rebind (closed late, as core_hotunplug's "lateclose" subtests do):
+/// the old file gets ENODEV, the new device works beside it, and the old
+/// file closes afterwards.
+fn rebind_late_close() -> TestResult {
+    for _ in 0..3 {
+        let old = bound(UNPLUGGED)?;
+        driver_file("unbind", UNPLUGGED)?;
+        check_eq!(
+            old.get_param(nsvm_uapi::sys::DRM_NSVM_PARAM_UAPI_VERSION),
+            Err(errno(libc::ENODEV))
+        );
+        driver_file("bind", UNPLUGGED)?;
+        let new = bound(UNPLUGGED)?;
+        let m = aligned(MB2);
+        exec(&new, &mut [Cmd::fill(m.addr(), MB2 as u64, 1)])?;
+        check_eq!(old.svm_init(0), Err(errno(libc::ENODEV)));
+        drop(old);
+        check_eq!(gpu_read(&new, m.addr(), 8)?, filled(1, 8));
+    }
+    // A device bound while files of its previous binding were open has no
+    // debugfs directory (the old one held the name): bound once more,
+    // with none open, it has its own again, for the subtests after this.
+    driver_file("unbind", UNPLUGGED)?;
+    driver_file("bind", UNPLUGGED)?;
+    check_eq!(vram_stat(UNPLUGGED, "pages_used")?, 0);
+    Ok(())
+}
+
 igt_main! {
     "fdinfo-keys" => fdinfo_keys,
     "fdinfo-memory" => fdinfo_memory,
     "fdinfo-engine" => fdinfo_engine,
     "primary-node-unauthenticated" => primary_node_unauthenticated,
+    "unbind-busy" => unbind_busy,
+    "rebind-late-close" => rebind_late_close,
 }

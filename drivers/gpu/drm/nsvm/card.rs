@@ -27,9 +27,12 @@ use kernel::{
     platform,
     prelude::*,
     str::CString,
-    sync::atomic::{
-        Atomic,
-        Relaxed, //
+    sync::{
+        atomic::{
+            Atomic,
+            Relaxed, //
+        },
+        Arc, //
     },
     time::Delta, //
 };
@@ -111,12 +114,28 @@ impl platform::Driver for CardDriver {
     ) -> impl PinInit<Card<'bound>, Error> + 'bound {
         Card::new(pdev)
     }
+
+    /// Stops the GPU's work; dropping the card then unplugs the DRM device
+    /// and moves what is in device memory back to system memory.
+    fn unbind<'bound>(_pdev: &'bound platform::Device<Core<'_>>, card: Pin<&Card<'bound>>) {
+        card.drm.device().unplug();
+    }
 }
 
 /// An nsvm GPU registered with the DRM core, for as long as its platform
 /// device is bound.
+///
+/// Its platform device's unbind ([`CardDriver::unbind`]) stops the GPU's
+/// work; dropping the card then unplugs the DRM device (`drm_dev_unplug()`,
+/// which waits for the ioctls in progress), and only then, with no ioctl
+/// able to migrate anything to the device, moves every device page back
+/// to system memory. The files still open keep the DRM device and its data
+/// (the device memory's pagemap included) until they close; their ioctls
+/// fail with `ENODEV`.
 pub(crate) struct Card<'bound> {
-    _drm: drm::Registration<'bound, NsvmDriver>,
+    /// Declared first: unplugged before the device memory is evacuated.
+    drm: drm::Registration<'bound, NsvmDriver>,
+    _vram: Evacuate,
 }
 
 impl<'bound> Card<'bound> {
@@ -140,20 +159,33 @@ impl<'bound> Card<'bound> {
         let vram = Vram::new(index, vram_size, copy_channels)?;
         let unregistered = drm::UnregisteredDevice::<NsvmDriver>::new(
             pdev,
-            DeviceData::new(index, dir, vram, job_timeout)?,
+            DeviceData::new(index, dir, vram.clone(), job_timeout)?,
         )?;
         // SAFETY: The registration is stored in the returned `Card`, the
         // device's driver data, and dropped with it at unbind; it is never
         // forgotten.
         let drm = unsafe { drm::Registration::new(pdev.as_ref(), unregistered, (), 0)? };
         BOUND.fetch_add(1, Relaxed);
-        Ok(Self { _drm: drm })
+        Ok(Self {
+            drm,
+            _vram: Evacuate(vram),
+        })
     }
 }
 
 impl Drop for Card<'_> {
     fn drop(&mut self) {
         BOUND.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Evacuates its device memory when dropped: the card's last field, after
+/// the DRM device is unplugged.
+struct Evacuate(Arc<Vram>);
+
+impl Drop for Evacuate {
+    fn drop(&mut self) {
+        self.0.evacuate();
     }
 }
 

@@ -27,6 +27,7 @@ use crate::{
     gpu::{
         engine::Engine,
         soft::SoftVm,
+        GpuFaults,
         GpuVm, //
     },
     handler::{
@@ -104,6 +105,19 @@ impl DeviceData {
             engine,
             job_timeout,
         }))
+    }
+
+    /// The first step of the device's removal (its platform device is
+    /// being unbound), before the DRM device is unplugged: no job is
+    /// accepted any more, every channel of every file fails with `ENODEV`
+    /// (EXECs return it, waits too), and the fault handler stops. The
+    /// ioctls still running end, so `drm_dev_unplug()` does not wait long
+    /// for them; from then on every ioctl fails with `ENODEV`, and the
+    /// files close as usual.
+    pub(crate) fn unplug(&self) {
+        self.faults.handler().faults().shutdown();
+        self.faults.handler().fail_all(ENODEV);
+        self.faults.stop();
     }
 
     /// A new client id, unique on this device.

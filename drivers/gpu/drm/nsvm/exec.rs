@@ -183,6 +183,17 @@ impl<V: GpuVm> Queues<V> {
         })
     }
 
+    /// Fails every channel with `err` and waits until none runs; they stay
+    /// (the file's release removes them): the device's removal.
+    pub(crate) fn fail_all(&self, err: Error) {
+        // One at a time, without allocating: a failed channel is not found
+        // again.
+        while let Some(chan) = self.find(|q| q.chan.status().error.is_none()) {
+            chan.fail(ChannelError { err, fault: None });
+            chan.wait_idle();
+        }
+    }
+
     /// Stops every channel and waits until none runs: the first step of
     /// the file's release.
     pub(crate) fn stop_all(&self) {
@@ -255,6 +266,10 @@ pub(crate) fn wait<V: GpuVm>(
     let start: Instant<Monotonic> = Instant::now();
     loop {
         let seen = faults.events();
+        // The device is being removed: the wait must not hold that up.
+        if faults.is_shut_down() {
+            return Err(ENODEV);
+        }
         if let Some(err) = queue.and_then(|q| q.status().error) {
             return Err(err.err);
         }

@@ -127,8 +127,13 @@ pub(crate) trait GpuFaults: Send + Sync + 'static {
     /// missing fault again.
     fn replay(&self);
 
-    /// Ends [`GpuFaults::wait`] for good (device teardown).
+    /// Ends [`GpuFaults::wait`] for good, and wakes every
+    /// [`GpuFaults::wait_event`]: the device is going (its removal, or its
+    /// teardown after the last file). From then on no job is accepted.
     fn shutdown(&self);
+
+    /// Whether [`GpuFaults::shutdown`] was called.
+    fn is_shut_down(&self) -> bool;
 
     /// Completions and channel failures so far: the non-stall interrupt's
     /// counter.

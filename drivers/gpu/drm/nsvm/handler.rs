@@ -183,6 +183,40 @@ impl<V: GpuVm> FaultHandler<V> {
         self.spaces.lock().retain(|m| m.asid() != asid);
     }
 
+    /// Fails every channel of every mirror bound on the device with `err`,
+    /// and waits until none runs: the device's removal.
+    pub(crate) fn fail_all(&self, err: Error) {
+        // The mirrors of now, not holding `spaces` (a leaf) while their
+        // channels stop. One bound later has channels made after the fault
+        // unit's shutdown, which take no job.
+        let mirrors = {
+            let spaces = self.spaces.lock();
+            KVec::with_capacity(spaces.len(), GFP_KERNEL).map(|mut v| {
+                for m in spaces.iter() {
+                    // Room was made above.
+                    let _ = v.push_within_capacity(m.clone());
+                }
+                v
+            })
+        };
+        match mirrors {
+            Ok(mirrors) => mirrors.iter().for_each(|m| m.queues.fail_all(err)),
+            // No memory for the list: by index, which can miss a mirror
+            // whose neighbour is released meanwhile (its channels wait for
+            // their timeout).
+            Err(_) => {
+                let mut i = 0;
+                loop {
+                    // The guard goes at the end of the statement.
+                    let m = self.spaces.lock().get(i).cloned();
+                    let Some(m) = m else { break };
+                    m.queues.fail_all(err);
+                    i += 1;
+                }
+            }
+        }
+    }
+
     /// One pass over `entries` (what [`GpuFaults::wait`] took: one
     /// address space's).
     fn pass(&self, entries: &mut KVec<FaultEntry>) {
@@ -361,6 +395,13 @@ impl<V: GpuVm> HandlerThread<V> {
     /// The handler, for the files.
     pub(crate) fn handler(&self) -> &Arc<FaultHandler<V>> {
         &self.handler
+    }
+
+    /// Shuts the fault buffer's interrupt down and waits until no worker
+    /// runs: no fault is served after this returns.
+    pub(crate) fn stop(&self) {
+        self.handler.faults.shutdown();
+        self.queue.flush();
     }
 }
 

@@ -608,12 +608,14 @@ fn vram_op(src: Option<MemPage>, index: usize) -> CopyOp {
     }
 }
 
-#[pinned_drop]
-impl PinnedDrop for Vram {
-    fn drop(self: Pin<&mut Self>) {
-        // Everything goes back to system memory before the pagemap waits
-        // for its last page. A page can be busy for a moment (a fault or
-        // a migration holds its lock); retry until all are back.
+impl Vram {
+    /// Moves every device page back to system memory, with its data: the
+    /// device's removal, and its teardown. A page can be busy for a moment
+    /// (a fault or a migration holds its lock): retried for
+    /// [`TEARDOWN_PASSES`] passes, after which the log says how many pages
+    /// are still in device memory. Nothing must migrate to the device
+    /// meanwhile.
+    pub(crate) fn evacuate(&self) {
         for _ in 0..TEARDOWN_PASSES {
             let used: KVec<usize> = {
                 let a = self.mem().alloc.lock();
@@ -638,9 +640,19 @@ impl PinnedDrop for Vram {
         // log says why the removal hangs.
         let pages: usize = self.mem().alloc.lock().chunks.iter().map(|c| c.used).sum();
         pr_warn!(
-            "nsvm.{}: {pages} device pages still in use after {TEARDOWN_PASSES} eviction passes; waiting for them to be freed\n",
+            "nsvm.{}: {pages} device pages still in use after {TEARDOWN_PASSES} eviction passes\n",
             self.mem().dev
         );
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for Vram {
+    fn drop(self: Pin<&mut Self>) {
+        // Everything goes back to system memory before the pagemap waits
+        // for its last page (memunmap_pages(): what `evacuate()` could not
+        // move, it waits for).
+        self.evacuate();
     }
 }
 

@@ -74,6 +74,7 @@ use crate::{
         Fault,
         FaultEntry,
         GpuChannel,
+        GpuFaults,
         GpuJob,
         GpuVm,
         Pte,
@@ -344,6 +345,11 @@ impl<V: GpuVm> Channel<V> {
             }),
             GFP_KERNEL,
         )?;
+        // The device is being removed: its channels were failed, or will
+        // be, after this (see `DeviceData::unplug`).
+        if self.faults.is_shut_down() {
+            return Err(ENODEV);
+        }
         let mut st = self.state.lock();
         if st.error.is_some() {
             return Err(ECANCELED);

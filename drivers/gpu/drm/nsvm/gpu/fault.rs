@@ -19,8 +19,10 @@ use kernel::{
     prelude::*,
     sync::{
         atomic::{
+            Acquire,
             Atomic,
-            Relaxed, //
+            Relaxed,
+            Release, //
         },
         Arc,
         CondVar,
@@ -89,6 +91,9 @@ pub(crate) struct FaultUnit {
     overflows: Atomic<u64>,
     resumes: Atomic<u64>,
     resume_ns: Atomic<u64>,
+    /// [`FaultState::shutdown`] for readers that do not take the lock:
+    /// every SUBMIT and every pass of a WAIT.
+    shut_down: Atomic<bool>,
 }
 
 impl FaultUnit {
@@ -127,6 +132,7 @@ impl FaultUnit {
                 overflows: Atomic::new(0),
                 resumes: Atomic::new(0),
                 resume_ns: Atomic::new(0),
+                shut_down: Atomic::new(false),
             }),
             GFP_KERNEL,
         )
@@ -243,7 +249,14 @@ impl GpuFaults for FaultUnit {
 
     fn shutdown(&self) {
         self.state.lock().shutdown = true;
+        self.shut_down.store(true, Release);
         self.irq.notify_all();
+        // The waiters on completions see it.
+        self.event();
+    }
+
+    fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Acquire)
     }
 
     fn events(&self) -> u64 {

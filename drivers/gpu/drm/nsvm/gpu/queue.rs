@@ -61,6 +61,12 @@ impl OwnedQueue {
             raw: NonNull::new(raw).ok_or(ENOMEM)?,
         })
     }
+
+    /// Waits until every item queued so far has run (`flush_workqueue()`).
+    pub(crate) fn flush(&self) {
+        // SAFETY: `raw` is a live workqueue (type invariants).
+        unsafe { bindings::__flush_workqueue(self.raw.as_ptr()) };
+    }
 }
 
 impl Deref for OwnedQueue {
