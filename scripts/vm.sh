@@ -82,6 +82,17 @@ for pkg in libc6 libdrm2; do
 	dpkg-deb -x "$deb" "$trixie"
 done
 
+# gputop from sid's igt-gpu-tools, which needs nothing but glibc: sid's,
+# under /opt/sid (nsvm_drm's gputop subtest runs it).
+log "userspace: gputop from sid (igt-gpu-tools, libc6)"
+sid=$out/sid
+rm -rf "$sid"
+for pkg in libc6 igt-gpu-tools; do
+	deb=$(nsvm_fetch_deb sid "$pkg")
+	log "  $(basename "$deb")"
+	dpkg-deb -x "$deb" "$sid"
+done
+
 # The C peer's suite, built from the same tree as the kernel, once per build.
 hmm_tests=$kdir/nsvm-guest/hmm-tests
 if [ ! -x "$hmm_tests" ]; then
@@ -126,6 +137,16 @@ cat >"$root/igt/nsvm_c_trixie" <<-'SH'
 exec /opt/trixie/lib/ld-linux-x86-64.so.2 --library-path /opt/trixie/lib /bin/nsvm_c_dyn "$@"
 SH
 chmod +x "$root/igt/nsvm_c_trixie"
+mkdir -p "$root/opt/sid/lib" "$root/opt/sid/bin"
+cp -L "$sid/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" "$sid/usr/lib/x86_64-linux-gnu/libc.so.6" \
+	"$root/opt/sid/lib/"
+cp "$sid/usr/bin/gputop" "$root/opt/sid/bin/"
+cat >"$root/bin/gputop" <<-'SH'
+#!/bin/sh
+# IGT's gputop (Debian sid) on sid's glibc.
+exec /opt/sid/lib/ld-linux-x86-64.so.2 --library-path /opt/sid/lib /opt/sid/bin/gputop "$@"
+SH
+chmod +x "$root/bin/gputop"
 (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) >"$out/rootfs.cpio"
 
 log "vm: booting ($accel, mode $mode, $ndev devices); log in out/guest-$mode.log"

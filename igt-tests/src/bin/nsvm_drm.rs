@@ -229,6 +229,49 @@ fn primary_node_unauthenticated() -> TestResult {
     Ok(())
 }
 
+/// IGT's gputop (from igt-gpu-tools, Debian's, in the guest as
+/// `/bin/gputop`) lists this process as an nsvm client while its job runs,
+/// with the engine busy and the memory it maps.
+fn gputop() -> TestResult {
+    if !std::path::Path::new("/bin/gputop").exists() {
+        nsvm_igt_tests::skip!("no gputop");
+    }
+    let dev = bound(0)?;
+    let m = aligned(MB2);
+    exec(&dev, &mut [Cmd::fill(m.addr(), MB2 as u64, 1)])?;
+    let mut sem = aligned_to(PAGE, PAGE);
+    sem.bytes_mut().fill(0);
+    let fence = aligned_to(PAGE, PAGE);
+    let q = dev.queue_create(0)?;
+    dev.submit(q, &[Cmd::sem_wait(sem.addr(), 1)], Some((fence.addr(), 1)))?;
+    let out = std::process::Command::new("/bin/gputop")
+        .args(["-n", "3", "-d", "0.5"])
+        .output()?;
+    // SAFETY: The semaphore's first word, aligned and mapped.
+    unsafe { std::ptr::write_volatile(sem.addr() as *mut u64, 1) };
+    dev.wait_fence(fence.addr(), 1, q, -1)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    let pid = std::process::id().to_string();
+    check!(out.status.success(), "gputop: {}", out.status);
+    check!(text.contains("nsvm"), "gputop shows no nsvm client");
+    check!(text.contains(&pid), "gputop does not show pid {pid}");
+    // The job ran through gputop's samples: after the first (which has
+    // nothing to compare with) the engine shows busy.
+    let busiest = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(&pid))
+        .filter_map(|l| {
+            let cell = l.split('|').nth(1)?.split_whitespace().next()?;
+            cell.strip_suffix('%')?.parse::<f64>().ok()
+        })
+        .fold(0.0, f64::max);
+    // One job on an engine of `drm-engine-capacity-compute` channels (one
+    // per CPU, two in the guest): half of it.
+    check!(busiest >= 25.0, "the engine shows at most {busiest}% busy");
+    Ok(())
+}
+
 /// The device the unplug subtests take away: the second one, so that the
 /// others keep theirs.
 const UNPLUGGED: u32 = 1;
@@ -337,6 +380,7 @@ igt_main! {
     "fdinfo-memory" => fdinfo_memory,
     "fdinfo-engine" => fdinfo_engine,
     "primary-node-unauthenticated" => primary_node_unauthenticated,
+    "gputop" => gputop,
     "unbind-busy" => unbind_busy,
     "rebind-late-close" => rebind_late_close,
 }
