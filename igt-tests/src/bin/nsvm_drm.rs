@@ -346,6 +346,92 @@ fn unbind_busy() -> TestResult {
     Ok(())
 }
 
+/// Unbinding a device under load: threads of one file loop on EXECs that
+/// fault, migrations to and from device memory, and queued jobs with
+/// WAITs on their fences, while the device is unbound. Every loop ends with
+/// ENODEV within a second, the unbind returns within two, no page is
+/// left in device memory, and the device bound again works.
+fn unbind_under_load() -> TestResult {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    let dev = bound(UNPLUGGED)?;
+    // Lives until the threads are joined; they get its address.
+    let m = aligned(4 * MB2);
+    let base = m.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for kind in 0..3 {
+        let d = Device::from_fd(dev.file().try_clone()?.into())?;
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(
+            move || -> Result<u64, nsvm_uapi::Error> {
+                let (a, len) = (base + (kind as u64) * MB2 as u64, MB2 as u64);
+                let fence = aligned_to(PAGE, PAGE);
+                let q = if kind == 2 { d.queue_create(0)? } else { 0 };
+                let mut passes = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    passes += 1;
+                    match kind {
+                        0 => {
+                            // Unmapped again each pass: every EXEC faults.
+                            // SAFETY: Our own mapping's pages.
+                            unsafe {
+                                libc::madvise(a as *mut _, len as usize, libc::MADV_DONTNEED)
+                            };
+                            d.exec(&mut [Cmd::fill(a, len, passes)])
+                                .map_err(|e| e.error)?;
+                        }
+                        1 => {
+                            d.migrate(a, len, Mem::Device)?;
+                            d.migrate(a, len, Mem::System)?;
+                        }
+                        _ => {
+                            d.submit(
+                                q,
+                                &[Cmd::fill(a, len, passes)],
+                                Some((fence.addr(), passes)),
+                            )?;
+                            d.wait_fence(fence.addr(), passes, q, -1)?;
+                        }
+                    }
+                }
+                Ok(passes)
+            },
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let took = driver_file("unbind", UNPLUGGED)?;
+    let ended = Instant::now();
+    // A loop that does not end fails the subtest, not the run.
+    while !threads.iter().all(|t| t.is_finished()) && ended.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let loops = ended.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for (kind, t) in threads.into_iter().enumerate() {
+        let r = t
+            .join()
+            .map_err(|_| Outcome::Fail("a thread panicked".into()))?;
+        println!("loop {kind}: {r:?}");
+        check_eq!(r.err(), Some(errno(libc::ENODEV)), "loop {kind}");
+    }
+    println!("unbind took {took:?}, the loops ended {loops:?} after");
+    check!(took < Duration::from_secs(2), "unbind took {took:?}");
+    check!(loops < Duration::from_secs(1), "the loops took {loops:?}");
+    // No page is left in the device's memory, and the CPU reads it all.
+    check_eq!(vram_stat(UNPLUGGED, "pages_used")?, 0);
+    let sum: u64 = m.bytes().iter().map(|&b| u64::from(b)).sum();
+    println!("checksum {sum}");
+    drop(dev);
+    driver_file("bind", UNPLUGGED)?;
+    let dev = bound(UNPLUGGED)?;
+    exec(&dev, &mut [Cmd::fill(m.addr(), 4 * MB2 as u64, 5)])?;
+    check_eq!(gpu_read(&dev, m.addr() + 3 * MB2 as u64, 8)?, filled(5, 8));
+    Ok(())
+}
+
 /// Unbinding and binding an idle device, with a file left open across
 /// the rebind (closed late, as core_hotunplug's "lateclose" subtests do):
 /// the old file gets ENODEV, the new device works beside it, and the old
@@ -382,5 +468,6 @@ igt_main! {
     "primary-node-unauthenticated" => primary_node_unauthenticated,
     "gputop" => gputop,
     "unbind-busy" => unbind_busy,
+    "unbind-under-load" => unbind_under_load,
     "rebind-late-close" => rebind_late_close,
 }
