@@ -10,7 +10,7 @@ set -euo pipefail
 
 APT_PKGS="build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils kmod
 dwarves python3 python3-pip qemu-system-x86 busybox-static libdrm-dev
-pkg-config"
+pkg-config patch"
 BINDGEN_VERSION=0.73.2
 LIBCLANG_VERSION=18.1.1
 
