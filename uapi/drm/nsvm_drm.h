@@ -131,6 +131,13 @@ struct drm_nsvm_get_param {
  *
  * Closing the file, from any process and at any time, tears the mirror
  * down.
+ *
+ * A device can be removed while files use it (its platform device
+ * unbound, the module unloaded): every ioctl then fails with -ENODEV,
+ * EXECs and WAITs in progress among them, and jobs end with -ENODEV;
+ * what was in device memory is back in system memory, with its data. The
+ * files close as usual. A device bound again is a new DRM device, with
+ * new nodes.
  */
 
 /**
