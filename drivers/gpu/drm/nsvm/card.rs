@@ -11,10 +11,9 @@
 //! `platform:<name>`, which is all libdrm's `drmGetDevices2()` knows of its
 //! bus address, so devices `nsvm.0` and `nsvm.1` of one name `nsvm` would be
 //! one device to it. The probe registers the DRM device ([`Card`]); unbinding
-//! the device (sysfs `unbind`, or the module's exit) drops it. The platform
-//! bus, unlike the faux bus, lets userspace unbind and bind the device
-//! again, and the libdrm of stable distributions enumerates it
-//! (`drmGetDevices2()` knows the platform bus, not the faux bus).
+//! the device (sysfs `unbind`, or the module's exit) drops it. Unlike the
+//! faux bus, the platform bus lets userspace unbind and bind the device
+//! again, and the libdrm of stable distributions knows it.
 //!
 //! What a probe needs beyond the device (the module parameters, the
 //! debugfs root) is the module's, in [`CONFIG`], set before the driver is
