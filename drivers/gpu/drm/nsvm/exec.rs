@@ -139,14 +139,14 @@ impl<V: GpuVm> Queues<V> {
             return Err(ENOENT);
         }
         let chan = self.take(|q| q.id == id).ok_or(ENOENT)?;
-        stop::<V>(&chan);
+        stop::<V>(&chan, ECANCELED);
         Ok(())
     }
 
     /// Removes the channel of an EXEC, which has no job left.
     pub(crate) fn remove_exec(&self, chid: u64) {
         if let Some(chan) = self.take(|q| q.id == 0 && q.chan.id() == chid) {
-            stop::<V>(&chan);
+            stop::<V>(&chan, ECANCELED);
         }
     }
 
@@ -189,8 +189,7 @@ impl<V: GpuVm> Queues<V> {
         // One at a time, without allocating: a failed channel is not found
         // again.
         while let Some(chan) = self.find(|q| q.chan.status().error.is_none()) {
-            chan.fail(ChannelError { err, fault: None });
-            chan.wait_idle();
+            stop::<V>(&chan, err);
         }
     }
 
@@ -198,7 +197,7 @@ impl<V: GpuVm> Queues<V> {
     /// the file's release.
     pub(crate) fn stop_all(&self) {
         while let Some(chan) = self.take(|_| true) {
-            stop::<V>(&chan);
+            stop::<V>(&chan, ECANCELED);
         }
     }
 }
@@ -215,12 +214,10 @@ fn free_id(next: u32, used: impl Fn(u32) -> bool) -> (u32, u32) {
     (id, after(id))
 }
 
-/// Cancels what `chan` still has and waits until its worker is idle.
-fn stop<V: GpuVm>(chan: &V::Channel) {
-    chan.fail(ChannelError {
-        err: ECANCELED,
-        fault: None,
-    });
+/// Fails what `chan` still has with `err` and waits until its worker is
+/// idle.
+fn stop<V: GpuVm>(chan: &V::Channel, err: Error) {
+    chan.fail(ChannelError { err, fault: None });
     chan.wait_idle();
 }
 
