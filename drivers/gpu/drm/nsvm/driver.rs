@@ -117,7 +117,7 @@ impl DeviceData {
     pub(crate) fn unplug(&self) {
         self.faults.handler().faults().shutdown();
         self.faults.handler().fail_all(ENODEV);
-        self.faults.stop();
+        self.faults.wait_stopped();
     }
 
     /// A new client id, unique on this device.

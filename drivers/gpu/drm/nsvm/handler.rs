@@ -397,10 +397,10 @@ impl<V: GpuVm> HandlerThread<V> {
         &self.handler
     }
 
-    /// Shuts the fault buffer's interrupt down and waits until no worker
-    /// runs: no fault is served after this returns.
-    pub(crate) fn stop(&self) {
-        self.handler.faults.shutdown();
+    /// Waits until no worker runs, once the fault buffer's interrupt is
+    /// shut down ([`GpuFaults::shutdown`]): no fault is served after this
+    /// returns.
+    pub(crate) fn wait_stopped(&self) {
         self.queue.flush();
     }
 }
