@@ -143,16 +143,17 @@ impl<'bound> Card<'bound> {
     /// [`CONFIG`].
     fn new(pdev: &'bound platform::Device<Core<'_>>) -> Result<Self> {
         // The module's devices are `nsvm.<index>`; another is not a card.
-        let index = index_of(pdev.as_ref().name()).ok_or(ENODEV)?;
+        // The debugfs directory has the device's name.
+        let name = pdev.as_ref().name();
+        let index = index_of(name).ok_or(ENODEV)?;
         let (vram_size, copy_channels, job_timeout, dir) = {
             let config = CONFIG.lock();
             let c = config.as_ref().ok_or(ENODEV)?;
-            let name = CString::try_from_fmt(fmt!("nsvm.{index}"))?;
             (
                 c.vram_size,
                 c.copy_channels,
                 c.job_timeout,
-                c.debugfs.subdir(&name),
+                c.debugfs.subdir(name),
             )
         };
         let vram = Vram::new(index, vram_size, copy_channels)?;
