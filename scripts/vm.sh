@@ -74,24 +74,25 @@ gcc -static -O2 -Wall -Wextra -Werror -std=gnu11 $(pkg-config --cflags libdrm) \
 log "userspace: nsvm_c against Debian 13's libdrm (trixie libc6, libdrm2)"
 gcc -O2 -Wall -Wextra -Werror -std=gnu11 $(pkg-config --cflags libdrm) \
 	-I"$NSVM_TOP/uapi/drm" -o "$out/nsvm_c_dyn" "$NSVM_TOP/igt-tests/c/nsvm_c.c" -ldrm >&2
+# Unpacks packages $3... of Debian suite $1 into $2, afresh.
+unpack_debs() {
+	local suite=$1 dir=$2 pkg deb
+	shift 2
+	rm -rf "$dir"
+	for pkg in "$@"; do
+		deb=$(nsvm_fetch_deb "$suite" "$pkg")
+		log "  $(basename "$deb")"
+		dpkg-deb -x "$deb" "$dir"
+	done
+}
 trixie=$out/trixie
-rm -rf "$trixie"
-for pkg in libc6 libdrm2; do
-	deb=$(nsvm_fetch_deb trixie "$pkg")
-	log "  $(basename "$deb")"
-	dpkg-deb -x "$deb" "$trixie"
-done
+unpack_debs trixie "$trixie" libc6 libdrm2
 
 # gputop from sid's igt-gpu-tools, which needs nothing but glibc: sid's,
 # under /opt/sid (nsvm_drm's gputop subtest runs it).
 log "userspace: gputop from sid (igt-gpu-tools, libc6)"
 sid=$out/sid
-rm -rf "$sid"
-for pkg in libc6 igt-gpu-tools; do
-	deb=$(nsvm_fetch_deb sid "$pkg")
-	log "  $(basename "$deb")"
-	dpkg-deb -x "$deb" "$sid"
-done
+unpack_debs sid "$sid" libc6 igt-gpu-tools
 
 # The C peer's suite, built from the same tree as the kernel, once per build.
 hmm_tests=$kdir/nsvm-guest/hmm-tests
@@ -126,27 +127,25 @@ for t in "$NSVM_TOP"/igt-tests/src/bin/*.rs; do
 	cp "$rbin/$(basename "$t" .rs)" "$root/igt/"
 done
 cp "$out/nsvm_c" "$root/igt/"
-mkdir -p "$root/opt/trixie/lib"
-for lib in ld-linux-x86-64.so.2 libc.so.6 libdrm.so.2; do
-	cp -L "$trixie/usr/lib/x86_64-linux-gnu/$lib" "$root/opt/trixie/lib/"
-done
-cp "$out/nsvm_c_dyn" "$root/bin/"
-cat >"$root/igt/nsvm_c_trixie" <<-'SH'
-#!/bin/sh
-# nsvm_c on Debian 13's glibc and libdrm.
-exec /opt/trixie/lib/ld-linux-x86-64.so.2 --library-path /opt/trixie/lib /bin/nsvm_c_dyn "$@"
-SH
-chmod +x "$root/igt/nsvm_c_trixie"
-mkdir -p "$root/opt/sid/lib" "$root/opt/sid/bin"
-cp -L "$sid/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" "$sid/usr/lib/x86_64-linux-gnu/libc.so.6" \
-	"$root/opt/sid/lib/"
-cp "$sid/usr/bin/gputop" "$root/opt/sid/bin/"
-cat >"$root/bin/gputop" <<-'SH'
-#!/bin/sh
-# IGT's gputop (Debian sid) on sid's glibc.
-exec /opt/sid/lib/ld-linux-x86-64.so.2 --library-path /opt/sid/lib /opt/sid/bin/gputop "$@"
-SH
-chmod +x "$root/bin/gputop"
+
+# Binary $3 of another Debian's userspace, in the guest as $4: under
+# /opt/$2 with the loader, glibc and libraries $5... of the tree $1, and a
+# wrapper that runs it on them.
+guest_foreign() {
+	local from=$1 name=$2 bin=$3 as=$4 lib
+	shift 4
+	mkdir -p "$root/opt/$name/lib" "$root/opt/$name/bin"
+	for lib in ld-linux-x86-64.so.2 libc.so.6 "$@"; do
+		cp -L "$from/usr/lib/x86_64-linux-gnu/$lib" "$root/opt/$name/lib/"
+	done
+	cp "$bin" "$root/opt/$name/bin/"
+	printf '#!/bin/sh\nexec /opt/%s/lib/ld-linux-x86-64.so.2 --library-path /opt/%s/lib /opt/%s/bin/%s "$@"\n' \
+		"$name" "$name" "$name" "$(basename "$bin")" >"$root$as"
+	chmod +x "$root$as"
+}
+# nsvm_c on Debian 13's glibc and libdrm; IGT's gputop on sid's glibc.
+guest_foreign "$trixie" trixie "$out/nsvm_c_dyn" /igt/nsvm_c_trixie libdrm.so.2
+guest_foreign "$sid" sid "$sid/usr/bin/gputop" /bin/gputop
 (cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) >"$out/rootfs.cpio"
 
 log "vm: booting ($accel, mode $mode, $ndev devices); log in out/guest-$mode.log"
