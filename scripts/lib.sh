@@ -57,8 +57,8 @@ apt_refresh() {
 	local mirror
 	mirror=${NSVM_DEBIAN_MIRROR:-$(host_mirror)}
 	[ -n "$mirror" ] || die "no Debian mirror in the host's apt sources: set NSVM_DEBIAN_MIRROR"
-	# trixie-backports: the kernel; trixie: Debian 13's libdrm for the
-	# guest's enumeration test.
+	# trixie-backports and sid: the kernel; trixie: Debian 13's glibc and
+	# libdrm for nsvm_c_trixie; sid: glibc and igt-gpu-tools for gputop.
 	cat >"$NSVM_APT_DIR/sources.list.new" <<-SRC
 	deb $mirror trixie-backports main
 	deb $mirror trixie main
