@@ -434,8 +434,16 @@ fn unmapped_fault_fails_queue() -> TestResult {
     let gone = Map::new(4 * PAGE, RW);
     let bad = gone.addr() + PAGE64 + 24;
     drop(gone);
-    dev.submit(q, &[Cmd::fill(bad, 8, 1)], Some((fence.addr(), 1)))?;
+    // The first job faults only once both are queued: a queue that failed
+    // refuses submissions (ECANCELED, checked below).
+    let gate = fence.addr() + 24;
+    dev.submit(
+        q,
+        &[Cmd::sem_wait(gate, 1), Cmd::fill(bad, 8, 1)],
+        Some((fence.addr(), 1)),
+    )?;
     dev.submit(q, &[], Some((fence.addr() + 8, 2)))?;
+    poke(gate, 1);
     check_eq!(wait_failed(&dev, q)?, libc::EFAULT);
     let st = dev.queue_query(q)?;
     check_eq!(st.fault_addr & !(PAGE64 - 1), bad & !(PAGE64 - 1));
