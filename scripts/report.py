@@ -62,7 +62,14 @@ OOM_BEGIN = "nsvm-igt: expected OOM begins"
 OOM_END = "nsvm-igt: expected OOM ends"
 OOM_REPORT_BEGIN = re.compile(r"invoked oom-killer")
 OOM_REPORT_END = re.compile(r"Out of memory: Killed process|oom-kill:constraint")
-OOM_REPORT_SPLATS = [re.compile(r"Call Trace:"), OOM_REPORT_BEGIN]
+# The lines of the report's stack dump: "Call Trace:" and the frames
+# (" ? sym+0x51/0x6c [module]"), whose symbol names can match a splat
+# pattern (lockdep_lock).
+OOM_REPORT_SPLATS = [
+    re.compile(r"Call Trace:"),
+    OOM_REPORT_BEGIN,
+    re.compile(r"^\s*(\? )?[\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+( \[\w+\])?$"),
+]
 
 KTAP_RESULT = re.compile(r"^(\s+)(not ok|ok) \d+ (\S+)(.*)$")
 KTAP_SUBTEST = re.compile(r"^\s+# Subtest: (\S+)")

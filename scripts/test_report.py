@@ -222,6 +222,30 @@ class ReportTest(unittest.TestCase):
             GOOD + self.window(self.OOM + "[    3.000000] WARNING: CPU: 0 PID: 1 at x\n")
         )
 
+    def test_oom_report_frames_are_not_splats(self):
+        # Seen in an expected OOM report: a frame whose symbol names
+        # lockdep, which the lockdep pattern matched.
+        frames = self.OOM.replace(
+            "[    3.000000]  dump_stack_lvl+0x5d/0x80\n",
+            "[    3.000000]  dump_stack_lvl+0x5d/0x80\n"
+            "[    3.000000]  ? lockdep_lock+0x51/0x6c\n"
+            "[    3.000000]  _RNvMs1_NtCs_4vram4Vram7migrate+0x196/0xf98 [nsvm]\n",
+        )
+        rc, lines = run(GOOD + self.window(frames))
+        self.assertEqual(rc, 0, "\n".join(lines))
+
+    def test_lockdep_line_inside_oom_report_fails(self):
+        self.assert_fails(
+            GOOD
+            + self.window(
+                self.OOM.replace(
+                    "[    3.000000]  </TASK>\n",
+                    "[    3.000000]  </TASK>\n"
+                    "[    3.000000] INFO: lockdep is turned off.\n",
+                )
+            )
+        )
+
     def test_trace_after_oom_report_fails(self):
         self.assert_fails(
             GOOD + self.window(self.OOM + "[    3.000000] Call Trace:\n")
