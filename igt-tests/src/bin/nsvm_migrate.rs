@@ -488,14 +488,35 @@ fn gup_longterm() -> TestResult {
 
 // ---- eviction and lifetime ----
 
+/// Device memory of device 0, if small enough for a quick `what`.
+fn quick_vram(dev: &Device, what: &str) -> Result<usize, Outcome> {
+    let vram = dev.get_param(sys::DRM_NSVM_PARAM_VRAM_SIZE)? as usize;
+    if vram == 0 || vram > 64 << 20 {
+        skip!("device memory {vram} too large for a quick {what}");
+    }
+    Ok(vram)
+}
+
+/// A 2 MiB THP filled with the pattern of `seed`; skips without THPs.
+fn thp_map(dev: &Device, seed: u64) -> Result<Map, Outcome> {
+    let mut m = aligned(MB2);
+    madvise(&m, libc::MADV_HUGEPAGE);
+    cpu_fill(&mut m, seed);
+    if count(
+        &cpu_states(dev, m.addr(), MB2 / PAGE)?,
+        sys::DRM_NSVM_PTE_HUGE,
+    ) != MB2 / PAGE
+    {
+        skip!("no THP for the range");
+    }
+    Ok(m)
+}
+
 /// A working set 4x device memory: every chunk still has its data, after
 /// evictions.
 fn evict_4x() -> TestResult {
     let dev = bound(0)?;
-    let vram = dev.get_param(sys::DRM_NSVM_PARAM_VRAM_SIZE)? as usize;
-    if vram == 0 || vram > 64 << 20 {
-        skip!("device memory {vram} too large for a quick 4x run");
-    }
+    let vram = quick_vram(&dev, "4x run")?;
     let before = vram_stat(0, "evictions")?;
     let parts: Vec<Map> = (0..4)
         .map(|i| {
@@ -520,10 +541,7 @@ fn evict_4x() -> TestResult {
 /// nothing and evicts nothing.
 fn resident_no_evict() -> TestResult {
     let dev = bound(0)?;
-    let vram = dev.get_param(sys::DRM_NSVM_PARAM_VRAM_SIZE)? as usize;
-    if vram == 0 || vram > 64 << 20 {
-        skip!("device memory {vram} too large for a quick run");
-    }
+    let vram = quick_vram(&dev, "run")?;
     let mut m = aligned(vram);
     cpu_fill(&mut m, 60);
     check_eq!(migrate(&dev, &m, 0, vram, Mem::Device)?.failed, 0);
@@ -531,6 +549,188 @@ fn resident_no_evict() -> TestResult {
     check_eq!(migrate(&dev, &m, 0, vram, Mem::Device)?, Moved::default());
     check_eq!(vram_stat(0, "evictions")?, before);
     check!(m.bytes() == pattern(60, vram).as_slice());
+    Ok(())
+}
+
+/// Fragmentation: how much device memory a mix of THPs and 4 KiB pages
+/// uses before the first eviction. Device memory is filled with THPs (a
+/// quarter) and 2 MiB ranges of 4 KiB pages, then every other small page
+/// is freed: 4 KiB holes, none of 2 MiB. More 2 MiB ranges of small pages
+/// then fill the holes before anything is evicted; a THP still needs a
+/// free 2 MiB block, so it evicts at once. The figures are printed; every
+/// range keeps its data.
+fn fragmentation_mixed() -> TestResult {
+    let dev = bound(0)?;
+    let vram = quick_vram(&dev, "run")?;
+    let chunks = vram / MB2;
+    let thps = chunks / 4;
+    let mut seed = 900;
+    let mut fill = |m: &mut Map| {
+        seed += 1;
+        cpu_fill(m, seed);
+        seed
+    };
+    let small = |f: &mut dyn FnMut(&mut Map) -> u64| {
+        let mut m = aligned(MB2);
+        madvise(&m, libc::MADV_NOHUGEPAGE);
+        let seed = f(&mut m);
+        (m, seed)
+    };
+    // Fill device memory: THPs, then small pages.
+    let mut held = Vec::new();
+    for i in 0..thps {
+        let seed = 880 + i as u64;
+        held.push((thp_map(&dev, seed)?, seed, false));
+    }
+    for _ in thps..chunks {
+        let (m, seed) = small(&mut fill);
+        held.push((m, seed, true));
+    }
+    let evictions = vram_stat(0, "evictions")?;
+    for (m, _, _) in &held {
+        check_eq!(
+            migrate(&dev, m, 0, MB2, Mem::Device)?.migrated,
+            (MB2 / PAGE) as u64
+        );
+    }
+    check_eq!(vram_stat(0, "evictions")?, evictions, "filling evicted");
+    // Free every other small page: half of the small ranges' memory, in
+    // 4 KiB holes.
+    for (m, _, small) in &held {
+        if !*small {
+            continue;
+        }
+        for i in (0..MB2 / PAGE).step_by(2) {
+            // SAFETY: A page of our mapping.
+            check_eq!(
+                unsafe { libc::madvise(m.ptr.add(i * PAGE).cast(), PAGE, libc::MADV_DONTNEED) },
+                0
+            );
+        }
+    }
+    let used = vram_stat(0, "pages_used")? as usize * PAGE;
+    let free = vram - used;
+    // Small ranges until the first eviction.
+    let mut fitted = 0;
+    let mut more = Vec::new();
+    loop {
+        let (m, seed) = small(&mut fill);
+        check_eq!(
+            migrate(&dev, &m, 0, MB2, Mem::Device)?.migrated,
+            (MB2 / PAGE) as u64
+        );
+        more.push((m, seed));
+        if vram_stat(0, "evictions")? != evictions {
+            break;
+        }
+        fitted += MB2;
+        if more.len() > 2 * chunks {
+            return Err(Outcome::Fail("no eviction with device memory full".into()));
+        }
+    }
+    let usable = used + fitted;
+    println!(
+        "{} MiB device memory: {} MiB used after the frees ({} MiB free in 4 KiB holes); \
+         {} MiB of small pages fitted before the first eviction: {}% usable",
+        vram >> 20,
+        used >> 20,
+        free >> 20,
+        fitted >> 20,
+        usable * 100 / vram
+    );
+    // A THP now: no free 2 MiB block is left, and it moves whole.
+    let before = vram_stat(0, "evictions")?;
+    let tseed = 899;
+    let t = thp_map(&dev, tseed)?;
+    check_eq!(
+        migrate(&dev, &t, 0, MB2, Mem::Device)?.migrated,
+        (MB2 / PAGE) as u64
+    );
+    println!(
+        "a THP then evicted {} chunk(s)",
+        vram_stat(0, "evictions")? - before
+    );
+    check!(
+        fitted + MB2 >= free,
+        "only {} of {} MiB of 4 KiB holes used before an eviction",
+        fitted >> 20,
+        free >> 20
+    );
+    // Everything kept its data, wherever it is now.
+    for (m, seed, small) in &held {
+        let want = pattern(*seed, MB2);
+        for i in 0..MB2 / PAGE {
+            let page = &m.bytes()[i * PAGE..(i + 1) * PAGE];
+            let freed = *small && i % 2 == 0;
+            check!(
+                if freed {
+                    page.iter().all(|&b| b == 0)
+                } else {
+                    page == &want[i * PAGE..(i + 1) * PAGE]
+                },
+                "page {i} of a range"
+            );
+        }
+    }
+    for (m, seed) in more.iter().chain([(t, tseed)].iter()) {
+        check!(m.bytes() == pattern(*seed, MB2).as_slice());
+    }
+    Ok(())
+}
+
+/// Device memory that held THPs is reused for single pages, which are
+/// then the least recently used: an eviction moves them back. Freed from a
+/// 2 MiB folio, a chunk's first page still says it heads one until it is
+/// handed out again; an eviction that walked the chunk from there skipped
+/// the single pages behind it, which then stayed in device memory for
+/// good (and device removal waited for them forever).
+fn evict_after_thp_reuse() -> TestResult {
+    let dev = bound(0)?;
+    let vram = quick_vram(&dev, "run")?;
+    // Every chunk once a 2 MiB folio, then free.
+    let all: Vec<Map> = (0..vram / MB2)
+        .map(|i| thp_map(&dev, 700 + i as u64))
+        .collect::<Result<_, _>>()?;
+    for m in &all {
+        check_eq!(
+            migrate(&dev, m, 0, MB2, Mem::Device)?.migrated,
+            (MB2 / PAGE) as u64
+        );
+    }
+    for m in &all {
+        check_eq!(
+            migrate(&dev, m, 0, MB2, Mem::System)?.migrated,
+            (MB2 / PAGE) as u64
+        );
+    }
+    drop(all);
+    check_eq!(vram_used_settled(0)?, 0);
+    let n = 64;
+    let mut small = Map::new(n * PAGE, RW);
+    cpu_fill(&mut small, 750);
+    check_eq!(
+        migrate(&dev, &small, 0, n * PAGE, Mem::Device)?.migrated,
+        n as u64
+    );
+    // Fill device memory with THPs: the last needs an eviction, and the
+    // single pages are the least recently used.
+    let evictions = vram_stat(0, "evictions")?;
+    let full: Vec<Map> = (0..vram / MB2)
+        .map(|i| thp_map(&dev, 760 + i as u64))
+        .collect::<Result<_, _>>()?;
+    for m in &full {
+        migrate(&dev, m, 0, MB2, Mem::Device)?;
+    }
+    check!(vram_stat(0, "evictions")? > evictions, "nothing evicted");
+    check_eq!(
+        count(&cpu_states(&dev, small.addr(), n)?, DEVICE),
+        0,
+        "single pages left in device memory"
+    );
+    check!(small.bytes() == pattern(750, n * PAGE).as_slice());
+    for (i, m) in full.iter().enumerate() {
+        check!(m.bytes() == pattern(760 + i as u64, MB2).as_slice());
+    }
     Ok(())
 }
 
@@ -1007,6 +1207,8 @@ igt_main! {
     "gup-longterm" => gup_longterm,
     "evict-4x" => evict_4x,
     "resident-no-evict" => resident_no_evict,
+    "fragmentation-mixed" => fragmentation_mixed,
+    "evict-after-thp-reuse" => evict_after_thp_reuse,
     "exit-frees" => exit_frees,
     "fault-to-device" => fault_to_device,
     "fault-to-system" => fault_to_system,

@@ -3,20 +3,32 @@
 //! Device memory: the device-private pages of one GPU, their allocator,
 //! migration to and from them, and eviction.
 //!
-//! The memory is split in 2 MiB chunks. A migration step (at most 2 MiB)
-//! that selected pages reserves one chunk and takes from it either the
-//! whole chunk as one 2 MiB device folio (a THP moves whole) or single
-//! pages. A chunk's pages return one by one, or all at once, when the core
-//! frees them ([`PagemapOps::free`]); a chunk is reusable whole once all
-//! its pages are back.
+//! The pages come from the kernel's GPU buddy allocator
+//! ([`kernel::gpu::buddy`]): a 2 MiB block for a THP, which moves whole,
+//! and a 4 KiB block for every other page. The buddy splits blocks for
+//! small pages from the partly used 2 MiB ranges first and merges freed
+//! buddies again, so small pages do not take the 2 MiB blocks THPs need.
 //!
-//! When no chunk has room, the step drops what it collected, the least
-//! recently used chunk is evicted ([`Vram::reserve`]), and the step runs
-//! again: never with its own pages locked. Eviction moves the chunk's
-//! pages back to system memory with `migrate_device_range()`, wherever
-//! they are mapped, without knowing the processes. The same runs for every
-//! chunk when the device goes away ([`Drop`]), so device removal never
-//! loses data; `memunmap_pages()` then waits for the last page.
+//! The memory is also split in 2 MiB chunks, the units the rest of the
+//! device knows: the backing of the soft device ([`DeviceMemory::populate`]),
+//! LRU eviction and the tracepoints. A chunk counts its pages in use and
+//! when the GPU last used one.
+//!
+//! The core frees device pages from any context ([`PagemapOps::free`]),
+//! where the buddy, which sleeps, cannot be reached: the free is recorded
+//! in the chunk and queued, and the queue is returned to the buddy the next
+//! time the allocator runs ([`VramMem::reclaim`]), in process context.
+//!
+//! When the buddy has no room for a migration step, the step drops what it
+//! collected, the least recently used chunk is evicted
+//! ([`Vram::evict_one`]), and the step runs again: never with its own pages
+//! locked. After [`EVICT_TRIES`] evictions the step takes what the buddy
+//! still has (a THP then moves as single pages) and leaves the rest.
+//! Eviction moves the chunk's pages back to system memory with
+//! `migrate_device_range()`, wherever they are mapped, without knowing the
+//! processes. The same runs for every chunk when the device goes away
+//! ([`Drop`]), so device removal never loses data; `memunmap_pages()` then
+//! waits for the last page.
 //!
 //! # Lock order
 //!
@@ -24,20 +36,36 @@
 //!    without `mmap_lock` and without any page locked by the caller.
 //! 2. page locks, `mmap_lock` of the processes, `Mirror::vm` (through the
 //!    invalidations an eviction raises).
-//! 3. [`VramMem::alloc`] (`"Vram::alloc"`): the allocator, an irq-safe
-//!    spinlock and a leaf; [`PagemapOps::free`] takes it from any context
-//!    (the last `folio_put()` of a device page may run anywhere).
+//! 3. [`VramMem::blocks`] (`"Vram::blocks"`): the blocks handed out, and
+//!    below it the buddy allocator's own mutex.
+//! 4. [`VramMem::alloc`] (`"Vram::alloc"`): the chunks and the queue of
+//!    freed blocks, an irq-safe spinlock and a leaf; [`PagemapOps::free`]
+//!    takes it from any context (the last `folio_put()` of a device page
+//!    may run anywhere).
 
 use core::{
     fmt,
+    pin::Pin,
     ptr::NonNull, //
 };
 
 use kernel::{
     bindings,
+    gpu::buddy::{
+        AllocatedBlocks,
+        GpuBuddy,
+        GpuBuddyAllocFlags,
+        GpuBuddyAllocMode,
+        GpuBuddyParams, //
+    },
     mm::MmWithUser,
     new_mutex, new_spinlock_irq,
     prelude::*,
+    ptr::Alignment,
+    sizes::{
+        SZ_2M,
+        SZ_4K, //
+    },
     sync::{
         atomic::{
             Atomic,
@@ -84,51 +112,37 @@ use crate::{
 pub(crate) const CHUNK_PAGES: usize = PAGE_SIZE_2M / PAGE_SIZE_4K;
 /// Order of a whole-chunk folio.
 const CHUNK_ORDER: u32 = 9;
-/// Eviction attempts before a reservation gives up.
+/// Evictions for one migration step before it takes what there is.
 const EVICT_TRIES: usize = 8;
 /// Eviction passes over all chunks when the device goes away.
 const TEARDOWN_PASSES: usize = 1000;
+/// Freed blocks returned to the buddy per hold of [`VramMem::alloc`].
+const RECLAIM_BATCH: usize = 64;
 
-/// The allocation state of one chunk.
+/// The state of one chunk.
 #[derive(Clone, Copy, Default)]
 struct Chunk {
-    /// One bit per page in use.
-    bits: [u64; CHUNK_PAGES / 64],
-    /// Pages in use.
+    /// Pages handed out and not yet freed.
     used: usize,
-    /// Reserved by a migration step or being evicted: not handed out.
+    /// The chunk is one 2 MiB block: it goes back to the buddy whole, when
+    /// its last page is freed (a split folio frees page by page).
+    whole: bool,
+    /// Being evicted: not picked again.
     busy: bool,
     /// Last use, for LRU eviction.
     stamp: u64,
 }
 
-impl Chunk {
-    fn set(&mut self, first: usize, n: usize, on: bool) {
-        for i in first..first + n {
-            let (w, b) = (i / 64, 1u64 << (i % 64));
-            if (self.bits[w] & b != 0) != on {
-                self.bits[w] ^= b;
-                if on {
-                    self.used += 1;
-                } else {
-                    self.used -= 1;
-                }
-            }
-        }
-    }
-
-    fn first_free(&self) -> Option<usize> {
-        self.bits
-            .iter()
-            .enumerate()
-            .find(|(_, w)| **w != u64::MAX)
-            .map(|(i, w)| i * 64 + (!*w).trailing_zeros() as usize)
-    }
-}
-
-/// The allocator.
+/// The chunks and the freed blocks not yet back in the buddy.
+///
+/// # Invariants
+///
+/// `pending` has room for every page (a page is queued at most once, until
+/// [`VramMem::reclaim`] takes it), so a free never allocates.
 struct Chunks {
     chunks: KVec<Chunk>,
+    /// First page indices of freed blocks, for [`VramMem::reclaim`].
+    pending: KVVec<u32>,
     /// LRU clock.
     clock: u64,
 }
@@ -137,6 +151,35 @@ impl Chunks {
     fn tick(&mut self) -> u64 {
         self.clock += 1;
         self.clock
+    }
+
+    /// Records `n` pages from `index` handed out (one block).
+    fn take(&mut self, index: usize, n: usize) {
+        let stamp = self.tick();
+        let c = &mut self.chunks[index / CHUNK_PAGES];
+        c.used += n;
+        c.whole = n == CHUNK_PAGES;
+        c.stamp = stamp;
+    }
+
+    /// Records `n` pages from `index` freed; queues the block they belong
+    /// to when it is free as a whole.
+    fn free(&mut self, index: usize, n: usize) {
+        let Some(c) = self.chunks.get_mut(index / CHUNK_PAGES) else {
+            return;
+        };
+        c.used = c.used.saturating_sub(n);
+        let block = match c.whole {
+            true if c.used > 0 => return,
+            true => {
+                c.whole = false;
+                index - index % CHUNK_PAGES
+            }
+            false => index,
+        };
+        // Room for every page (type invariants); the index fits as the
+        // pagemap has at most `MAX_CHUNKS * CHUNK_PAGES` pages.
+        let _ = self.pending.push_within_capacity(block as u32);
     }
 }
 
@@ -154,9 +197,18 @@ pub(crate) struct VramStats {
     pub(crate) evicted: Atomic<u64>,
 }
 
+/// The blocks handed out, by the index of their first page.
+struct Blocks {
+    buddy: GpuBuddy,
+    by_index: KVVec<Option<Pin<KBox<AllocatedBlocks>>>>,
+}
+
 /// The pages' manager: what the pagemap's callbacks reach.
 #[pin_data]
 pub(crate) struct VramMem {
+    /// See the lock order.
+    #[pin]
+    blocks: Mutex<Blocks>,
     /// See the lock order.
     #[pin]
     alloc: SpinLockIrq<Chunks>,
@@ -218,14 +270,133 @@ impl VramMem {
             c.stamp = stamp;
         }
     }
+
+    /// Returns the blocks freed since the last call to the buddy.
+    fn reclaim(&self, blocks: &mut Blocks) {
+        loop {
+            let mut batch = [0u32; RECLAIM_BATCH];
+            let n = {
+                let mut a = self.alloc.lock();
+                let from = a.pending.len().saturating_sub(RECLAIM_BATCH);
+                let n = a.pending.len() - from;
+                batch[..n].copy_from_slice(&a.pending[from..]);
+                a.pending.truncate(from);
+                n
+            };
+            if n == 0 {
+                return;
+            }
+            for &index in &batch[..n] {
+                // Dropping the blocks gives them back (not under `alloc`:
+                // the buddy's mutex sleeps).
+                if let Some(slot) = blocks.by_index.get_mut(index as usize) {
+                    *slot = None;
+                }
+            }
+        }
+    }
+
+    /// The runs of blocks handed out in `chunk`, as (first page, pages).
+    /// A snapshot: blocks may be freed or handed out meanwhile.
+    fn runs(&self, chunk: usize) -> Result<KVec<(usize, usize)>> {
+        let mut blocks = self.blocks.lock();
+        self.reclaim(&mut blocks);
+        let mut runs: KVec<(usize, usize)> = KVec::new();
+        let end = (chunk + 1) * CHUNK_PAGES;
+        let mut i = chunk * CHUNK_PAGES;
+        while i < end {
+            let Some(b) = blocks.by_index.get(i).and_then(|b| b.as_ref()) else {
+                i += 1;
+                continue;
+            };
+            let len = b
+                .iter()
+                .map(|b| b.size() as usize / PAGE_SIZE_4K)
+                .sum::<usize>()
+                .max(1);
+            match runs.last_mut() {
+                Some(r) if r.0 + r.1 == i => r.1 += len,
+                _ => runs.push((i, len), GFP_KERNEL)?,
+            }
+            i += len;
+        }
+        Ok(runs)
+    }
+
+    /// Takes a block of `1 << order` pages (0 or [`CHUNK_ORDER`]) from the
+    /// buddy and hands it out as one device folio: its index and the page.
+    /// `ENOSPC` if the buddy has no such block free.
+    fn take(
+        &self,
+        pm: PagemapRef<'_>,
+        blocks: &mut Blocks,
+        order: u32,
+    ) -> Result<(usize, NewDevicePage)> {
+        let (size, align) = match order {
+            0 => (SZ_4K, Alignment::new::<SZ_4K>()),
+            CHUNK_ORDER => (SZ_2M, Alignment::new::<SZ_2M>()),
+            _ => return Err(EINVAL),
+        };
+        let allocated = KBox::pin_init(
+            blocks.buddy.alloc_blocks(
+                GpuBuddyAllocMode::Simple,
+                size as u64,
+                align,
+                GpuBuddyAllocFlags::default(),
+            ),
+            GFP_KERNEL,
+        )?;
+        // One block: the size is the minimum block size.
+        let offset = allocated.iter().next().ok_or(EINVAL)?.offset();
+        let index = (offset / PAGE_SIZE_4K as u64) as usize;
+        let slot = blocks.by_index.get_mut(index).ok_or(EINVAL)?;
+        if slot.is_some() {
+            // The buddy handed out a block it had handed out before.
+            return Err(EINVAL);
+        }
+        self.mem.populate(index / CHUNK_PAGES)?;
+        *slot = Some(allocated);
+        self.alloc.lock().take(index, 1 << order);
+        // SAFETY: The buddy handed the block out just now, so none of its
+        // pages is in use (a freed page is only given back to the buddy by
+        // `reclaim()`, after `PagemapOps::free`); `index` is aligned to the
+        // block's size, and the block lies in the buddy's range, the
+        // pagemap's.
+        let page = unsafe { pm.page_init(index, order) };
+        Ok((index, page))
+    }
+
+    /// Takes `n` single pages into `out`, in ascending index order: the
+    /// buddy splits them off one free block where it can, so a run of
+    /// pages is mostly a run of device pages (a GPU maps such a run with
+    /// larger pages). `ENOSPC` once the buddy has no page left; the pages
+    /// taken until then are in `out`.
+    fn take_pages(
+        &self,
+        pm: PagemapRef<'_>,
+        blocks: &mut Blocks,
+        n: usize,
+        out: &mut KVec<(usize, NewDevicePage)>,
+    ) -> Result {
+        let first = out.len();
+        let mut res = Ok(());
+        for _ in 0..n {
+            match self.take(pm, blocks, 0) {
+                Ok(p) => out.push(p, GFP_KERNEL)?,
+                Err(e) => {
+                    res = Err(e);
+                    break;
+                }
+            }
+        }
+        out[first..].sort_unstable_by_key(|&(index, _)| index);
+        res
+    }
 }
 
 impl PagemapOps for VramMem {
     fn free(&self, index: usize, order: u32) {
-        let mut a = self.alloc.lock();
-        if let Some(c) = a.chunks.get_mut(index / CHUNK_PAGES) {
-            c.set(index % CHUNK_PAGES, 1 << order, false);
-        }
+        self.alloc.lock().free(index, 1 << order);
     }
 
     fn migrate_to_ram(&self, fault: &DeviceFault<'_>) -> Result {
@@ -312,13 +483,33 @@ impl Vram {
         if nchunks == 0 || nchunks > MAX_CHUNKS || size % PAGE_SIZE_2M != 0 {
             return Err(EINVAL);
         }
+        let npages = nchunks * CHUNK_PAGES;
         let mut chunks = KVec::with_capacity(nchunks, GFP_KERNEL)?;
         for _ in 0..nchunks {
             chunks.push(Chunk::default(), GFP_KERNEL)?;
         }
+        let mut by_index = KVVec::with_capacity(npages, GFP_KERNEL)?;
+        for _ in 0..npages {
+            by_index.push(None, GFP_KERNEL)?;
+        }
+        let buddy = GpuBuddy::new(GpuBuddyParams {
+            base_offset: 0,
+            size: size as u64,
+            chunk_size: Alignment::new::<SZ_4K>(),
+        })?;
+        // INVARIANT: Room for every page.
+        let pending = KVVec::with_capacity(npages, GFP_KERNEL)?;
         let mem = Arc::pin_init(
             try_pin_init!(VramMem {
-                alloc <- new_spinlock_irq!(Chunks { chunks, clock: 0 }, "Vram::alloc"),
+                blocks <- new_mutex!(Blocks { buddy, by_index }, "Vram::blocks"),
+                alloc <- new_spinlock_irq!(
+                    Chunks {
+                        chunks,
+                        pending,
+                        clock: 0
+                    },
+                    "Vram::alloc"
+                ),
                 mem: SoftMemory::new(nchunks, channels)?,
                 dev,
                 stats: VramStats {
@@ -371,55 +562,6 @@ impl Vram {
         self.mem().touch(index);
     }
 
-    /// Reserves a chunk for a migration step of `npages` pages: a free
-    /// chunk for a whole 2 MiB step, else one with room for `npages`,
-    /// evicting the least recently used chunk when none has. `ENOSPC` when
-    /// nothing can be evicted; a chunk with less room is returned as a
-    /// last resort. Call with no page locked and without `mmap_lock`.
-    fn reserve(&self, npages: usize) -> Result<Reserved<'_>> {
-        for _ in 0..EVICT_TRIES {
-            if let Some(chunk) = self.pick(npages, false) {
-                return self.reserved(chunk);
-            }
-            if !self.evict_one()? {
-                break;
-            }
-        }
-        match self.pick(1, true) {
-            Some(chunk) => self.reserved(chunk),
-            None => Err(ENOSPC),
-        }
-    }
-
-    /// Marks a chunk with room for `npages` busy: the fullest one that
-    /// fits (any with room, with `any`), a free one for 2 MiB.
-    fn pick(&self, npages: usize, any: bool) -> Option<usize> {
-        let mut a = self.mem().alloc.lock();
-        let room = |c: &Chunk| !c.busy && CHUNK_PAGES - c.used >= npages;
-        let best = if npages >= CHUNK_PAGES && !any {
-            a.chunks.iter().position(&room)
-        } else {
-            a.chunks
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| room(c) && (any || c.used > 0))
-                .max_by_key(|(_, c)| c.used)
-                .map(|(i, _)| i)
-                .or_else(|| a.chunks.iter().position(room))
-        }?;
-        let stamp = a.tick();
-        let c = &mut a.chunks[best];
-        c.busy = true;
-        c.stamp = stamp;
-        Some(best)
-    }
-
-    fn reserved(&self, chunk: usize) -> Result<Reserved<'_>> {
-        let res = Reserved { vram: self, chunk };
-        self.memory().populate(chunk)?;
-        Ok(res)
-    }
-
     /// Evicts the least recently used chunk that has pages in use; `false`
     /// if there is none.
     fn evict_one(&self) -> Result<bool> {
@@ -443,7 +585,15 @@ impl Vram {
         };
         let res = self.evict(chunk);
         trace::evict(self.mem().dev, chunk, &res);
-        self.mem().alloc.lock().chunks[chunk].busy = false;
+        {
+            // Pages it kept (a migration holds them) do not make it the
+            // next victim at once.
+            let mut a = self.mem().alloc.lock();
+            let stamp = a.tick();
+            let c = &mut a.chunks[chunk];
+            c.busy = false;
+            c.stamp = stamp;
+        }
         res.map(|n| {
             add(&self.mem().stats.evictions, 1);
             add(&self.mem().stats.evicted, n);
@@ -453,10 +603,20 @@ impl Vram {
 
     /// Migrates the pages of `chunk` back to system memory; returns how
     /// many moved.
+    ///
+    /// Only the runs of blocks handed out are walked: a free page that was
+    /// the head of a 2 MiB folio still says so until it is handed out
+    /// again, and `migrate_device_range()` started there would skip the
+    /// 511 pages behind it, which may be in use as single pages.
     fn evict(&self, chunk: usize) -> Result<usize> {
+        let runs = self.mem().runs(chunk)?;
         let mut mig = Migrate::new()?;
-        let mut m = mig.setup_device(self.pagemap.get(), chunk * CHUNK_PAGES, CHUNK_PAGES)?;
-        self.mem().to_system(self.pagemap.get(), &mut m, false)
+        let mut n = 0;
+        for &(start, len) in &runs {
+            let mut m = mig.setup_device(self.pagemap.get(), start, len)?;
+            n += self.mem().to_system(self.pagemap.get(), &mut m, false)?;
+        }
+        Ok(n)
     }
 
     /// Migrates `[start, end)` of `mm` (page aligned) to this device
@@ -477,18 +637,12 @@ impl Vram {
         let mut mig = Migrate::new()?;
         let mut moved = Moved::default();
         let mut addr = start;
-        // The chunk for the step, once one was needed; and whether making
-        // room failed (the step then counts its pages as failed).
-        let mut res: Option<Reserved<'_>> = None;
-        let mut starved = false;
+        // Evictions for the current step.
+        let mut evicted = 0;
         while addr < end {
             if kernel::current!().signal_pending() {
                 return Err(EINTR);
             }
-            // The rest of `addr`'s 2 MiB block: `end` (aligned) bounds it
-            // where the block's end would not fit.
-            let block_end = (addr & !(PAGE_SIZE_2M - 1)).saturating_add(PAGE_SIZE_2M);
-            let step = (block_end.min(end) - addr) / PAGE_SIZE_4K;
             let (next, evict) = {
                 let lock = MmapRead::lock(mm)?;
                 let (next, collected) = mig.setup(&lock, addr, end, self.owner(), dir)?;
@@ -499,23 +653,18 @@ impl Vram {
                         Direction::ToSystem => {
                             self.mem().to_system(self.pagemap.get(), &mut m, true)?
                         }
-                        Direction::ToDevice if selected == 0 || starved => 0,
+                        Direction::ToDevice if selected == 0 => 0,
                         Direction::ToDevice => {
-                            // A chunk with room, without evicting: evicting
-                            // under the collected pages' locks and mmap_lock
-                            // is avoided (see the lock order).
-                            if res.is_none() {
-                                res = self
-                                    .pick(step, false)
-                                    .map(|c| self.reserved(c))
-                                    .transpose()?;
-                            }
-                            match res.as_mut() {
-                                Some(r) => self.to_device(r, &mut m)?,
-                                None => {
+                            // Without evicting: evicting under the
+                            // collected pages' locks and mmap_lock is
+                            // avoided (see the lock order).
+                            let last = evicted >= EVICT_TRIES;
+                            match self.to_device(&mut m, last) {
+                                Err(e) if e == ENOSPC && !last => {
                                     evict = true;
                                     0
                                 }
+                                r => r?,
                             }
                         }
                     };
@@ -528,16 +677,15 @@ impl Vram {
                 (next, evict)
             };
             if evict {
-                // Make room with no lock held, then redo the step.
-                match self.reserve(step) {
-                    Ok(r) => res = Some(r),
-                    Err(e) if e == ENOSPC => starved = true,
-                    Err(e) => return Err(e),
-                }
+                // Make room with no lock held, then redo the step; with
+                // nothing left to evict, the step takes what there is.
+                evicted = match self.evict_one()? {
+                    true => evicted + 1,
+                    false => EVICT_TRIES,
+                };
                 continue;
             }
-            res = None;
-            starved = false;
+            evicted = 0;
             // OVERFLOW: `addr < end`, both page aligned.
             addr = next.max(addr + PAGE_SIZE_4K);
         }
@@ -557,43 +705,83 @@ impl Vram {
         Ok(moved)
     }
 
-    /// Gives the selected system pages of `m` device pages from `res`,
-    /// copies them over and migrates; returns how many pages moved.
-    fn to_device(&self, res: &mut Reserved<'_>, m: &mut Collected<'_>) -> Result<usize> {
-        let mut ops = KVec::with_capacity(m.len(), GFP_KERNEL)?;
-        let src_page =
-            |p: Option<NonNull<bindings::page>>, j| p.map(|p| MemPage::System(page_add(p, j)));
-        let mut i = 0;
-        while i < m.len() {
-            let s = m.src(i);
-            let n = 1usize << s.order;
-            let whole = if s.migrate && n > 1 {
-                res.take(n)
-            } else {
-                None
-            };
-            if s.migrate {
-                if let Some((index, page)) = whole {
-                    m.set_dst(i, page, s.write);
-                    for j in 0..n {
-                        ops.push(vram_op(src_page(s.page, j), index + j), GFP_KERNEL)?;
-                    }
-                } else {
-                    // One page per entry; for a folio, the core splits it.
-                    for j in 0..n {
-                        let Some((index, page)) = res.take(1) else {
-                            break;
-                        };
-                        m.set_dst(i + j, page, s.write);
-                        ops.push(vram_op(src_page(s.page, j), index), GFP_KERNEL)?;
+    /// Gives the selected system pages of `m` device pages, copies them
+    /// over and migrates; returns how many pages moved. A THP takes a
+    /// 2 MiB block, other pages 4 KiB blocks. `ENOSPC` when the buddy has
+    /// not enough free, unless `last`: then what has no room stays behind
+    /// (a THP without a 2 MiB block moves as single pages, which the core
+    /// splits it into).
+    fn to_device(&self, m: &mut Collected<'_>, last: bool) -> Result<usize> {
+        let pm = self.pagemap.get();
+        let mut taken = KVec::with_capacity(m.len(), GFP_KERNEL)?;
+        {
+            let mut blocks = self.mem().blocks.lock();
+            self.mem().reclaim(&mut blocks);
+            let mut i = 0;
+            let mut pages = KVec::with_capacity(CHUNK_PAGES, GFP_KERNEL)?;
+            while i < m.len() {
+                let s = m.src(i);
+                let n = 1usize << s.order;
+                if !s.migrate {
+                    i += n;
+                    continue;
+                }
+                if n > 1 {
+                    match self.mem().take(pm, &mut blocks, CHUNK_ORDER) {
+                        Ok((index, page)) => {
+                            taken.push((i, 0, n, index, page), GFP_KERNEL)?;
+                            i += n;
+                            continue;
+                        }
+                        Err(e) if e == ENOSPC && last => {}
+                        Err(e) => return Err(e),
                     }
                 }
+                // A run of single pages: the pages of a folio without a
+                // 2 MiB block, or selected entries of one page each.
+                let (run, pages_of) = match n {
+                    1 => {
+                        let mut end = i + 1;
+                        while end < m.len() && {
+                            let t = m.src(end);
+                            t.migrate && t.order == 0
+                        } {
+                            end += 1;
+                        }
+                        (end - i, None)
+                    }
+                    _ => (n, Some(i)),
+                };
+                let res = self.mem().take_pages(pm, &mut blocks, run, &mut pages);
+                for (k, (index, page)) in pages.drain_all().enumerate() {
+                    let entry = match pages_of {
+                        Some(head) => (head, k),
+                        None => (i + k, 0),
+                    };
+                    taken.push((entry.0, entry.1, 1, index, page), GFP_KERNEL)?;
+                }
+                match res {
+                    Ok(()) => i += run,
+                    Err(e) if e == ENOSPC && last => break,
+                    Err(e) => return Err(e),
+                }
             }
-            i += n;
+        }
+        let mut ops = KVec::with_capacity(m.len(), GFP_KERNEL)?;
+        // Entry `i`'s folio from its page `j`, as `n` pages: the whole
+        // folio, or one page of it (the core splits a folio it migrates as
+        // single pages).
+        for (i, j, n, index, page) in taken {
+            let s = m.src(i);
+            m.set_dst(i + j, page, s.write);
+            for k in 0..n {
+                let src = s.page.map(|p| MemPage::System(page_add(p, j + k)));
+                ops.push(vram_op(src, index + k), GFP_KERNEL)?;
+            }
         }
         // SAFETY: The sources are pages the migration holds locked (or
-        // none: zeroes), the destinations device pages it holds, in the
-        // populated reserved chunk.
+        // none: zeroes), the destinations device pages it holds, in
+        // populated chunks (`take()` populated them).
         unsafe { self.memory().copy(&ops)? };
         m.migrate_pages();
         Ok(flagged(m))
@@ -628,6 +816,7 @@ impl Vram {
                 v
             };
             if used.is_empty() {
+                self.mem().reclaim(&mut self.mem().blocks.lock());
                 return;
             }
             for chunk in used {
@@ -656,57 +845,27 @@ impl PinnedDrop for Vram {
     }
 }
 
-/// A chunk reserved for one migration step.
-struct Reserved<'a> {
-    vram: &'a Vram,
-    chunk: usize,
-}
-
-impl Reserved<'_> {
-    /// Takes `n` (1 or [`CHUNK_PAGES`]) free pages of the chunk as one
-    /// device folio: its index and the page.
-    fn take(&mut self, n: usize) -> Option<(usize, NewDevicePage)> {
-        let first = {
-            let mut a = self.vram.mem().alloc.lock();
-            let c = &mut a.chunks[self.chunk];
-            let first = match n {
-                1 => c.first_free()?,
-                CHUNK_PAGES if c.used == 0 => 0,
-                _ => return None,
-            };
-            c.set(first, n, true);
-            first
-        };
-        let index = self.chunk * CHUNK_PAGES + first;
-        let order = if n > 1 { CHUNK_ORDER } else { 0 };
-        // SAFETY: The pages were free (their bits clear) and are now ours;
-        // `index` is aligned to `n` and in the pagemap.
-        let page = unsafe { self.vram.pagemap.get().page_init(index, order) };
-        Some((index, page))
-    }
-}
-
-impl Drop for Reserved<'_> {
-    fn drop(&mut self) {
-        self.vram.mem().alloc.lock().chunks[self.chunk].busy = false;
-    }
-}
-
 impl fmt::Debug for Vram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (used, busy, total) = {
+        let free = {
+            let mut blocks = self.mem().blocks.lock();
+            self.mem().reclaim(&mut blocks);
+            blocks.buddy.avail()
+        };
+        let (used, whole, total) = {
             let a = self.mem().alloc.lock();
             (
                 a.chunks.iter().map(|c| c.used).sum::<usize>(),
-                a.chunks.iter().filter(|c| c.busy).count(),
+                a.chunks.iter().filter(|c| c.whole).count(),
                 a.chunks.len(),
             )
         };
         let s = &self.mem().stats;
         writeln!(f, "size: {}", self.size)?;
         writeln!(f, "chunks: {total}")?;
-        writeln!(f, "busy_chunks: {busy}")?;
+        writeln!(f, "whole_chunks: {whole}")?;
         writeln!(f, "pages_used: {used}")?;
+        writeln!(f, "buddy_free: {free}")?;
         writeln!(f, "migrated_to_device: {}", s.to_device.load(Relaxed))?;
         writeln!(f, "migrated_to_system: {}", s.to_system.load(Relaxed))?;
         writeln!(f, "cpu_fault_pages: {}", s.cpu_faults.load(Relaxed))?;
@@ -722,23 +881,89 @@ const _: () = assert!(MAX_PAGES == CHUNK_PAGES);
 mod tests {
     use super::*;
 
+    fn chunks(n: usize) -> Result<Chunks> {
+        let mut chunks = KVec::new();
+        for _ in 0..n {
+            chunks.push(Chunk::default(), GFP_KERNEL)?;
+        }
+        Ok(Chunks {
+            chunks,
+            pending: KVVec::with_capacity(n * CHUNK_PAGES, GFP_KERNEL)?,
+            clock: 0,
+        })
+    }
+
+    /// A 2 MiB block goes back whole once its last page is freed, also
+    /// page by page after a split; 4 KiB blocks go back one by one.
     #[test]
-    fn chunk_bits() -> Result {
-        let mut c = Chunk::default();
-        assert_eq!(c.first_free(), Some(0));
-        c.set(0, CHUNK_PAGES, true);
-        assert_eq!(c.used, CHUNK_PAGES);
-        assert_eq!(c.first_free(), None);
-        // A split 2 MiB folio comes back page by page.
-        c.set(70, 1, false);
-        assert_eq!(c.first_free(), Some(70));
-        c.set(70, 1, false);
-        assert_eq!(c.used, CHUNK_PAGES - 1);
-        c.set(0, CHUNK_PAGES, false);
-        assert_eq!(c.used, 0);
-        c.set(511, 1, true);
-        assert_eq!(c.first_free(), Some(0));
-        assert_eq!(c.used, 1);
+    fn chunk_frees() -> Result {
+        let mut c = chunks(2)?;
+        c.take(0, CHUNK_PAGES);
+        assert!(c.chunks[0].whole);
+        c.free(70, 1);
+        c.free(0, 1);
+        assert_eq!(c.chunks[0].used, CHUNK_PAGES - 2);
+        assert!(c.pending.is_empty());
+        for i in (1..CHUNK_PAGES).filter(|&i| i != 70) {
+            c.free(i, 1);
+        }
+        assert_eq!(c.chunks[0].used, 0);
+        assert_eq!(&c.pending[..], &[0]);
+        c.take(CHUNK_PAGES + 3, 1);
+        c.take(CHUNK_PAGES + 4, 1);
+        assert!(!c.chunks[1].whole);
+        c.free(CHUNK_PAGES + 4, 1);
+        c.free(CHUNK_PAGES + 3, 1);
+        assert_eq!(
+            &c.pending[..],
+            &[0, CHUNK_PAGES as u32 + 4, CHUNK_PAGES as u32 + 3]
+        );
+        // A whole folio freed at once.
+        c.take(0, CHUNK_PAGES);
+        c.free(0, CHUNK_PAGES);
+        assert_eq!(c.pending.len(), 4);
+        Ok(())
+    }
+
+    fn alloc(buddy: &GpuBuddy, size: usize) -> Result<Pin<KBox<AllocatedBlocks>>> {
+        let align = Alignment::new_checked(size).ok_or(EINVAL)?;
+        KBox::pin_init(
+            buddy.alloc_blocks(
+                GpuBuddyAllocMode::Simple,
+                size as u64,
+                align,
+                GpuBuddyAllocFlags::default(),
+            ),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The buddy keeps 2 MiB blocks for THPs: 4 KiB blocks come from one
+    /// split 2 MiB block before another is split.
+    #[test]
+    fn buddy_clusters_small_blocks() -> Result {
+        let buddy = GpuBuddy::new(GpuBuddyParams {
+            base_offset: 0,
+            size: 4 * SZ_2M as u64,
+            chunk_size: Alignment::new::<SZ_4K>(),
+        })?;
+        let mut small = KVec::new();
+        for _ in 0..CHUNK_PAGES {
+            small.push(alloc(&buddy, SZ_4K)?, GFP_KERNEL)?;
+        }
+        let chunk_of =
+            |b: &Pin<KBox<AllocatedBlocks>>| b.iter().next().map(|b| b.offset() / SZ_2M as u64);
+        let first = chunk_of(&small[0]);
+        assert!(small.iter().all(|b| chunk_of(b) == first));
+        let mut whole = KVec::new();
+        for _ in 0..3 {
+            whole.push(alloc(&buddy, SZ_2M)?, GFP_KERNEL)?;
+        }
+        assert_eq!(buddy.avail(), 0);
+        assert!(alloc(&buddy, SZ_4K).is_err());
+        drop(small);
+        drop(whole);
+        assert_eq!(buddy.avail(), 4 * SZ_2M as u64);
         Ok(())
     }
 
