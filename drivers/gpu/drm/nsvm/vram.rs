@@ -127,8 +127,6 @@ struct Chunk {
     /// The chunk is one 2 MiB block: it goes back to the buddy whole, when
     /// its last page is freed (a split folio frees page by page).
     whole: bool,
-    /// Being evicted: not picked again.
-    busy: bool,
     /// Last use, for LRU eviction.
     stamp: u64,
 }
@@ -566,20 +564,18 @@ impl Vram {
     /// if there is none.
     fn evict_one(&self) -> Result<bool> {
         let _guard = self.evict_lock.lock();
-        let victim = {
-            let mut a = self.mem().alloc.lock();
-            let victim = a
-                .chunks
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| !c.busy && c.used > 0)
-                .min_by_key(|(_, c)| c.stamp)
-                .map(|(i, _)| i);
-            if let Some(v) = victim {
-                a.chunks[v].busy = true;
-            }
-            victim
-        };
+        // One eviction at a time (`evict_lock`): no other picks a victim
+        // meanwhile.
+        let victim = self
+            .mem()
+            .alloc
+            .lock()
+            .chunks
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.used > 0)
+            .min_by_key(|(_, c)| c.stamp)
+            .map(|(i, _)| i);
         let Some(chunk) = victim else {
             return Ok(false);
         };
@@ -590,9 +586,7 @@ impl Vram {
             // next victim at once.
             let mut a = self.mem().alloc.lock();
             let stamp = a.tick();
-            let c = &mut a.chunks[chunk];
-            c.busy = false;
-            c.stamp = stamp;
+            a.chunks[chunk].stamp = stamp;
         }
         res.map(|n| {
             add(&self.mem().stats.evictions, 1);
