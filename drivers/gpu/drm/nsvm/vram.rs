@@ -330,20 +330,12 @@ impl VramMem {
         blocks: &mut Blocks,
         order: u32,
     ) -> Result<(usize, NewDevicePage)> {
-        let (size, align) = match order {
-            0 => (SZ_4K, Alignment::new::<SZ_4K>()),
-            CHUNK_ORDER => (SZ_2M, Alignment::new::<SZ_2M>()),
+        let size = match order {
+            0 => SZ_4K,
+            CHUNK_ORDER => SZ_2M,
             _ => return Err(EINVAL),
         };
-        let allocated = KBox::pin_init(
-            blocks.buddy.alloc_blocks(
-                GpuBuddyAllocMode::Simple,
-                size as u64,
-                align,
-                GpuBuddyAllocFlags::default(),
-            ),
-            GFP_KERNEL,
-        )?;
+        let allocated = alloc_block(&blocks.buddy, size)?;
         // One block: the size is the minimum block size.
         let offset = allocated.iter().next().ok_or(EINVAL)?.offset();
         let index = (offset / PAGE_SIZE_4K as u64) as usize;
@@ -415,6 +407,21 @@ impl PagemapOps for VramMem {
         );
         Ok(())
     }
+}
+
+/// One block of `size` bytes (a power of two) from `buddy`, aligned to its
+/// size; `ENOSPC` if the buddy has none free.
+fn alloc_block(buddy: &GpuBuddy, size: usize) -> Result<Pin<KBox<AllocatedBlocks>>> {
+    let align = Alignment::new_checked(size).ok_or(EINVAL)?;
+    KBox::pin_init(
+        buddy.alloc_blocks(
+            GpuBuddyAllocMode::Simple,
+            size as u64,
+            align,
+            GpuBuddyAllocFlags::default(),
+        ),
+        GFP_KERNEL,
+    )
 }
 
 /// A [`CopyOp`] from `src` to system page `dst`.
@@ -919,19 +926,6 @@ mod tests {
         Ok(())
     }
 
-    fn alloc(buddy: &GpuBuddy, size: usize) -> Result<Pin<KBox<AllocatedBlocks>>> {
-        let align = Alignment::new_checked(size).ok_or(EINVAL)?;
-        KBox::pin_init(
-            buddy.alloc_blocks(
-                GpuBuddyAllocMode::Simple,
-                size as u64,
-                align,
-                GpuBuddyAllocFlags::default(),
-            ),
-            GFP_KERNEL,
-        )
-    }
-
     /// The buddy keeps 2 MiB blocks for THPs: 4 KiB blocks come from one
     /// split 2 MiB block before another is split.
     #[test]
@@ -943,7 +937,7 @@ mod tests {
         })?;
         let mut small = KVec::new();
         for _ in 0..CHUNK_PAGES {
-            small.push(alloc(&buddy, SZ_4K)?, GFP_KERNEL)?;
+            small.push(alloc_block(&buddy, SZ_4K)?, GFP_KERNEL)?;
         }
         let chunk_of =
             |b: &Pin<KBox<AllocatedBlocks>>| b.iter().next().map(|b| b.offset() / SZ_2M as u64);
@@ -951,10 +945,10 @@ mod tests {
         assert!(small.iter().all(|b| chunk_of(b) == first));
         let mut whole = KVec::new();
         for _ in 0..3 {
-            whole.push(alloc(&buddy, SZ_2M)?, GFP_KERNEL)?;
+            whole.push(alloc_block(&buddy, SZ_2M)?, GFP_KERNEL)?;
         }
         assert_eq!(buddy.avail(), 0);
-        assert!(alloc(&buddy, SZ_4K).is_err());
+        assert!(alloc_block(&buddy, SZ_4K).is_err());
         drop(small);
         drop(whole);
         assert_eq!(buddy.avail(), 4 * SZ_2M as u64);
