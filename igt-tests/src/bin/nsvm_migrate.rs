@@ -564,16 +564,11 @@ fn fragmentation_mixed() -> TestResult {
     let vram = quick_vram(&dev, "run")?;
     let chunks = vram / MB2;
     let thps = chunks / 4;
-    let mut seed = 900;
-    let mut fill = |m: &mut Map| {
-        seed += 1;
-        cpu_fill(m, seed);
-        seed
-    };
-    let small = |f: &mut dyn FnMut(&mut Map) -> u64| {
+    // 2 MiB of 4 KiB pages filled with the pattern of `seed`.
+    let small = |seed| {
         let mut m = aligned(MB2);
         madvise(&m, libc::MADV_NOHUGEPAGE);
-        let seed = f(&mut m);
+        cpu_fill(&mut m, seed);
         (m, seed)
     };
     // Fill device memory: THPs, then small pages.
@@ -582,8 +577,8 @@ fn fragmentation_mixed() -> TestResult {
         let seed = 880 + i as u64;
         held.push((thp_map(&dev, seed)?, seed, false));
     }
-    for _ in thps..chunks {
-        let (m, seed) = small(&mut fill);
+    for i in thps..chunks {
+        let (m, seed) = small(900 + i as u64);
         held.push((m, seed, true));
     }
     let evictions = vram_stat(0, "evictions")?;
@@ -614,7 +609,7 @@ fn fragmentation_mixed() -> TestResult {
     let mut fitted = 0;
     let mut more = Vec::new();
     loop {
-        let (m, seed) = small(&mut fill);
+        let (m, seed) = small(940 + more.len() as u64);
         check_eq!(
             migrate(&dev, &m, 0, MB2, Mem::Device)?.migrated,
             (MB2 / PAGE) as u64
