@@ -34,6 +34,7 @@ use kernel::{
     },
     prelude::*,
     str::as_char_ptr_in_const_context,
+    transmute::AsBytes,
     uapi::DRM_COMMAND_BASE, //
 };
 
@@ -58,6 +59,9 @@ pub(crate) trait Ioctl {
     /// acts on the caller's own address space and work; see "Conventions"
     /// in Documentation/nsvm/uapi.rst).
     const FLAGS: u32;
+    /// The `size`s of the argument in older uapi minors, each shorter than
+    /// `Arg`: such a call is taken with the fields past its `size` zero.
+    const OLD_SIZES: &'static [usize] = &[];
 
     /// Handles the ioctl. `arg` already passed the `size` check.
     fn handle(
@@ -95,10 +99,15 @@ unsafe extern "C" fn trampoline<I: Ioctl>(
     // nsvm file.
     let file = unsafe { drm::File::<NsvmFile>::from_raw(raw_file) };
 
-    let ret = if arg.user_size() as usize != size_of::<I::Arg>() {
-        Err(EINVAL)
-    } else {
+    let size = arg.user_size() as usize;
+    let ret = if size == size_of::<I::Arg>() {
         I::handle(&guard, file, arg)
+    } else if size < size_of::<I::Arg>() && I::OLD_SIZES.contains(&size) {
+        // What an older caller left out, whatever the DRM core copied in.
+        arg.as_bytes_mut()[size..].fill(0);
+        I::handle(&guard, file, arg)
+    } else {
+        Err(EINVAL)
     };
     match ret {
         Ok(v) => v.try_into().unwrap_or(ERANGE.to_errno()),
