@@ -6,7 +6,8 @@
 #
 #   uapi/drm/nsvm_drm.h            -> uapi/rust/src/bindings.rs
 #       the uapi, shared by the driver (uapi.rs) and the userspace crate, so
-#       the two can never disagree on a layout;
+#       the two can never disagree on a layout; and the DRM core's structs
+#       the userspace crate uses (version, caps, sync objects);
 #   drivers/gpu/drm/nsvm/mm/shim.h -> drivers/gpu/drm/nsvm/mm/shim_bindings.rs
 #       the C shim behind the safe mm abstractions (mm/sys.rs);
 #   drivers/gpu/drm/nsvm/trace_shim.h -> drivers/gpu/drm/nsvm/trace_bindings.rs
@@ -30,6 +31,8 @@ gen_uapi() {
 		--no-prepend-enum-name \
 		--allowlist-file '.*/nsvm_drm\.h' \
 		--allowlist-type drm_version \
+		--allowlist-type drm_get_cap --allowlist-var 'DRM_CAP_SYNCOBJ.*' \
+		--allowlist-type 'drm_syncobj_.*' --allowlist-var 'DRM_SYNCOBJ_.*' \
 		--no-doc-comments \
 		-- -nostdinc -I"$kdir/usr/include" -I"$kdir/usr/include/drm"
 }

@@ -41,7 +41,7 @@ extern "C" {
 /** DRM_NSVM_UAPI_MAJOR - incompatible uapi revisions bump this. */
 #define DRM_NSVM_UAPI_MAJOR 0
 /** DRM_NSVM_UAPI_MINOR - compatible additions bump this. */
-#define DRM_NSVM_UAPI_MINOR 5
+#define DRM_NSVM_UAPI_MINOR 6
 
 #define DRM_NSVM_GET_PARAM 0x00
 #define DRM_NSVM_SVM_INIT 0x01
@@ -98,6 +98,12 @@ enum drm_nsvm_param {
  * Since uapi 0.5.
  */
 #define DRM_NSVM_FEATURE_QUEUES (1ull << 2)
+/**
+ * DRM_NSVM_FEATURE_SYNCOBJ - the DRM sync object ioctls work (binary and
+ * timeline: DRM_CAP_SYNCOBJ, DRM_CAP_SYNCOBJ_TIMELINE), and SUBMIT takes
+ * sync objects as in-fences (struct drm_nsvm_sync). Since uapi 0.6.
+ */
+#define DRM_NSVM_FEATURE_SYNCOBJ (1ull << 3)
 
 /**
  * struct drm_nsvm_get_param - argument of DRM_IOCTL_NSVM_GET_PARAM.
@@ -519,6 +525,43 @@ struct drm_nsvm_set_attr {
  * rules"); QUEUE_QUERY and WAIT with DRM_NSVM_WAIT_SEQNO work from any.
  */
 
+/**
+ * DOC: in-fences
+ *
+ * Since uapi 0.6 (DRM_NSVM_FEATURE_SYNCOBJ), a job can wait for other
+ * work before it starts: SUBMIT takes DRM sync objects of the file, binary
+ * ones or points of timelines, whose dma-fences the job waits for (struct
+ * drm_nsvm_sync). The fences are looked up when SUBMIT runs; the job, and
+ * every job queued behind it on its queue, starts once all of them
+ * signaled. An in-fence that signals with an error does not fail the job:
+ * the job runs as a CPU that waited for the fence would. Waiting for
+ * in-fences is no lack of progress: the queue's timeout starts with the
+ * job. Destroying the queue, closing the file, the queue failing or the
+ * device going cancels a job that waits for its in-fences within 10 ms.
+ *
+ * There are no out-fences: a job's completion is its user fence, never a
+ * dma-fence, since the job may page-fault (see "exec queues and user
+ * fences").
+ */
+
+/** DRM_NSVM_SUBMIT_MAX_SYNCS - most in-fences of one SUBMIT. */
+#define DRM_NSVM_SUBMIT_MAX_SYNCS 64
+
+/**
+ * struct drm_nsvm_sync - one in-fence of SUBMIT: a sync object of the file.
+ */
+struct drm_nsvm_sync {
+	/** @handle: in, the sync object's handle. */
+	__u32 handle;
+	/** @flags: in, must be zero. */
+	__u32 flags;
+	/**
+	 * @point: in, the timeline point to wait for; 0 for a binary sync
+	 * object (or a timeline's newest point).
+	 */
+	__u64 point;
+};
+
 /** DRM_NSVM_MAX_QUEUES - most exec queues of one file. */
 #define DRM_NSVM_MAX_QUEUES 64
 /** DRM_NSVM_QUEUE_MAX_JOBS - most jobs one queue holds unfinished. */
@@ -576,14 +619,20 @@ struct drm_nsvm_queue_destroy {
  * commands are those of EXEC, checked the same way before anything is
  * queued, except DRM_NSVM_OP_READ (its destination is a CPU buffer only an
  * ioctl can fill) and that atomics do not return their old value. When they
- * are done the GPU writes @fence_value at @fence_addr.
+ * are done the GPU writes @fence_value at @fence_addr. Since uapi 0.6 the
+ * job first waits for the @num_syncs in-fences at @syncs (see "in-fences");
+ * a @size of uapi 0.5 (the struct up to @pad) is taken as none.
  *
  * Errors: -EINVAL for a bad @size, non-zero @flags or @pad, a bad
- * @cmd_size or command (see EXEC), a READ, or a @fence_addr that is not
- * 8-byte aligned or not below the user address limit; -EFAULT for an
- * unreadable @cmds array; -ENOENT for an unknown @queue_id; -ECANCELED if
- * the queue failed; -EAGAIN if it has DRM_NSVM_QUEUE_MAX_JOBS unfinished
- * jobs; -EPERM, -ESRCH: see "SVM lifetime rules".
+ * @cmd_size or command (see EXEC), a READ, a @fence_addr that is not
+ * 8-byte aligned or not below the user address limit, more than
+ * DRM_NSVM_SUBMIT_MAX_SYNCS in-fences, a @sync_size other than
+ * sizeof(struct drm_nsvm_sync) when there are any, non-zero flags in one,
+ * or a sync object without a fence (at that point) yet; -EFAULT for an
+ * unreadable @cmds or @syncs array; -ENOENT for an unknown @queue_id or
+ * sync object handle; -ECANCELED if the queue failed; -EAGAIN if it has
+ * DRM_NSVM_QUEUE_MAX_JOBS unfinished jobs; -EPERM, -ESRCH: see "SVM
+ * lifetime rules".
  */
 struct drm_nsvm_submit {
 	/** @size: in, sizeof(struct drm_nsvm_submit). */
@@ -609,6 +658,15 @@ struct drm_nsvm_submit {
 	__u32 flags;
 	/** @pad: in, must be zero. */
 	__u32 pad;
+	/**
+	 * @syncs: in, user pointer to struct drm_nsvm_sync[@num_syncs], the
+	 * in-fences. Since uapi 0.6.
+	 */
+	__u64 syncs;
+	/** @num_syncs: in, at most DRM_NSVM_SUBMIT_MAX_SYNCS. */
+	__u32 num_syncs;
+	/** @sync_size: in, sizeof(struct drm_nsvm_sync); 0 with no syncs. */
+	__u32 sync_size;
 };
 
 /*

@@ -478,6 +478,7 @@ impl Fuzz {
                     seqno: self.rng.next(),
                     flags: self.zeroish(),
                     pad: self.zeroish(),
+                    ..Default::default()
                 };
                 // As for EXEC: never past our own commands.
                 if a.cmds == cmds.as_ptr() as u64 && a.num_cmds <= sys::DRM_NSVM_EXEC_MAX_CMDS {

@@ -21,6 +21,9 @@ pub mod sys {
     include!("bindings.rs");
 }
 
+pub mod syncobj;
+pub use syncobj::sync;
+
 /// The driver name DRM reports for nsvm nodes.
 pub const DRIVER_NAME: &str = "nsvm";
 
@@ -579,19 +582,7 @@ impl Device {
     /// Queues `cmds` on exec queue `queue`, then the write of `fence`'s
     /// value at its address; returns the job's sequence number.
     pub fn submit(&self, queue: u32, cmds: &[Cmd], fence: Option<(u64, u64)>) -> Result<u64> {
-        let (fence_addr, fence_value) = fence.unwrap_or((0, 0));
-        let mut arg = sys::drm_nsvm_submit {
-            size: size_of_u32::<sys::drm_nsvm_submit>(),
-            queue_id: queue,
-            cmds: cmds.as_ptr() as u64,
-            num_cmds: cmds.len() as u32,
-            cmd_size: size_of_u32::<Cmd>(),
-            fence_addr,
-            fence_value,
-            ..Default::default()
-        };
-        self.submit_raw(&mut arg)?;
-        Ok(arg.seqno)
+        self.submit_after(queue, cmds, fence, &[])
     }
 
     /// `DRM_IOCTL_NSVM_WAIT` with the argument as given.

@@ -96,8 +96,10 @@ fn table() -> Table {
         }
         drm_nsvm_queue_create { size, flags, timeout_ms, queue_id, pad }
         drm_nsvm_queue_destroy { size, queue_id, pad }
+        drm_nsvm_sync { handle, flags, point }
         drm_nsvm_submit {
-            size, queue_id, cmds, num_cmds, cmd_size, fence_addr, fence_value, seqno, flags, pad
+            size, queue_id, cmds, num_cmds, cmd_size, fence_addr, fence_value, seqno, flags, pad,
+            syncs, num_syncs, sync_size
         }
         drm_nsvm_wait { size, flags, addr, value, mask, op, queue_id, timeout_ns, pad }
         drm_nsvm_queue_query {

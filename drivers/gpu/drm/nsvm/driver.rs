@@ -136,6 +136,8 @@ impl drm::Driver for NsvmDriver {
 
     const INFO: drm::DriverInfo = INFO;
     const FEAT_RENDER: bool = true;
+    const FEAT_SYNCOBJ: bool = true;
+    const FEAT_SYNCOBJ_TIMELINE: bool = true;
     const IOCTLS: &'static [drm::ioctl::DrmIoctlDescriptor] = ioctl::IOCTLS;
 
     fn show_fdinfo(file: &drm::File<NsvmFile>, p: &mut drm::Printer) {

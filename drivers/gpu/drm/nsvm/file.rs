@@ -8,6 +8,7 @@
 
 use kernel::{
     alloc::flags::__GFP_NOWARN,
+    dma_fence::DmaFence,
     drm::{
         self,
         ioctl::RENDER_ALLOW,
@@ -15,6 +16,7 @@ use kernel::{
     },
     prelude::*,
     sync::{
+        aref::ARef,
         Arc,
         SetOnce, //
     },
@@ -288,6 +290,38 @@ fn read_cmds(cmds: u64, n: u32, limit: usize) -> Result<KVec<uapi::drm_nsvm_cmd>
     Ok(out)
 }
 
+/// Looks up the fences of the `n` in-fences (`struct drm_nsvm_sync` of
+/// `size` bytes) at user address `syncs` in `file`'s sync objects; drops
+/// those that already signaled.
+fn read_syncs(
+    file: &drm::File<NsvmFile>,
+    syncs: u64,
+    n: u32,
+    size: u32,
+) -> Result<KVec<ARef<DmaFence>>> {
+    if n == 0 {
+        return Ok(KVec::new());
+    }
+    if n > uapi::DRM_NSVM_SUBMIT_MAX_SYNCS || size as usize != size_of::<uapi::drm_nsvm_sync>() {
+        return Err(EINVAL);
+    }
+    let n = n as usize;
+    let user = UserSlice::new(UserPtr::from_addr(syncs as usize), n * size as usize);
+    let mut reader = user.reader();
+    let mut out = KVec::with_capacity(n, GFP_KERNEL)?;
+    for _ in 0..n {
+        let sync: uapi::drm_nsvm_sync = reader.read()?;
+        if sync.flags != 0 {
+            return Err(EINVAL);
+        }
+        let fence = file.syncobj_fence(sync.handle, sync.point)?;
+        if !fence.is_signaled() {
+            out.push(fence, GFP_KERNEL)?;
+        }
+    }
+    Ok(out)
+}
+
 /// Runs one command of an EXEC on `chan` and waits for it: a READ in
 /// pieces of at most [`GpuVm::MAX_READ`] bytes, each with its destination
 /// pinned while it runs. Returns the old value of an atomic.
@@ -299,7 +333,7 @@ fn run_cmd(engine: &Engine, chan: &Arc<Channel<SoftVm>>, cmd: &uapi::drm_nsvm_cm
     let run = |piece: uapi::drm_nsvm_cmd, dst| -> Result<u64> {
         let mut cmds = KVec::with_capacity(1, GFP_KERNEL)?;
         cmds.push(piece, GFP_KERNEL)?;
-        let job = SoftVm::submit(engine, chan, cmds, None, dst)?;
+        let job = SoftVm::submit(engine, chan, KVec::new(), cmds, None, dst)?;
         if job.wait(true).is_err() {
             chan.fail(ChannelError {
                 err: EINTR,
@@ -511,6 +545,8 @@ impl Ioctl for Submit {
     const NR: u32 = uapi::DRM_NSVM_SUBMIT;
     const NAME: &'static CStr = c"NSVM_SUBMIT";
     const FLAGS: u32 = RENDER_ALLOW;
+    /// uapi 0.5: no in-fences.
+    const OLD_SIZES: &'static [usize] = &[core::mem::offset_of!(uapi::drm_nsvm_submit, syncs)];
 
     fn handle(
         dev: &NsvmDevice<Registered>,
@@ -542,7 +578,8 @@ impl Ioctl for Submit {
             return Err(EINVAL);
         }
         let chan = mirror.queues.get(arg.queue_id)?;
-        arg.seqno = SoftVm::submit(&dev.engine, &chan, cmds, fence, None)?.seqno();
+        let deps = read_syncs(file, arg.syncs, arg.num_syncs, arg.sync_size)?;
+        arg.seqno = SoftVm::submit(&dev.engine, &chan, deps, cmds, fence, None)?.seqno();
         Ok(0)
     }
 }

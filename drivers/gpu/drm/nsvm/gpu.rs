@@ -24,8 +24,12 @@ use core::ptr::NonNull;
 
 use kernel::{
     bindings,
+    dma_fence::DmaFence,
     prelude::*,
-    sync::Arc,
+    sync::{
+        aref::ARef,
+        Arc, //
+    },
     time::{
         Instant,
         Monotonic, //
@@ -245,11 +249,14 @@ pub(crate) trait GpuVm: Sized + Send + Sync + Unpin + 'static {
 
     /// Queues a job of `cmds` (validated, at most `DRM_NSVM_EXEC_MAX_CMDS`)
     /// on `chan` of `engine`, then the write of the 64-bit `fence` value at
-    /// its address, if any; a READ lands in `dst`. `ECANCELED` once the
-    /// channel failed, `EAGAIN` when it has too many jobs queued.
+    /// its address, if any; a READ lands in `dst`. The job, and the jobs
+    /// behind it, start once every fence of `deps` signaled; a failed
+    /// channel cancels a waiting job. `ECANCELED` once the channel failed,
+    /// `EAGAIN` when it has too many jobs queued.
     fn submit(
         engine: &Self::Engine,
         chan: &Arc<Self::Channel>,
+        deps: KVec<ARef<DmaFence>>,
         cmds: KVec<uapi::drm_nsvm_cmd>,
         fence: Option<(usize, u64)>,
         dst: Option<PinnedWrite>,

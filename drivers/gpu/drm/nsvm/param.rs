@@ -29,7 +29,9 @@ pub(crate) fn query(facts: &Facts, param: u32) -> Result<u64> {
             u64::from(uapi::DRM_NSVM_UAPI_MAJOR << 16 | uapi::DRM_NSVM_UAPI_MINOR)
         }
         uapi::DRM_NSVM_PARAM_FEATURES => {
-            let mut f = uapi::DRM_NSVM_FEATURE_SVM | uapi::DRM_NSVM_FEATURE_QUEUES;
+            let mut f = uapi::DRM_NSVM_FEATURE_SVM
+                | uapi::DRM_NSVM_FEATURE_QUEUES
+                | uapi::DRM_NSVM_FEATURE_SYNCOBJ;
             if facts.vram_size > 0 {
                 f |= uapi::DRM_NSVM_FEATURE_DEVICE_MEMORY;
             }

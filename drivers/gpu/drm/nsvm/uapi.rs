@@ -49,6 +49,7 @@ plain!(
     drm_nsvm_set_attr,
     drm_nsvm_queue_create,
     drm_nsvm_queue_destroy,
+    drm_nsvm_sync,
     drm_nsvm_submit,
     drm_nsvm_wait,
     drm_nsvm_queue_query,

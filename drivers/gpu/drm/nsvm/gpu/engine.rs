@@ -27,6 +27,12 @@
 //! fails it with `ETIMEDOUT`, as `drm_sched`'s `timedout_job` stops a hung
 //! job.
 //!
+//! A job may wait for in-fences (dma-fences of other work, from sync
+//! objects) before it starts, as a channel's semaphore acquire or a
+//! scheduler's dependencies hold it: its worker sleeps on each fence in
+//! slices of [`DEP_POLL_MS`] and sees a failed channel between them. The
+//! job's timeout starts after the wait; the job signals no dma-fence.
+//!
 //! Jobs hold the GPU side of the mirror ([`MirrorVm`]) and never an `mm`
 //! reference: a queued or running job does not keep an exited process's
 //! address space alive. A worker still runs after its channel went idle
@@ -37,9 +43,12 @@
 use core::ptr::NonNull;
 
 use kernel::{
-    bindings, new_condvar, new_mutex, new_work,
+    bindings,
+    dma_fence::DmaFence,
+    new_condvar, new_mutex, new_work,
     prelude::*,
     sync::{
+        aref::ARef,
         atomic::{
             Atomic,
             Relaxed, //
@@ -104,6 +113,10 @@ pub(crate) const MAX_PENDING: usize = 256;
 /// How often a SEM_WAIT polls its semaphore.
 const SEM_POLL_MS: i64 = 1;
 
+/// How long a job waiting for an in-fence sleeps on it before it looks
+/// whether its channel failed.
+const DEP_POLL_MS: u32 = 10;
+
 /// The command processor of one GPU: the queue its channels run on, and
 /// its fault buffer.
 ///
@@ -142,9 +155,11 @@ struct JobState {
     value: u64,
 }
 
-/// One job: a list of commands and a fence.
+/// One job: in-fences, a list of commands and a fence.
 #[pin_data]
 pub(crate) struct Job {
+    /// Signalled before the job starts.
+    deps: KVec<ARef<DmaFence>>,
     cmds: KVec<uapi::drm_nsvm_cmd>,
     /// Written when the commands are done: (address, value).
     fence: Option<(usize, u64)>,
@@ -259,6 +274,10 @@ impl<V: GpuVm> WorkItem for Channel<V> {
             let job = st.pending.remove(0).ok();
             drop(st);
             let Some(job) = job else { continue };
+            if let Err(err) = this.wait_deps(&job) {
+                job.end(Err(err), 0, 0);
+                continue;
+            }
             // The client's engine time: the job holds the channel from its
             // start to its end, stalls on faults included, as a hardware
             // context holds its engine.
@@ -314,11 +333,33 @@ impl<V: GpuVm> Channel<V> {
         )
     }
 
-    /// Queues a job of `cmds` then `fence`, and starts the channel on
-    /// `engine` if it is idle.
+    /// Waits until every in-fence of `job` signaled; `ECANCELED` if the
+    /// channel failed first.
+    fn wait_deps(&self, job: &Job) -> Result {
+        for fence in &job.deps {
+            loop {
+                if self.failed.load(Relaxed) {
+                    return Err(ECANCELED);
+                }
+                // Interruptible, so a long wait is no hung task: a worker
+                // gets no signals.
+                match fence.wait_timeout(true, msecs_to_jiffies(DEP_POLL_MS)) {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    // Only from a fence's own wait op: look again later.
+                    Err(_) => fsleep(Delta::from_millis(DEP_POLL_MS.into())),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a job of `cmds` then `fence`, to start once every fence of
+    /// `deps` signaled, and starts the channel on `engine` if it is idle.
     pub(crate) fn submit(
         self: &Arc<Self>,
         engine: &Engine,
+        deps: KVec<ARef<DmaFence>>,
         cmds: KVec<uapi::drm_nsvm_cmd>,
         fence: Option<(usize, u64)>,
         dst: Option<PinnedWrite>,
@@ -328,6 +369,7 @@ impl<V: GpuVm> Channel<V> {
         }
         let job = Arc::pin_init(
             pin_init!(Job {
+                deps,
                 cmds,
                 fence,
                 dst,

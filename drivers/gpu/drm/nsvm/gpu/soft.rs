@@ -16,7 +16,11 @@ use kernel::{
 };
 
 use kernel::{
-    sync::Arc,
+    dma_fence::DmaFence,
+    sync::{
+        aref::ARef,
+        Arc, //
+    },
     time::Delta, //
 };
 
@@ -113,11 +117,12 @@ impl GpuVm for SoftVm {
     fn submit(
         engine: &Engine,
         chan: &Arc<Self::Channel>,
+        deps: KVec<ARef<DmaFence>>,
         cmds: KVec<uapi::drm_nsvm_cmd>,
         fence: Option<(usize, u64)>,
         dst: Option<PinnedWrite>,
     ) -> Result<Arc<Job>> {
-        chan.submit(engine, cmds, fence, dst)
+        chan.submit(engine, deps, cmds, fence, dst)
     }
 
     fn channel(
