@@ -118,6 +118,7 @@ struct Fuzz {
     limit: u64,
     buf: Vec<u8>,
     cmds: Vec<Cmd>,
+    syncs: Vec<sys::drm_nsvm_sync>,
     last: *mut LastCall,
 }
 
@@ -480,12 +481,52 @@ impl Fuzz {
                     pad: self.zeroish(),
                     ..Default::default()
                 };
+                // In-fences: handles that exist (1, 2) or not, points and
+                // flags, counts and sizes at their edges; sometimes the
+                // size of uapi 0.5, which has none.
+                let ns = self.rng.below(3) as usize;
+                let mut syncs = std::mem::take(&mut self.syncs);
+                syncs.clear();
+                for _ in 0..ns {
+                    let s = sys::drm_nsvm_sync {
+                        handle: match self.rng.below(8) {
+                            0 => self.edge() as u32,
+                            _ => self.rng.below(4) as u32,
+                        },
+                        flags: self.zeroish(),
+                        point: match self.rng.below(8) {
+                            0 => self.edge(),
+                            _ => self.rng.below(3),
+                        },
+                    };
+                    syncs.push(s);
+                }
+                a.syncs = match self.rng.below(16) {
+                    0 => self.addr(),
+                    _ => syncs.as_ptr() as u64,
+                };
+                a.num_syncs = match self.rng.below(16) {
+                    0 => self.count(u64::from(sys::DRM_NSVM_SUBMIT_MAX_SYNCS)) as u32,
+                    _ => ns as u32,
+                };
+                a.sync_size = match self.rng.below(16) {
+                    0 => self.rng.below(64) as u32,
+                    _ => nsvm::size_of_u32::<sys::drm_nsvm_sync>(),
+                };
+                if a.syncs == syncs.as_ptr() as u64 && a.num_syncs <= sys::DRM_NSVM_SUBMIT_MAX_SYNCS
+                {
+                    a.num_syncs = a.num_syncs.min(ns as u32);
+                }
+                if self.rng.below(16) == 0 {
+                    a.size = std::mem::offset_of!(sys::drm_nsvm_submit, syncs) as u32;
+                }
                 // As for EXEC: never past our own commands.
                 if a.cmds == cmds.as_ptr() as u64 && a.num_cmds <= sys::DRM_NSVM_EXEC_MAX_CMDS {
                     a.num_cmds = a.num_cmds.min(n as u32);
                 }
                 let e = self.ioctl(index, fd, nr, nsvm::DRM_IOCTL_NSVM_SUBMIT, &mut a, &cmds);
                 self.cmds = cmds;
+                self.syncs = syncs;
                 e
             }
             sys::DRM_NSVM_WAIT => {
@@ -657,8 +698,16 @@ fn fuzz_child(seed: u64, calls: u64, last: *mut LastCall, wfd: i32) -> TestResul
         // SNAPSHOT writes one byte per page, up to its maximum.
         buf: vec![0u8; sys::DRM_NSVM_SNAPSHOT_MAX_PAGES as usize],
         cmds: Vec::with_capacity(4),
+        syncs: Vec::with_capacity(4),
         last,
     };
+    // Sync objects for the in-fences: signaled ones on every file (handles
+    // 1 and 2 of a fresh file), so that some in-fences are valid.
+    for d in [&bound_dev, &unbound, &other] {
+        for _ in 0..2 {
+            d.syncobj_create(true)?;
+        }
+    }
     let fds = [
         bound_dev.file().as_raw_fd(),
         unbound.file().as_raw_fd(),
