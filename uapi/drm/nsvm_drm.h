@@ -381,10 +381,15 @@ enum drm_nsvm_mem {
  * - holes, PROT_NONE, hugetlb and I/O mappings are skipped;
  * - pages already at @target, and pages in another device's memory, are
  *   not selected;
+ * - pages busy at the time (locked, pinned, off the LRU, or referenced
+ *   by someone else: an I/O, a pipe holding vmspliced pages) stay where
+ *   they are and are in neither count, as the kernel's migrate_vma_setup()
+ *   drops them without a word: compare @migrated + @failed with the
+ *   length, and SNAPSHOT with DRM_NSVM_SNAPSHOT_CPU tells where each page
+ *   is;
  * - selected pages that cannot move are counted in @failed: MAP_SHARED
- *   and file-backed pages (only anonymous memory moves to a device), pages
- *   busy or pinned at the time, and pages for which no device memory
- *   could be freed.
+ *   and file-backed pages (only anonymous memory moves to a device), and
+ *   pages for which no device memory could be freed.
  * To the device, when its memory is full, the least recently used 2 MiB
  * chunks are evicted (migrated back to system memory) to make room.
  * CPU access to a page in device memory migrates it back (a 2 MiB folio

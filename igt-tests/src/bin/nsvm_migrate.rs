@@ -302,6 +302,60 @@ fn shared_refused() -> TestResult {
     Ok(())
 }
 
+/// A page with a reference of someone else's (vmsplice()d into a pipe,
+/// which holds it until read) is busy: it stays in system memory, intact,
+/// and is in neither count (`migrate_vma_setup()` reports it as never
+/// collected); it moves once the pipe let go.
+fn referenced_busy() -> TestResult {
+    let dev = bound(0)?;
+    let n = 8;
+    let mut m = Map::with_flags(n * PAGE, RW, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
+    madvise(&m, libc::MADV_NOHUGEPAGE);
+    cpu_fill(&mut m, 13);
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is room for two descriptors.
+    check_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let iov = libc::iovec {
+        iov_base: (m.addr() + 3 * PAGE as u64) as *mut _,
+        iov_len: PAGE,
+    };
+    // SAFETY: `iov` names a page of `m`, which outlives the pipe's hold.
+    let spliced = unsafe { libc::vmsplice(fds[1], &iov, 1, 0) };
+    check_eq!(spliced, PAGE as isize);
+    let moved = migrate(&dev, &m, 0, n * PAGE, Mem::Device)?;
+    check_eq!(
+        moved,
+        Moved {
+            migrated: n as u64 - 1,
+            failed: 0
+        }
+    );
+    let states = cpu_states(&dev, m.addr(), n)?;
+    check!(
+        u32::from(states[3]) & DEVICE == 0,
+        "page 3 moved: {states:?}"
+    );
+    check!(gpu_read(&dev, m.addr(), n * PAGE)? == pattern(13, n * PAGE));
+    let mut buf = vec![0u8; PAGE];
+    // SAFETY: `buf` is a page.
+    let got = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), PAGE) };
+    check_eq!(got, PAGE as isize);
+    check!(buf == pattern(13, n * PAGE)[3 * PAGE..4 * PAGE]);
+    for fd in fds {
+        // SAFETY: Ours.
+        unsafe { libc::close(fd) };
+    }
+    check_eq!(
+        migrate(&dev, &m, 3 * PAGE, PAGE, Mem::Device)?,
+        Moved {
+            migrated: 1,
+            failed: 0
+        }
+    );
+    check!(m.bytes() == pattern(13, n * PAGE).as_slice());
+    Ok(())
+}
+
 /// A private file mapping: file pages stay, COWed (written) pages move.
 fn private_file() -> TestResult {
     let dev = bound(0)?;
@@ -1195,6 +1249,7 @@ igt_main! {
     "thp-free-munmap-mremap" => thp_free_munmap_mremap,
     "thp-alloc-failure" => thp_alloc_failure,
     "shared-refused" => shared_refused,
+    "referenced-busy" => referenced_busy,
     "private-file" => private_file,
     "mixed-range" => mixed_range,
     "other-device" => other_device,

@@ -462,8 +462,8 @@ fn add(c: &Atomic<u64>, n: usize) {
 pub(crate) struct Moved {
     /// Pages moved.
     pub(crate) migrated: u64,
-    /// Pages selected that did not move (not anonymous, busy, pinned, no
-    /// free memory).
+    /// Pages selected that did not move (not anonymous, no free memory).
+    /// Busy pages are never selected: `migrate_vma_setup()` drops them.
     pub(crate) failed: u64,
 }
 
