@@ -185,6 +185,22 @@ pub fn count(states: &[u8], bit: u32) -> usize {
     states.iter().filter(|s| u32::from(**s) & bit != 0).count()
 }
 
+/// Pages of the `n` from `start` whose CPU page-table entry is a swap
+/// entry (`/proc/self/pagemap` bit 62): in any device's memory (a
+/// device-private entry), migrating, or swapped out, which the test guest
+/// never does. Tells device memory from holes without touching a page,
+/// also once the device's debugfs is gone.
+pub fn swapped(start: u64, n: usize) -> Result<usize, Outcome> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open("/proc/self/pagemap")?;
+    let mut buf = vec![0u8; n * 8];
+    f.read_exact_at(&mut buf, start / PAGE as u64 * 8)?;
+    Ok(buf
+        .chunks_exact(8)
+        .filter(|e| u64::from_le_bytes((*e).try_into().unwrap_or_default()) & (1 << 62) != 0)
+        .count())
+}
+
 /// A value of `<debugfs>/nsvm/nsvm.<index>/vram`.
 pub fn vram_stat(index: u32, key: &str) -> Result<u64, Outcome> {
     let path = format!("/sys/kernel/debug/nsvm/nsvm.{index}/vram");

@@ -303,6 +303,7 @@ fn unbind_busy() -> TestResult {
         (MB2 / PAGE) as u64
     );
     check_eq!(vram_stat(UNPLUGGED, "pages_used")?, (MB2 / PAGE) as u64);
+    check_eq!(swapped(m.addr(), MB2 / PAGE)?, MB2 / PAGE);
     let mut sem = aligned_to(PAGE, PAGE);
     sem.bytes_mut().fill(0);
     let fence = aligned_to(PAGE, PAGE);
@@ -330,8 +331,9 @@ fn unbind_busy() -> TestResult {
         dev.migrate(m.addr(), MB2 as u64, Mem::Device),
         Err(errno(libc::ENODEV))
     );
-    // Back in system memory, with the data: the device has none left.
-    check_eq!(vram_stat(UNPLUGGED, "pages_used")?, 0);
+    // Back in system memory before the CPU touched it, with the data (the
+    // device's debugfs directory went with it).
+    check_eq!(swapped(m.addr(), MB2 / PAGE)?, 0);
     check!(m.bytes() == pattern(5, MB2), "the data did not come back");
     drop(dev);
 
@@ -421,7 +423,7 @@ fn unbind_under_load() -> TestResult {
     check!(took < Duration::from_secs(2), "unbind took {took:?}");
     check!(loops < Duration::from_secs(1), "the loops took {loops:?}");
     // No page is left in the device's memory, and the CPU reads it all.
-    check_eq!(vram_stat(UNPLUGGED, "pages_used")?, 0);
+    check_eq!(swapped(m.addr(), 4 * MB2 / PAGE)?, 0);
     let sum: u64 = m.bytes().iter().map(|&b| u64::from(b)).sum();
     println!("checksum {sum}");
     drop(dev);
@@ -445,20 +447,31 @@ fn rebind_late_close() -> TestResult {
             Err(errno(libc::ENODEV))
         );
         driver_file("bind", UNPLUGGED)?;
+        // The new binding has its own debugfs directory, holding none of
+        // the old one's files, although a file of the old one is open.
+        check_eq!(debugfs_entries(UNPLUGGED)?, ["faults", "vram"]);
+        check_eq!(vram_stat(UNPLUGGED, "pages_used")?, 0);
         let new = bound(UNPLUGGED)?;
+        check_eq!(
+            debugfs_entries(UNPLUGGED)?,
+            ["client-0", "client-0-pt", "faults", "vram"]
+        );
         let m = aligned(MB2);
         exec(&new, &mut [Cmd::fill(m.addr(), MB2 as u64, 1)])?;
         check_eq!(old.svm_init(0), Err(errno(libc::ENODEV)));
         drop(old);
         check_eq!(gpu_read(&new, m.addr(), 8)?, filled(1, 8));
     }
-    // A device bound while files of its previous binding were open has no
-    // debugfs directory (the old one held the name): bound once more,
-    // with none open, it has its own again, for the subtests after this.
-    driver_file("unbind", UNPLUGGED)?;
-    driver_file("bind", UNPLUGGED)?;
-    check_eq!(vram_stat(UNPLUGGED, "pages_used")?, 0);
     Ok(())
+}
+
+/// The names in `<debugfs>/nsvm/nsvm.<index>`, sorted.
+fn debugfs_entries(index: u32) -> Result<Vec<String>, Outcome> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/sys/kernel/debug/nsvm/nsvm.{index}"))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    Ok(names)
 }
 
 igt_main! {

@@ -27,6 +27,7 @@ use kernel::{
     prelude::*,
     str::CString,
     sync::{
+        aref::ARef,
         atomic::{
             Atomic,
             Relaxed, //
@@ -38,6 +39,7 @@ use kernel::{
 
 use crate::driver::{
     DeviceData,
+    NsvmDevice,
     NsvmDriver, //
 };
 use crate::vram::Vram;
@@ -132,8 +134,10 @@ impl platform::Driver for CardDriver {
 /// (the device memory's pagemap included) until they close; their ioctls
 /// fail with `ENODEV`.
 pub(crate) struct Card<'bound> {
-    /// Declared first: unplugged before the device memory is evacuated.
+    /// Declared first: unplugged before the debugfs directory goes and the
+    /// device memory is evacuated.
     drm: drm::Registration<'bound, NsvmDriver>,
+    _debugfs: RemoveDebugfs,
     _vram: Evacuate,
 }
 
@@ -165,9 +169,11 @@ impl<'bound> Card<'bound> {
         // device's driver data, and dropped with it at unbind; it is never
         // forgotten.
         let drm = unsafe { drm::Registration::new(pdev.as_ref(), unregistered, (), 0)? };
+        let debugfs = RemoveDebugfs(drm.device().into());
         BOUND.fetch_add(1, Relaxed);
         Ok(Self {
             drm,
+            _debugfs: debugfs,
             _vram: Evacuate(vram),
         })
     }
@@ -176,6 +182,18 @@ impl<'bound> Card<'bound> {
 impl Drop for Card<'_> {
     fn drop(&mut self) {
         BOUND.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Removes the device's debugfs directory when dropped, after the DRM
+/// device is unplugged: no ioctl binds a mirror any more, and the next
+/// binding of the platform device gets `nsvm.<index>` while files of this
+/// one are still open.
+struct RemoveDebugfs(ARef<NsvmDevice>);
+
+impl Drop for RemoveDebugfs {
+    fn drop(&mut self) {
+        self.0.remove_debugfs();
     }
 }
 

@@ -9,14 +9,14 @@ use kernel::{
         self,
         gem, //
     },
-    platform,
+    new_mutex, platform,
     prelude::*,
     sync::{
         atomic::{
             Atomic,
             Relaxed, //
         },
-        Arc,
+        Arc, Mutex,
     },
     time::Delta,
 };
@@ -52,17 +52,26 @@ const INFO: drm::DriverInfo = drm::DriverInfo {
     desc: c"Shared virtual memory for Nouveau-style GPUs",
 };
 
+/// The device's debugfs directory and its own files in it.
+struct DeviceDebugfs {
+    /// `<debugfs>/nsvm/nsvm.<index>`: one `client-<id>` file per mirror.
+    dir: debugfs::Dir,
+    /// `vram`: the device memory's state.
+    _vram: Pin<KBox<debugfs::File<Arc<Vram>>>>,
+    /// `faults`: the fault handler's state.
+    _faults: Pin<KBox<debugfs::File<Arc<FaultHandler<SoftVm>>>>>,
+}
+
 /// Per-device state, reachable from every file and ioctl of the device.
 #[pin_data]
 pub(crate) struct DeviceData {
     /// Index among the devices of this module instance (`nsvm.<index>`).
     pub(crate) index: u32,
-    /// `<debugfs>/nsvm/nsvm.<index>/vram`: the device memory's state.
-    _vram_file: Pin<KBox<debugfs::File<Arc<Vram>>>>,
-    /// `<debugfs>/nsvm/nsvm.<index>/faults`: the fault handler's state.
-    _faults_file: Pin<KBox<debugfs::File<Arc<FaultHandler<SoftVm>>>>>,
-    /// `<debugfs>/nsvm/nsvm.<index>`: one `client-<id>` file per mirror.
-    pub(crate) debugfs: debugfs::Dir,
+    /// `<debugfs>/nsvm/nsvm.<index>` with the device's files, until the
+    /// device is removed ([`DeviceData::remove_debugfs`]): then the name is
+    /// free for the next binding, even while files of this one are open.
+    #[pin]
+    debugfs: Mutex<Option<DeviceDebugfs>>,
     /// The device memory. Every mirror holds a reference, so it goes (and
     /// with it, everything still in it goes back to system memory) after
     /// the last file.
@@ -94,11 +103,14 @@ impl DeviceData {
             debugfs.read_only_file(c"faults", faults.handler().clone()),
             GFP_KERNEL,
         )?;
+        let debugfs = DeviceDebugfs {
+            dir: debugfs,
+            _vram: file,
+            _faults: faults_file,
+        };
         Ok(try_pin_init!(Self {
             index,
-            _vram_file: file,
-            _faults_file: faults_file,
-            debugfs,
+            debugfs <- new_mutex!(Some(debugfs), "DeviceData::debugfs"),
             vram,
             next_client: Atomic::new(0),
             faults,
@@ -118,6 +130,25 @@ impl DeviceData {
         self.faults.handler().faults().shutdown();
         self.faults.handler().fail_all(ENODEV);
         self.faults.wait_stopped();
+    }
+
+    /// The device's debugfs directory, for a new mirror's files; `ENODEV`
+    /// once the device was removed.
+    pub(crate) fn debugfs_dir(&self) -> Result<debugfs::Dir> {
+        let d = self.debugfs.lock();
+        Ok(d.as_ref().ok_or(ENODEV)?.dir.clone())
+    }
+
+    /// The last step of the device's removal, once no ioctl runs
+    /// (`drm_dev_unplug()`), so that no mirror is bound any more: removes
+    /// the debugfs files of every mirror, then the device's directory.
+    pub(crate) fn remove_debugfs(&self) {
+        let d = self.debugfs.lock().take();
+        self.faults
+            .handler()
+            .for_each_mirror(|m| m.remove_debugfs());
+        // The directory goes with its last file.
+        drop(d);
     }
 
     /// A new client id, unique on this device.

@@ -169,7 +169,7 @@ impl Ioctl for SvmInit {
             SoftVm::new(),
             dev.vram.clone(),
             window,
-            &dev.debugfs,
+            &dev.debugfs_dir()?,
             dev.client_id(),
         )?;
         let handler = dev.faults.handler().clone();

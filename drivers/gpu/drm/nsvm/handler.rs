@@ -184,11 +184,18 @@ impl<V: GpuVm> FaultHandler<V> {
     }
 
     /// Fails every channel of every mirror bound on the device with `err`,
-    /// and waits until none runs: the device's removal.
+    /// and waits until none runs: the device's removal. A mirror bound
+    /// later has channels made after the fault unit's shutdown, which take
+    /// no job; one missed for want of memory (see
+    /// [`FaultHandler::for_each_mirror`]) has its channels wait for their
+    /// timeout.
     pub(crate) fn fail_all(&self, err: Error) {
-        // The mirrors of now, not holding `spaces` (a leaf) while their
-        // channels stop. One bound later has channels made after the fault
-        // unit's shutdown, which take no job.
+        self.for_each_mirror(|m| m.queues.fail_all(err));
+    }
+
+    /// Calls `f` on every mirror bound on the device now, not holding
+    /// `spaces` (a leaf) meanwhile.
+    pub(crate) fn for_each_mirror(&self, f: impl Fn(&Mirror<V>)) {
         let mirrors = {
             let spaces = self.spaces.lock();
             KVec::with_capacity(spaces.len(), GFP_KERNEL).map(|mut v| {
@@ -200,17 +207,16 @@ impl<V: GpuVm> FaultHandler<V> {
             })
         };
         match mirrors {
-            Ok(mirrors) => mirrors.iter().for_each(|m| m.queues.fail_all(err)),
+            Ok(mirrors) => mirrors.iter().for_each(|m| f(m)),
             // No memory for the list: by index, which can miss a mirror
-            // whose neighbour is released meanwhile (its channels wait for
-            // their timeout).
+            // whose neighbour is released meanwhile.
             Err(_) => {
                 let mut i = 0;
                 loop {
                     // The guard goes at the end of the statement.
                     let m = self.spaces.lock().get(i).cloned();
                     let Some(m) = m else { break };
-                    m.queues.fail_all(err);
+                    f(&m);
                     i += 1;
                 }
             }

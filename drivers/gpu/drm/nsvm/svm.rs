@@ -332,6 +332,14 @@ impl<V: GpuVm> fmt::Debug for Stats<V> {
     }
 }
 
+/// The debugfs files of a mirror.
+struct MirrorDebugfs<V: GpuVm> {
+    /// `client-<id>`: the mirror's counters.
+    _stats: Pin<KBox<debugfs::File<Stats<V>>>>,
+    /// `client-<id>-pt`: the page-table dump.
+    _ptdump: Pin<KBox<debugfs::File<PtDump<V>>>>,
+}
+
 /// The SVM mirror of one DRM file.
 ///
 /// Shared by the file and the device's fault handler (which finds it by its
@@ -341,10 +349,10 @@ impl<V: GpuVm> fmt::Debug for Stats<V> {
 /// TLB, then removes the notifier, then drops the `mmgrab`.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Mirror<V: GpuVm> {
-    /// The debugfs file; removed first, while everything it shows lives.
-    _debugfs: Pin<KBox<debugfs::File<Stats<V>>>>,
-    /// `client-<id>-pt`, the page-table dump; removed with `_debugfs`.
-    _ptdump: Pin<KBox<debugfs::File<PtDump<V>>>>,
+    /// The debugfs files; removed first, while everything they show lives,
+    /// or with the device ([`Mirror::remove_debugfs`]).
+    #[pin]
+    debugfs: Mutex<Option<MirrorDebugfs<V>>>,
     /// Subscribed to every invalidation of the address space. Declared
     /// before `mm`: it is removed before `mm` is dropped.
     notifier: IntervalNotifier<MirrorVm<V>>,
@@ -418,8 +426,13 @@ impl<V: GpuVm> Mirror<V> {
         let grab: &Mm = mm;
         Arc::pin_init(
             try_pin_init!(Self {
-                _debugfs: debugfs,
-                _ptdump: ptdump,
+                debugfs <- new_mutex!(
+                    Some(MirrorDebugfs {
+                        _stats: debugfs,
+                        _ptdump: ptdump,
+                    }),
+                    "Mirror::debugfs"
+                ),
                 notifier,
                 mm: grab.into(),
                 window,
@@ -434,6 +447,14 @@ impl<V: GpuVm> Mirror<V> {
     pub(crate) fn serving<R>(&self, f: impl FnOnce() -> R) -> R {
         let _serving = self.serving.lock();
         f()
+    }
+
+    /// Removes the mirror's debugfs files: its device is going, and its
+    /// directory with it.
+    pub(crate) fn remove_debugfs(&self) {
+        let files = self.debugfs.lock().take();
+        // Not under the lock: removing a file waits for its readers.
+        drop(files);
     }
 
     /// For the file's release: if the OOM killer killed the address
