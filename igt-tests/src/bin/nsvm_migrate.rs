@@ -924,6 +924,35 @@ fn fault_to_device() -> TestResult {
     Ok(())
 }
 
+/// A fault serves only pages of its own policy: in one 2 MiB fault window,
+/// a range with migrate-on-fault to the device and a default one beside
+/// it. A GPU write to the default range first must not map the other
+/// range's pages from system memory (its own faults would then never come,
+/// nor migrate it), and the other range's faults must not migrate the
+/// default one.
+fn policy_window_boundary() -> TestResult {
+    let dev = bound(0)?;
+    let n = 16;
+    let mut m = aligned(MB2);
+    cpu_fill(&mut m, 42);
+    let (plain, moving) = (m.addr(), m.addr() + (n * PAGE) as u64);
+    dev.set_attr(
+        moving,
+        (n * PAGE) as u64,
+        attr(sys::DRM_NSVM_LOCATION_DEVICE, true, 0),
+    )?;
+    exec(&dev, &mut [Cmd::fill(plain, (n * PAGE) as u64, 7)])?;
+    check_eq!(count(&states(&dev, moving, n)?, sys::DRM_NSVM_PTE_VALID), 0);
+    check!(gpu_read(&dev, moving, n * PAGE)? == pattern(42, 2 * n * PAGE)[n * PAGE..]);
+    check_eq!(count(&cpu_states(&dev, moving, n)?, DEVICE), n);
+    check_eq!(count(&cpu_states(&dev, plain, n)?, DEVICE), 0);
+    check!(m.bytes()[..n * PAGE]
+        .chunks(8)
+        .all(|w| w == 7u64.to_le_bytes()));
+    check!(m.bytes()[n * PAGE..2 * n * PAGE] == pattern(42, 2 * n * PAGE)[n * PAGE..]);
+    Ok(())
+}
+
 /// Preferred SYSTEM with migrate-on-fault: GPU faults bring device pages
 /// back first.
 fn fault_to_system() -> TestResult {
@@ -1262,6 +1291,7 @@ igt_main! {
     "exit-frees" => exit_frees,
     "fault-to-device" => fault_to_device,
     "fault-to-system" => fault_to_system,
+    "policy-window-boundary" => policy_window_boundary,
     "atomic-exclusive" => atomic_exclusive,
     "atomic-policies" => atomic_policies,
     "atomic-mprotect-fork" => atomic_mprotect_fork,

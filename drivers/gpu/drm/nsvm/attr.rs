@@ -113,6 +113,23 @@ impl Attrs {
         }
     }
 
+    /// The attribute at `addr` and the largest range `[start, end)` around
+    /// it that has that attribute (`end` is `usize::MAX` past the last
+    /// range).
+    pub(crate) fn span(&self, addr: usize) -> (Attr, usize, usize) {
+        let i = self.ranges.partition_point(|r| r.end <= addr);
+        match self.ranges.get(i) {
+            Some(r) if r.start <= addr => (r.attr, r.start, r.end),
+            next => {
+                // A default gap: between the ranges around it, which differ
+                // from the default.
+                let start = i.checked_sub(1).map_or(0, |p| self.ranges[p].end);
+                let end = next.map_or(usize::MAX, |r| r.start);
+                (Attr::default(), start, end)
+            }
+        }
+    }
+
     /// Sets `[start, end)` to `attr`. `ENOSPC` beyond
     /// `DRM_NSVM_ATTR_MAX_RANGES` ranges; nothing changes on error.
     pub(crate) fn set(&mut self, start: usize, end: usize, attr: Attr) -> Result {
@@ -213,6 +230,25 @@ mod tests {
         // Resetting to the default drops the range.
         a.set(0x0, 0x10000, Attr::default())?;
         assert_eq!(a.len(), 0);
+        Ok(())
+    }
+
+    /// The range around an address that has its attribute: a range, the
+    /// default gaps between ranges, before the first and after the last.
+    #[test]
+    fn span_of_address() -> Result {
+        let mut a = Attrs::new();
+        assert_eq!(a.span(0x1000), (Attr::default(), 0, usize::MAX));
+        a.set(0x2000, 0x4000, DEV)?;
+        a.set(0x4000, 0x5000, SYS)?;
+        a.set(0x8000, 0x9000, DEV)?;
+        assert_eq!(a.span(0x1fff), (Attr::default(), 0, 0x2000));
+        assert_eq!(a.span(0x2000), (DEV, 0x2000, 0x4000));
+        assert_eq!(a.span(0x3fff), (DEV, 0x2000, 0x4000));
+        assert_eq!(a.span(0x4000), (SYS, 0x4000, 0x5000));
+        assert_eq!(a.span(0x5000), (Attr::default(), 0x5000, 0x8000));
+        assert_eq!(a.span(0x9000), (Attr::default(), 0x9000, usize::MAX));
+        assert_eq!(a.span(usize::MAX), (Attr::default(), 0x9000, usize::MAX));
         Ok(())
     }
 

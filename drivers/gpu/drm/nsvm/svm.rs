@@ -542,7 +542,7 @@ impl<V: GpuVm> Mirror<V> {
         abort: Abort<'_>,
         mut unserved: impl FnMut(Unserved, (usize, usize)),
     ) {
-        let win = |f: &Fault| f.addr & !(self.window - 1);
+        let win = |f: &Fault| self.window_of(f.addr).1;
         faults.sort_unstable_by_key(|f| f.addr);
         for run in faults.chunk_by(|a, b| win(a) == win(b)) {
             let f = run
@@ -551,8 +551,7 @@ impl<V: GpuVm> Mirror<V> {
                 .or_else(|| run.iter().find(|f| f.write))
                 .unwrap_or(&run[0]);
             if let Err(err) = self.fault(mm, f, run, abort) {
-                let start = win(f);
-                let end = addr::window_end(start, self.window, usize::MAX);
+                let (_, start, end) = self.window_of(f.addr);
                 unserved(
                     Unserved {
                         addr: f.addr,
@@ -563,6 +562,19 @@ impl<V: GpuVm> Mirror<V> {
                 );
             }
         }
+    }
+
+    /// The policy at `addr` and the fault window around it: the window of
+    /// the mirror's size that holds `addr`, clipped to the user address
+    /// limit and to the range that has `addr`'s policy. A fault never maps
+    /// (or migrates) pages of another policy: their own faults must see
+    /// theirs, migrate-on-fault included.
+    fn window_of(&self, addr: usize) -> (Attr, usize, usize) {
+        let vm = self.vm();
+        let (attr, start, end) = vm.attrs.lock().span(addr);
+        let win = addr & !(self.window - 1);
+        let win_end = addr::window_end(win, self.window, vm.limit);
+        (attr, win.max(start), win_end.min(end))
     }
 
     /// Serves GPU fault `f` of `faults` (one window's, sorted), as the
@@ -578,9 +590,7 @@ impl<V: GpuVm> Mirror<V> {
         if f.addr >= vm.limit {
             return Err(EFAULT);
         }
-        let attr = vm.attrs.lock().get(f.addr);
-        let win_start = f.addr & !(self.window - 1);
-        let win_end = addr::window_end(win_start, self.window, vm.limit);
+        let (attr, win_start, win_end) = self.window_of(f.addr);
         if attr.fault_to_device() || (f.atomic && attr.atomic == AtomicMode::Device) {
             // Best effort: what cannot move is mapped where it is.
             match vm.vram.migrate(mm, win_start, win_end, Direction::ToDevice) {
