@@ -96,7 +96,8 @@ bench)
 test)
 	# Huge pages for the hugetlbfs subtests (nsvm's and the C peer's).
 	echo 64 >/proc/sys/vm/nr_hugepages
-	# nsvm_igt=BINARY[:GLOB] runs one binary, or some of its subtests.
+	# nsvm_igt=BINARY[:GLOB] runs one binary, or some of its subtests;
+	# nsvm_igt=queues:BINARY[:GLOB] only its pass through exec queues.
 	for t in /igt/*; do
 		bin=${igt%%:*}
 		[ -z "$igt" ] || [ "$bin" = "$(basename "$t")" ] || continue
@@ -109,6 +110,25 @@ test)
 		echo "NSVM-IGT-EXIT $(basename "$t") $st"
 		[ $st = 0 ] || [ $st = 77 ] || fail "igt $(basename "$t") exit $st"
 	done
+
+	# The EXEC-based binaries again, their EXECs as overlapping jobs on
+	# exec queues (igt-tests/src/queued.rs); subtests without one skip.
+	case $igt in
+	"" | queues:*)
+		sel=${igt#queues:}
+		for b in nsvm_svm nsvm_migrate nsvm_robust; do
+			[ -z "$igt" ] || [ "${sel%%:*}" = "$b" ] || continue
+			step "igt $b through queues"
+			case $sel in
+			*:*) NSVM_IGT_QUEUES=1 "/igt/$b" --run-subtest "${sel#*:}" ;;
+			*) NSVM_IGT_QUEUES=1 "/igt/$b" ;;
+			esac
+			st=$?
+			echo "NSVM-IGT-EXIT $b-queues $st"
+			[ $st = 0 ] || [ $st = 77 ] || fail "igt $b through queues exit $st"
+		done
+		;;
+	esac
 
 	# Module unload with pages in device memory (unloads and reloads).
 	case $igt in

@@ -11,7 +11,8 @@
 # Environment: NSVM_DEVICES (default 2), NSVM_ACCEL (default tcg: KVM guests
 # hang on these machines), NSVM_TIMEOUT (seconds, default 1500),
 # NSVM_CACHE_DIR (default ~/.cache/nsvm); for development, NSVM_IGT=BIN[:GLOB]
-# runs one test binary (or some of its subtests), NSVM_VRAM_MB (default 32:
+# runs one test binary (or some of its subtests; queues:BIN[:GLOB] only its
+# pass through exec queues), NSVM_VRAM_MB (default 32:
 # small, so the 4x-device-memory test is quick) and NSVM_HMM=0 skips the C
 # peer's hmm-tests.
 set -euo pipefail

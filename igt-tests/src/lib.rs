@@ -18,6 +18,7 @@
 
 use std::{io::Write, time::Instant};
 
+pub mod queued;
 pub mod svm;
 
 /// IGT's exit status for success.
@@ -139,7 +140,17 @@ fn run_one(t: &Subtest) -> Status {
         -1 => Status::Fail,
         0 => {
             let code = match (t.run)() {
-                Ok(()) => EXIT_SUCCESS,
+                // The queue mode's pass is for what goes through queues.
+                Ok(()) if queued::enabled() && queued::jobs() == 0 => {
+                    println!("Test requirement not met: no EXEC through the queue helpers");
+                    EXIT_SKIP
+                }
+                Ok(()) => {
+                    if queued::enabled() {
+                        println!("jobs through queues: {}", queued::jobs());
+                    }
+                    EXIT_SUCCESS
+                }
                 Err(Outcome::Skip(why)) => {
                     println!("Test requirement not met: {why}");
                     EXIT_SKIP

@@ -109,16 +109,39 @@ impl Drop for Map {
 /// Readable and writable.
 pub const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
 
-/// EXEC of `cmds`; a failure fails the subtest.
+/// EXEC of `cmds`; a failure fails the subtest. Through an exec queue in
+/// the queue mode ([`crate::queued`]).
 pub fn exec(dev: &Device, cmds: &mut [Cmd]) -> Result<(), Outcome> {
+    if crate::queued::enabled() {
+        if let Some(r) = crate::queued::exec(dev, cmds) {
+            return r;
+        }
+    }
+    exec_ioctl(dev, cmds)
+}
+
+/// EXEC of `cmds` also in the queue mode: for subtests that count the faults
+/// and mappings of exactly their commands (the queue mode's fence and
+/// bounce pages are the mirror's too).
+pub fn exec_ioctl(dev: &Device, cmds: &mut [Cmd]) -> Result<(), Outcome> {
     dev.exec(cmds)
         .map_err(|e| Outcome::Fail(format!("EXEC failed: {e}")))
 }
 
-/// GPU-reads `len` bytes at `src`.
+/// GPU-reads `len` bytes at `src`. Through an exec queue in the queue mode
+/// ([`crate::queued`]).
 pub fn gpu_read(dev: &Device, src: u64, len: usize) -> Result<Vec<u8>, Outcome> {
+    if crate::queued::enabled() {
+        return crate::queued::read(dev, src, len);
+    }
+    gpu_read_ioctl(dev, src, len)
+}
+
+/// GPU-reads `len` bytes at `src` with a READ EXEC also in the queue mode
+/// (see [`exec_ioctl`]).
+pub fn gpu_read_ioctl(dev: &Device, src: u64, len: usize) -> Result<Vec<u8>, Outcome> {
     let mut out = vec![0u8; len];
-    exec(
+    exec_ioctl(
         dev,
         &mut [Cmd::read(out.as_mut_ptr() as u64, src, len as u64)],
     )?;

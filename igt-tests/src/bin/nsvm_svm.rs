@@ -401,10 +401,10 @@ fn repeated_reads() -> TestResult {
     let mut a = Map::new(MB2, RW);
     a.bytes_mut().copy_from_slice(&pattern(9, MB2));
     for _ in 0..4 {
-        check!(gpu_read(&dev, a.addr(), MB2)? == pattern(9, MB2));
+        check!(gpu_read_ioctl(&dev, a.addr(), MB2)? == pattern(9, MB2));
     }
     let faults = dev.counters()?.faults;
-    check!(gpu_read(&dev, a.addr(), MB2)? == pattern(9, MB2));
+    check!(gpu_read_ioctl(&dev, a.addr(), MB2)? == pattern(9, MB2));
     check_eq!(dev.counters()?.faults, faults);
     Ok(())
 }
@@ -973,7 +973,7 @@ fn fault_batching() -> TestResult {
     let big = Map::new(5 * MB2, RW);
     let aligned = (big.addr() + MB2 as u64 - 1) & !(MB2 as u64 - 1);
     let before = dev.counters()?;
-    exec(
+    exec_ioctl(
         &dev,
         &mut [Cmd::fill(aligned, 4 * MB2 as u64, 0x0101_0101_0101_0101)],
     )?;
@@ -989,7 +989,7 @@ fn fault_batching() -> TestResult {
         (4 * MB2 / PAGE) as u64
     );
     // The whole range is mapped: a second pass raises nothing.
-    exec(&dev, &mut [Cmd::fill(aligned, 4 * MB2 as u64, 0)])?;
+    exec_ioctl(&dev, &mut [Cmd::fill(aligned, 4 * MB2 as u64, 0)])?;
     check_eq!(dev.counters()?.faults, c.faults);
     Ok(())
 }
