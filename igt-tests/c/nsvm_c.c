@@ -4,8 +4,9 @@
  * libdrm (drmOpen-less: the render node, drmIoctl, drmGetVersion), it
  * proves that a C runtime can use nsvm with nothing but the header:
  * version and params, SVM_INIT, a GPU job on malloc'd memory, an unserved
- * GPU fault and its address, migration, and -EINVAL for a bad size; and
- * that libdrm's drmGetDevices2() finds the devices.
+ * GPU fault and its address, migration, and -EINVAL for a bad size; a job
+ * waiting for a sync object through libdrm's drmSyncobj*() calls; and that
+ * libdrm's drmGetDevices2() finds the devices.
  *
  * Output and exit codes follow IGT (0 pass, 77 skip, 1 fail), with the
  * same --list-subtests and --run-subtest options as the Rust binaries.
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -49,6 +51,7 @@ CHECK_SIZED(drm_nsvm_submit);
 CHECK_SIZED(drm_nsvm_wait);
 CHECK_SIZED(drm_nsvm_queue_query);
 CHECK_STRUCT(drm_nsvm_cmd);
+CHECK_STRUCT(drm_nsvm_sync);
 CHECK_STRUCT(drm_nsvm_counters);
 
 #define PAGE 4096ul
@@ -359,6 +362,85 @@ static void subtest_queue(void)
 	free(fence);
 }
 
+/* sw_sync (debugfs sync/sw_sync) has no uapi header; as in IGT. */
+struct sw_sync_create_fence_data {
+	__u32 value;
+	char name[32];
+	__s32 fence;
+};
+#define SW_SYNC_IOC_CREATE_FENCE _IOWR('W', 0, struct sw_sync_create_fence_data)
+#define SW_SYNC_IOC_INC _IOW('W', 1, __u32)
+
+/*
+ * Sync objects as a runtime uses them through libdrm (drmSyncobj*(), as
+ * Mesa does): the capabilities; a job with an in-fence whose sync object
+ * holds an unsignaled sw_sync fence does not run until the fence signals;
+ * a timeline point signaled from the CPU does not hold a job; a sync
+ * object without a fence is refused.
+ */
+static void subtest_syncobj(void)
+{
+	uint64_t *fence = calloc(1, 8), cap = 0, point = 3;
+	int tl = open("/sys/kernel/debug/sync/sw_sync", O_RDWR);
+	struct sw_sync_create_fence_data sf = { .value = 1, .name = "nsvm_c" };
+	struct drm_nsvm_queue_create qc = { .size = sizeof(qc) };
+	struct drm_nsvm_sync in = { 0 };
+	struct drm_nsvm_submit sub = {
+		.size = sizeof(sub),
+		.cmd_size = sizeof(struct drm_nsvm_cmd),
+		.fence_addr = (__u64)(uintptr_t)fence,
+		.fence_value = 1,
+		.syncs = (__u64)(uintptr_t)&in,
+		.num_syncs = 1,
+		.sync_size = sizeof(in),
+	};
+	struct drm_nsvm_wait w = {
+		.size = sizeof(w),
+		.addr = (__u64)(uintptr_t)fence,
+		.value = 1,
+		.mask = ~0ull,
+		.op = DRM_NSVM_WAIT_GTE,
+		.timeout_ns = 100000000ll,
+	};
+	__u32 one = 1, timeline, empty;
+
+	CHECK(fence && tl >= 0);
+	CHECK(drmGetCap(dev_fd, DRM_CAP_SYNCOBJ, &cap) == 0 && cap == 1);
+	CHECK(drmGetCap(dev_fd, DRM_CAP_SYNCOBJ_TIMELINE, &cap) == 0 && cap == 1);
+	CHECK(get_param(dev_fd, DRM_NSVM_PARAM_FEATURES) & DRM_NSVM_FEATURE_SYNCOBJ);
+	svm_init(dev_fd);
+	CHECK(drmIoctl(dev_fd, DRM_IOCTL_NSVM_QUEUE_CREATE, &qc) == 0);
+	sub.queue_id = w.queue_id = qc.queue_id;
+	CHECK(ioctl(tl, SW_SYNC_IOC_CREATE_FENCE, &sf) == 0);
+	CHECK(drmSyncobjCreate(dev_fd, 0, &in.handle) == 0);
+	CHECK(drmSyncobjImportSyncFile(dev_fd, in.handle, sf.fence) == 0);
+	close(sf.fence);
+	CHECK(drmIoctl(dev_fd, DRM_IOCTL_NSVM_SUBMIT, &sub) == 0);
+	/* Held: the wait times out, nothing was written. */
+	CHECK(drmIoctl(dev_fd, DRM_IOCTL_NSVM_WAIT, &w) == -1 && errno == ETIME);
+	CHECK(*fence == 0);
+	CHECK(ioctl(tl, SW_SYNC_IOC_INC, &one) == 0);
+	w.timeout_ns = 10000000000ll;
+	CHECK(drmIoctl(dev_fd, DRM_IOCTL_NSVM_WAIT, &w) == 0 && *fence == 1);
+	/* A timeline point the CPU signaled. */
+	CHECK(drmSyncobjCreate(dev_fd, 0, &timeline) == 0);
+	CHECK(drmSyncobjTimelineSignal(dev_fd, &timeline, &point, 1) == 0);
+	in.handle = timeline;
+	in.point = point;
+	sub.fence_value = w.value = 2;
+	CHECK(drmIoctl(dev_fd, DRM_IOCTL_NSVM_SUBMIT, &sub) == 0);
+	CHECK(drmIoctl(dev_fd, DRM_IOCTL_NSVM_WAIT, &w) == 0 && *fence == 2);
+	/* No fence yet: refused, not waited for. */
+	CHECK(drmSyncobjCreate(dev_fd, 0, &empty) == 0);
+	in.handle = empty;
+	in.point = 0;
+	CHECK(drmIoctl(dev_fd, DRM_IOCTL_NSVM_SUBMIT, &sub) == -1 && errno == EINVAL);
+	CHECK(drmSyncobjDestroy(dev_fd, empty) == 0);
+	CHECK(drmSyncobjDestroy(dev_fd, timeline) == 0);
+	close(tl);
+	free(fence);
+}
+
 /*
  * libdrm's device enumeration, as Mesa and the Vulkan loaders use it:
  * drmGetDevices2() lists every nsvm device (as many as the render nodes
@@ -430,6 +512,7 @@ static const struct subtest {
 	{ "fault-addr", subtest_fault_addr },
 	{ "migrate", subtest_migrate },
 	{ "queue", subtest_queue },
+	{ "syncobj", subtest_syncobj },
 	{ "enumerate", subtest_enumerate },
 };
 
