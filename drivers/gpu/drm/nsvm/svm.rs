@@ -542,16 +542,20 @@ impl<V: GpuVm> Mirror<V> {
         abort: Abort<'_>,
         mut unserved: impl FnMut(Unserved, (usize, usize)),
     ) {
-        let win = |f: &Fault| self.window_of(f.addr).1;
         faults.sort_unstable_by_key(|f| f.addr);
-        for run in faults.chunk_by(|a, b| win(a) == win(b)) {
+        let mut rest: &[Fault] = faults;
+        while let Some(first) = rest.first() {
+            // Sorted: the window's faults are those up to its end. It holds
+            // `first`, so the run is never empty.
+            let (attr, start, end) = self.window_of(first.addr);
+            let (run, tail) = rest.split_at(rest.partition_point(|f| f.addr < end));
+            rest = tail;
             let f = run
                 .iter()
                 .find(|f| f.atomic)
                 .or_else(|| run.iter().find(|f| f.write))
-                .unwrap_or(&run[0]);
-            if let Err(err) = self.fault(mm, f, run, abort) {
-                let (_, start, end) = self.window_of(f.addr);
+                .unwrap_or(first);
+            if let Err(err) = self.fault(mm, f, run, (&attr, start, end), abort) {
                 unserved(
                     Unserved {
                         addr: f.addr,
@@ -565,32 +569,40 @@ impl<V: GpuVm> Mirror<V> {
     }
 
     /// The policy at `addr` and the fault window around it: the window of
-    /// the mirror's size that holds `addr`, clipped to the user address
-    /// limit and to the range that has `addr`'s policy. A fault never maps
-    /// (or migrates) pages of another policy: their own faults must see
-    /// theirs, migrate-on-fault included.
+    /// the mirror's size that holds `addr`, clipped to the range that has
+    /// `addr`'s policy. A fault never maps (or migrates) pages of another
+    /// policy: their own faults must see theirs, migrate-on-fault included.
+    /// The window always holds `addr`.
     fn window_of(&self, addr: usize) -> (Attr, usize, usize) {
-        let vm = self.vm();
-        let (attr, start, end) = vm.attrs.lock().span(addr);
+        let (attr, start, end) = self.vm().attrs.lock().span(addr);
         let win = addr & !(self.window - 1);
-        let win_end = addr::window_end(win, self.window, vm.limit);
+        let win_end = addr::window_end(win, self.window, usize::MAX);
         (attr, win.max(start), win_end.min(end))
     }
 
-    /// Serves GPU fault `f` of `faults` (one window's, sorted), as the
-    /// policy of its address says: migrates the fault window first if
+    /// Serves GPU fault `f` of `faults` (sorted, those of the window
+    /// `[win_start, win_end)` that [`Mirror::window_of`] gave with the
+    /// policy `attr`), as that policy says: migrates the window first if
     /// asked to, maps the window (faulting in what the faults' spans miss)
     /// and for an atomic on system memory takes exclusive access to the
     /// page.
     ///
     /// A fault at or above the user address limit is `EFAULT`: no user
     /// memory is there (the ioctls let no such address in).
-    fn fault(&self, mm: &MmWithUser, f: &Fault, faults: &[Fault], abort: Abort<'_>) -> Result {
+    fn fault(
+        &self,
+        mm: &MmWithUser,
+        f: &Fault,
+        faults: &[Fault],
+        (attr, win_start, win_end): (&Attr, usize, usize),
+        abort: Abort<'_>,
+    ) -> Result {
         let vm = self.vm();
         if f.addr >= vm.limit {
             return Err(EFAULT);
         }
-        let (attr, win_start, win_end) = self.window_of(f.addr);
+        // Below the limit, which `win_start <= f.addr` is too.
+        let win_end = win_end.min(vm.limit);
         if attr.fault_to_device() || (f.atomic && attr.atomic == AtomicMode::Device) {
             // Best effort: what cannot move is mapped where it is.
             match vm.vram.migrate(mm, win_start, win_end, Direction::ToDevice) {
@@ -599,7 +611,7 @@ impl<V: GpuVm> Mirror<V> {
             }
         }
         let patience = Patience::new(abort);
-        self.map_window(mm, f, faults, (win_start, win_end), &attr, &patience)?;
+        self.map_window(mm, f, faults, (win_start, win_end), attr, &patience)?;
         if f.atomic && !vm.vm.lock().lookup(f.addr).is_some_and(|p| p.atomic) {
             self.exclusive(mm, f.addr, &Patience::new(abort))?;
         }
