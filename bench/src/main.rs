@@ -427,16 +427,18 @@ fn latency() {
         "test_hmm+hog",
     ] {
         for backing in BACKINGS {
+            // A CPU hog beside the run: a process that spins, so that one
+            // of the guest's two CPUs is busy and the round trip cannot
+            // count on an idle one. Forked before the buffer is: memory of
+            // the parent's at the fork is copy-on-write for it, and a write
+            // to such a page (the FILL) would break COW first.
+            let hog = imp.ends_with("+hog").then(cpu_hog);
             let before = handler_stats();
             let b = Buf::new(n * MB2, backing);
             for i in 0..n {
                 // SAFETY: Inside the buffer: one CPU touch per window.
                 unsafe { *b.ptr().add(i * MB2) = 1 };
             }
-            // A CPU hog beside the run: a process that spins, so that one
-            // of the guest's two CPUs is busy and the round trip cannot
-            // count on an idle one.
-            let hog = imp.ends_with("+hog").then(cpu_hog);
             let (d, q) = match imp {
                 "nsvm-async-64k" => (&dev64, queue64),
                 _ => (&dev, queue),
@@ -502,6 +504,12 @@ fn latency() {
                     .with("resume_us", per(d.resume_ns, d.resumes));
             }
             row.emit();
+            eprintln!(
+                "PROF {imp} {backing:?} {}",
+                std::fs::read_to_string("/sys/kernel/debug/nsvm/nsvm.0/faults")
+                    .unwrap_or_default()
+                    .replace('\n', " | ")
+            );
         }
     }
     // The floor: what two hand-overs cost in this guest, quiet and beside
