@@ -13,8 +13,9 @@
 # NSVM_CACHE_DIR (default ~/.cache/nsvm); for development, NSVM_IGT=BIN[:GLOB]
 # runs one test binary (or some of its subtests; queues:BIN[:GLOB] only its
 # pass through exec queues), NSVM_VRAM_MB (default 32:
-# small, so the 4x-device-memory test is quick) and NSVM_HMM=0 skips the C
-# peer's hmm-tests.
+# small, so the 4x-device-memory test is quick), NSVM_HMM=0 skips the C
+# peer's hmm-tests and NSVM_SMP sets the guest's CPUs (default 2: with 1,
+# no wake-up crosses CPUs, which shows what cross-CPU wake-ups cost).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -153,7 +154,7 @@ log "vm: booting ($accel, mode $mode, $ndev devices); log in out/guest-$mode.log
 t_boot=$SECONDS
 set +e
 timeout --foreground "$timeout_s" qemu-system-x86_64 \
-	-accel "$accel" -cpu max -smp 2 -m "$mem" \
+	-accel "$accel" -cpu max -smp ${NSVM_SMP:-2} -m "$mem" \
 	-nographic -no-reboot -monitor none -serial stdio \
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$out/rootfs.cpio" \
 	-append "console=ttyS0 panic=-1 oops=panic=0 nsvm_mode=$mode nsvm_devices=$ndev nsvm_vram=$vram nsvm_igt=${NSVM_IGT:-} nsvm_hmm=${NSVM_HMM:-1} nsvm_seed=${NSVM_SEED:-0x5eed} nsvm_fuzz_calls=${NSVM_FUZZ_CALLS:-5000} nsvm_stress_secs=${NSVM_STRESS_SECS:-6} nsvm_inject_rounds=${NSVM_INJECT_ROUNDS:-300} nsvm_bench=${NSVM_BENCH:-all} nsvm_bench_max_mb=${NSVM_BENCH_MAX_MB:-1024} nsvm_bench_threads=${NSVM_BENCH_THREADS:-4} nsvm_demo_mib=${NSVM_DEMO_MIB:-32}" \
