@@ -19,12 +19,17 @@ use core::{
 
 use kernel::{
     bindings,
+    cpu::CpuId,
     prelude::*,
-    workqueue::Queue, //
+    workqueue::{
+        Queue,
+        RawWorkItem, //
+    },
 };
 
-/// An unbound workqueue, destroyed (after its last queued item ran) when
-/// dropped.
+/// A workqueue, destroyed (after its last queued item ran) when dropped:
+/// unbound ([`OwnedQueue::new_unbound`]) or with a pool of workers per CPU
+/// ([`OwnedQueue::new_percpu`]).
 ///
 /// Must not be dropped by one of its own work items: destroying a queue
 /// waits for its items.
@@ -45,13 +50,29 @@ impl OwnedQueue {
     /// Allocates an unbound queue called `name` (`/sys/bus/workqueue`,
     /// the kworkers' names).
     pub(crate) fn new_unbound(name: &'static CStr) -> Result<Self> {
+        Self::alloc(name, bindings::wq_flags_WQ_UNBOUND)
+    }
+
+    /// Allocates a queue called `name` whose items run on the CPU they are
+    /// queued on ([`OwnedQueue::enqueue_on`]; [`Queue::enqueue`]: the
+    /// caller's), in high-priority workers: the shape of an interrupt's
+    /// bottom half, which runs where the interrupt was taken and before
+    /// the CPU's ordinary tasks.
+    pub(crate) fn new_percpu_highpri(name: &'static CStr) -> Result<Self> {
+        Self::alloc(
+            name,
+            bindings::wq_flags_WQ_PERCPU | bindings::wq_flags_WQ_HIGHPRI,
+        )
+    }
+
+    fn alloc(name: &'static CStr, flags: bindings::wq_flags) -> Result<Self> {
         // SAFETY: "%s" takes one string, `name`, which is NUL-terminated and
         // which `alloc_workqueue()` copies; the flags are valid; 0 is the
         // default limit of concurrent items.
         let raw = unsafe {
             bindings::alloc_workqueue_noprof(
                 kernel::str::as_char_ptr_in_const_context(c"%s"),
-                bindings::wq_flags_WQ_UNBOUND,
+                flags,
                 0,
                 name.as_char_ptr(),
             )
@@ -60,6 +81,30 @@ impl OwnedQueue {
         Ok(Self {
             raw: NonNull::new(raw).ok_or(ENOMEM)?,
         })
+    }
+
+    /// Queues `w` to run on `cpu` (for an unbound queue: near it), as
+    /// `queue_work_on()` does; fails, giving `w` back, if it is queued
+    /// already. The kernel crate's [`Queue`] has no such call in 7.3.
+    ///
+    /// A CPU that is offline, or goes offline, still runs the item: its
+    /// pool's workers then run it elsewhere.
+    pub(crate) fn enqueue_on<W, const ID: u64>(&self, cpu: CpuId, w: W) -> W::EnqueueOutput
+    where
+        W: RawWorkItem<ID> + Send + 'static,
+    {
+        let raw = self.raw.as_ptr();
+        // SAFETY: As in `Queue::enqueue()`, which differs only in the CPU:
+        // the closure returns `false` only if the `work_struct` is queued
+        // already; `W` is `Send` and `'static`; `queue_work_on()` uses the
+        // pointer only while `__enqueue()` keeps it valid (until the item
+        // runs, if it returns true). `raw` is a live workqueue (type
+        // invariants) and `cpu` a valid CPU id.
+        unsafe {
+            w.__enqueue(move |work| {
+                bindings::queue_work_on(cpu.as_u32() as kernel::ffi::c_int, raw, work)
+            })
+        }
     }
 
     /// Waits until every item queued so far has run (`flush_workqueue()`).
