@@ -112,6 +112,13 @@ pub(crate) struct FaultEntry {
     pub(crate) raised: Instant<Monotonic>,
 }
 
+/// The handler of the replayable-fault interrupt (an interrupt's top half:
+/// it must not sleep, and may run with locks of the fault buffer held).
+pub(crate) trait FaultIrq: Send + Sync {
+    /// Entries are waiting in the fault buffer.
+    fn fault_irq(&self);
+}
+
 /// The device's replayable fault buffer and interrupt lines, as the fault
 /// handler sees them (on NVIDIA: the `FAULT_BUFFER` ring with its GET/PUT
 /// registers, the replayable-fault and non-stall interrupts, and the
@@ -120,18 +127,28 @@ pub(crate) struct FaultEntry {
 /// The buffer has a fixed size: a fault raised while it is full is
 /// dropped, and the access raises it again after the next replay.
 pub(crate) trait GpuFaults: Send + Sync + 'static {
-    /// Sleeps until the buffer holds entries, then moves those of the
-    /// oldest entry's address space (at most `out`'s capacity) to `out`,
-    /// oldest first: the handler's interrupt. Entries of other address
-    /// spaces stay for another worker. `false` once
-    /// [`GpuFaults::shutdown`] was called.
-    fn wait(&self, out: &mut KVec<FaultEntry>) -> bool;
+    /// Installs `irq` as the replayable-fault interrupt's handler, in
+    /// place of any before it, until [`GpuFaults::shutdown`] frees it.
+    ///
+    /// The interrupt is level-triggered: it is raised on the CPU of the
+    /// access that wrote an entry, and again by a [`GpuFaults::take`] that
+    /// leaves entries behind.
+    fn request_irq(&self, irq: Arc<dyn FaultIrq>);
+
+    /// Moves the entries of the oldest entry's address space (at most
+    /// `out`'s capacity) to `out`, oldest first; `false` if there are none,
+    /// or once [`GpuFaults::shutdown`] was called. Entries of other
+    /// address spaces stay, and raise the interrupt again for another
+    /// worker.
+    fn take(&self, out: &mut KVec<FaultEntry>) -> bool;
 
     /// Restarts every stalled access, on every channel: those still
     /// missing fault again.
     fn replay(&self);
 
-    /// Ends [`GpuFaults::wait`] for good, and wakes every
+    /// Frees the interrupt ([`GpuFaults::request_irq`]): when this returns,
+    /// no call of its handler runs and none follows, and
+    /// [`GpuFaults::take`] takes nothing more. Wakes every
     /// [`GpuFaults::wait_event`]: the device is going (its removal, or its
     /// teardown after the last file). From then on no job is accepted.
     fn shutdown(&self);

@@ -4,9 +4,15 @@
 //! context.
 //!
 //! One per device, with a worker per CPU (at most [`MAX_WORKERS`]) on the
-//! device's own queue, woken by the replayable-fault interrupt
-//! ([`GpuFaults::wait`]), as nouveau's `nouveau_svm_fault()` and Xe's
-//! page-fault workers are. Each pass of a worker:
+//! device's own per-CPU, high-priority queue. The replayable-fault
+//! interrupt ([`FaultIrq`]) queues a worker on the CPU it was taken on, as
+//! nouveau's `nouveau_svm_event()` schedules `nouveau_svm_fault()` and Xe
+//! queues its page-fault work: the CPU whose access faulted serves it, with
+//! no wake-up of another CPU, ahead of the CPU's ordinary tasks. When that
+//! CPU's worker is already serving (another address space), the interrupt
+//! queues an idle worker on its own CPU instead, so that address spaces
+//! are served at once. A worker runs until the buffer is empty. Each pass
+//! of a worker:
 //!
 //! 1. takes the fault buffer's entries of one GPU address space (the
 //!    mirror's client id): the oldest entry's, so address spaces are served
@@ -51,6 +57,7 @@
 //! mirror.
 
 use kernel::{
+    cpu::CpuId,
     new_mutex, new_work,
     prelude::*,
     sync::{
@@ -62,7 +69,6 @@ use kernel::{
         Mutex, //
     },
     time::{
-        delay::fsleep,
         Delta,
         Instant, //
     },
@@ -79,6 +85,7 @@ use crate::{
         ChannelError,
         Fault,
         FaultEntry,
+        FaultIrq,
         GpuFaults,
         GpuVm,
         FAULT_BATCH,
@@ -108,11 +115,22 @@ pub(crate) struct FaultHandler<V: GpuVm> {
     serve_ns: Atomic<u64>,
 }
 
-/// One of the handler's workers: each takes one address space's entries
-/// per pass, so that several address spaces are served at once.
+/// One of the handler's workers, on one CPU: each takes one address
+/// space's entries per pass, so that several address spaces are served at
+/// once.
 #[pin_data]
 struct HandlerWorker<V: GpuVm> {
     handler: Arc<FaultHandler<V>>,
+    /// The CPU it is queued on.
+    cpu: CpuId,
+    /// Whether it is running: a hint for the interrupt, which queues an
+    /// idle worker if there is one.
+    running: Atomic<bool>,
+    /// Room for the whole fault buffer, for the entries of a pass: made
+    /// once. Only the worker's own run takes it (a work item does not run
+    /// twice at once on one queue), with nothing held.
+    #[pin]
+    entries: Mutex<KVec<FaultEntry>>,
     #[pin]
     work: Work<HandlerWorker<V>>,
 }
@@ -125,14 +143,12 @@ impl<V: GpuVm> WorkItem for HandlerWorker<V> {
     type Pointer = Arc<HandlerWorker<V>>;
 
     fn run(worker: Arc<HandlerWorker<V>>) {
+        worker.running.store(true, Relaxed);
         let this = &worker.handler;
-        let mut entries = loop {
-            match KVec::with_capacity(FAULT_BUFFER_SIZE, GFP_KERNEL) {
-                Ok(v) => break v,
-                Err(_) => fsleep(Delta::from_millis(10)),
-            }
-        };
-        while this.faults.wait(&mut entries) {
+        let mut entries = worker.entries.lock();
+        // Until the buffer is empty: the interrupt queues nobody while
+        // every worker runs (see `HandlerIrq::fault_irq`).
+        while this.faults.take(&mut entries) {
             let start = Instant::now();
             let oldest = entries
                 .iter()
@@ -146,6 +162,35 @@ impl<V: GpuVm> WorkItem for HandlerWorker<V> {
             add(&this.serve_ns, start.elapsed());
             this.entries.fetch_add(entries.len() as u64, Relaxed);
         }
+        drop(entries);
+        worker.running.store(false, Relaxed);
+    }
+}
+
+/// The replayable-fault interrupt's handler: queues a worker.
+struct HandlerIrq<V: GpuVm> {
+    /// One per CPU, at most [`MAX_WORKERS`], by CPU.
+    workers: KVec<Arc<HandlerWorker<V>>>,
+    /// Per-CPU and high priority. Declared last: dropped after the
+    /// workers' references, when it waits for them.
+    queue: OwnedQueue,
+}
+
+impl<V: GpuVm> FaultIrq for HandlerIrq<V> {
+    fn fault_irq(&self) {
+        let n = self.workers.len();
+        // Stale once preempted: a hint, as an interrupt's CPU is.
+        let cpu = CpuId::current().as_u32() as usize;
+        // The interrupted CPU's worker if it is idle, else an idle one, else
+        // the CPU's: a worker queued while it runs runs again, and one that
+        // is queued takes what is there when it runs. Either way a worker
+        // takes the entries that raised this.
+        let w = (0..n)
+            .map(|i| &self.workers[(cpu + i) % n])
+            .find(|w| !w.running.load(Relaxed))
+            .unwrap_or(&self.workers[cpu % n]);
+        // `Err`: queued already, and runs after the entries were written.
+        let _ = self.queue.enqueue_on(w.cpu, w.clone());
     }
 }
 
@@ -223,7 +268,7 @@ impl<V: GpuVm> FaultHandler<V> {
         }
     }
 
-    /// One pass over `entries` (what [`GpuFaults::wait`] took: one
+    /// One pass over `entries` (what [`GpuFaults::take`] took: one
     /// address space's).
     fn pass(&self, entries: &mut KVec<FaultEntry>) {
         self.passes.fetch_add(1, Relaxed);
@@ -367,35 +412,49 @@ const MAX_WORKERS: u32 = 4;
 /// The fault handler's workers, owned by the device: one per CPU, at most
 /// [`MAX_WORKERS`].
 ///
-/// Dropping it shuts the fault buffer's interrupt down and waits for the
+/// Dropping it frees the fault buffer's interrupt and waits for the
 /// workers to return. Every file holds the handler (not this), so it is
 /// dropped after the last file, with no mirror left.
 pub(crate) struct HandlerThread<V: GpuVm> {
     handler: Arc<FaultHandler<V>>,
-    /// Declared last: dropped after `drop()` shut the workers down.
-    queue: OwnedQueue,
+    /// Also the fault buffer's until the shutdown: the last reference to
+    /// the workers' queue once it is freed.
+    irq: Arc<HandlerIrq<V>>,
 }
 
 impl<V: GpuVm> HandlerThread<V> {
     /// Starts the handler of the fault buffer `faults`.
     pub(crate) fn new(faults: Arc<V::Faults>) -> Result<Self> {
         let handler = FaultHandler::new(faults)?;
-        let queue = OwnedQueue::new_unbound(c"nsvm_fault")?;
-        let this = Self { handler, queue };
-        for _ in 0..kernel::cpu::nr_cpu_ids().clamp(1, MAX_WORKERS) {
-            let handler = this.handler.clone();
+        let n = kernel::cpu::nr_cpu_ids().clamp(1, MAX_WORKERS);
+        let mut workers = KVec::with_capacity(n as usize, GFP_KERNEL)?;
+        for cpu in 0..n {
+            // Below `nr_cpu_ids`.
+            let cpu = CpuId::from_u32(cpu).ok_or(EINVAL)?;
+            let entries = KVec::with_capacity(FAULT_BUFFER_SIZE, GFP_KERNEL)?;
+            let handler = handler.clone();
             let worker = Arc::pin_init(
                 pin_init!(HandlerWorker {
                     handler,
+                    cpu,
+                    running: Atomic::new(false),
+                    entries <- new_mutex!(entries, "HandlerWorker::entries"),
                     work <- new_work!("HandlerWorker::work"),
                 }),
                 GFP_KERNEL,
             )?;
-            // A new worker is not queued yet, so this cannot fail. On an
-            // error above, dropping `this` stops those already started.
-            let _ = this.queue.enqueue(worker);
+            workers.push(worker, GFP_KERNEL)?;
         }
-        Ok(this)
+        let irq: Arc<HandlerIrq<V>> = Arc::new(
+            HandlerIrq {
+                workers,
+                queue: OwnedQueue::new_percpu_highpri(c"nsvm_fault")?,
+            },
+            GFP_KERNEL,
+        )?;
+        let top: Arc<dyn FaultIrq> = irq.clone();
+        handler.faults.request_irq(top);
+        Ok(Self { handler, irq })
     }
 
     /// The handler, for the files.
@@ -404,16 +463,18 @@ impl<V: GpuVm> HandlerThread<V> {
     }
 
     /// Waits until no worker runs, once the fault buffer's interrupt is
-    /// shut down ([`GpuFaults::shutdown`]): no fault is served after this
+    /// freed ([`GpuFaults::shutdown`]): no fault is served after this
     /// returns.
     pub(crate) fn wait_stopped(&self) {
-        self.queue.flush();
+        self.irq.queue.flush();
     }
 }
 
 impl<V: GpuVm> Drop for HandlerThread<V> {
     fn drop(&mut self) {
+        // Frees the interrupt: nothing queues a worker any more, and
+        // `irq`, dropped next, has the last reference to the queue, which
+        // waits for the workers.
         self.handler.faults.shutdown();
-        // `queue` is dropped next and waits for the workers.
     }
 }

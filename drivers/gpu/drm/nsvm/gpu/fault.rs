@@ -7,9 +7,15 @@
 //! page table writes an entry per missing block at PUT and stalls; the
 //! fault handler, woken by the "replayable fault" interrupt, takes the
 //! entries from GET, serves them and replays, which restarts every stalled
-//! channel. As on hardware, a fault raised while the ring is full is
-//! dropped (counted in [`FaultUnit::overflows`]): the stalled access raises
-//! it again after the next replay.
+//! channel. The interrupt is level-triggered and taken on the CPU of the
+//! access that raised the entry (as an MSI is, by its affinity): its handler
+//! ([`FaultIrq`]) queues a worker there, so a fault's service starts on the
+//! CPU that faulted, with no cross-CPU wake-up. A take that leaves entries
+//! of other address spaces behind raises it again, for another worker.
+//!
+//! As on hardware, a fault raised while the ring is full is dropped
+//! (counted in [`FaultUnit::overflows`]): the stalled access raises it
+//! again after the next replay.
 //!
 //! The "non-stall" interrupt counts job completions and channel failures;
 //! fence waiters sleep on it.
@@ -37,6 +43,7 @@ use kernel::{
 
 use super::{
     FaultEntry,
+    FaultIrq,
     GpuFaults, //
 };
 
@@ -60,13 +67,24 @@ struct FaultState {
     replays: u64,
     /// When the last replay was issued.
     replayed_at: Instant<Monotonic>,
-    /// Set at device teardown: the handler stops waiting.
+    /// The interrupt's handler, from [`GpuFaults::request_irq`] until the
+    /// shutdown frees it.
+    irq: Option<Arc<dyn FaultIrq>>,
+    /// Set at device teardown: nothing is taken any more.
     shutdown: bool,
 }
 
 impl FaultState {
     fn is_empty(&self) -> bool {
         self.get == self.put
+    }
+
+    /// Raises the replayable-fault interrupt if entries wait (level
+    /// triggered).
+    fn assert_irq(&self) {
+        if let Some(irq) = self.irq.as_ref().filter(|_| !self.is_empty()) {
+            irq.fault_irq();
+        }
     }
 }
 
@@ -76,9 +94,6 @@ impl FaultState {
 pub(crate) struct FaultUnit {
     #[pin]
     state: Mutex<FaultState>,
-    /// The replayable-fault interrupt: the handler sleeps on it.
-    #[pin]
-    irq: CondVar,
     /// Stalled channels sleep on it until a replay (or their cancel).
     #[pin]
     replayed: CondVar,
@@ -119,12 +134,12 @@ impl FaultUnit {
             put: 0,
             replays: 0,
             replayed_at: Instant::now(),
+            irq: None,
             shutdown: false,
         };
         Arc::pin_init(
             pin_init!(Self {
                 state <- new_mutex!(state, "FaultUnit::state"),
-                irq <- new_condvar!("FaultUnit::irq"),
                 replayed <- new_condvar!("FaultUnit::replayed"),
                 events: Atomic::new(0),
                 nonstall <- new_mutex!((), "FaultUnit::nonstall"),
@@ -153,13 +168,11 @@ impl FaultUnit {
             st.ring[put] = e;
             st.put = next;
         }
-        let replays = st.replays;
-        drop(st);
-        // The raiser stalls right after: a synchronous wake-up lets the
-        // handler run where it ran, without waiting for another CPU (an
-        // IPI to an idle vCPU is slow under emulation).
-        self.irq.notify_sync();
-        replays
+        // On the raiser's CPU, which stalls right after: the handler's
+        // worker runs there, without waiting for another CPU (an IPI to an
+        // idle vCPU is slow under emulation).
+        st.assert_irq();
+        st.replays
     }
 
     /// Sleeps until a replay after generation `seen`, `stop()` says to stop,
@@ -203,14 +216,19 @@ impl FaultUnit {
 }
 
 impl GpuFaults for FaultUnit {
-    fn wait(&self, out: &mut KVec<FaultEntry>) -> bool {
+    fn request_irq(&self, irq: Arc<dyn FaultIrq>) {
+        let mut st = self.state.lock();
+        let old = st.irq.replace(irq);
+        st.assert_irq();
+        drop(st);
+        // Dropped unlocked: it may be the handler's last reference.
+        drop(old);
+    }
+
+    fn take(&self, out: &mut KVec<FaultEntry>) -> bool {
         out.clear();
         let mut st = self.state.lock();
-        while st.is_empty() && !st.shutdown {
-            // A handler with nothing to do is no hung task.
-            let _ = self.irq.wait_interruptible(&mut st);
-        }
-        if st.shutdown {
+        if st.shutdown || st.is_empty() {
             return false;
         }
         // The oldest entry's address space: its entries go to `out`, the
@@ -229,12 +247,8 @@ impl GpuFaults for FaultUnit {
             i = (i + 1) % FAULT_BUFFER_SIZE;
         }
         st.put = keep;
-        let more = !st.is_empty();
-        drop(st);
         // Another worker may take the next address space meanwhile.
-        if more {
-            self.irq.notify_one();
-        }
+        st.assert_irq();
         true
     }
 
@@ -248,9 +262,15 @@ impl GpuFaults for FaultUnit {
     }
 
     fn shutdown(&self) {
-        self.state.lock().shutdown = true;
+        let mut st = self.state.lock();
+        st.shutdown = true;
+        // Under the lock, which every call of the handler holds: none runs
+        // once it is out.
+        let irq = st.irq.take();
+        drop(st);
+        // Unlocked: it may be the handler's last reference.
+        drop(irq);
         self.shut_down.store(true, Release);
-        self.irq.notify_all();
         // The waiters on completions see it.
         self.event();
     }
@@ -313,7 +333,7 @@ mod tests {
         // One slot stays free.
         assert_eq!(unit.overflows(), 11);
         let mut out = KVec::with_capacity(FAULT_BUFFER_SIZE, GFP_KERNEL)?;
-        assert!(unit.wait(&mut out));
+        assert!(unit.take(&mut out));
         assert_eq!(out.len(), FAULT_BUFFER_SIZE - 1);
         assert_eq!(out[0].fault.addr, 0);
         assert_eq!(
@@ -322,7 +342,7 @@ mod tests {
         );
         // Room again, and the ring wraps.
         unit.raise((0..3).map(entry));
-        assert!(unit.wait(&mut out));
+        assert!(unit.take(&mut out));
         assert_eq!(out.len(), 3);
         Ok(())
     }
@@ -341,7 +361,7 @@ mod tests {
         let mut out = KVec::with_capacity(8, GFP_KERNEL)?;
         let mut order = KVec::new();
         while order.len() < 5 {
-            assert!(unit.wait(&mut out));
+            assert!(unit.take(&mut out));
             assert!(out.iter().all(|x| x.asid == out[0].asid));
             for x in out.iter() {
                 order.push((x.asid, x.fault.addr), GFP_KERNEL)?;
@@ -351,8 +371,51 @@ mod tests {
         Ok(())
     }
 
-    /// A stall ends with a replay after it, or not at all; shutdown ends the
-    /// handler's wait.
+    /// Counts its interrupts.
+    struct Counting(Atomic<u32>);
+
+    impl FaultIrq for Counting {
+        fn fault_irq(&self) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The interrupt is level-triggered: raised by every raise, by a
+    /// request with entries waiting and by a take that leaves entries
+    /// behind, never with the ring empty; after the shutdown, never.
+    #[test]
+    fn interrupt_is_level_triggered() -> Result {
+        let unit = FaultUnit::new()?;
+        let e = |asid, addr| FaultEntry {
+            asid,
+            ..entry(addr)
+        };
+        unit.raise([e(1, 0), e(2, 1)].into_iter());
+        let irq = Arc::new(Counting(Atomic::new(0)), GFP_KERNEL)?;
+        let count = || irq.0.load(Relaxed);
+        unit.request_irq(irq.clone());
+        assert_eq!(count(), 1);
+        let mut out = KVec::with_capacity(8, GFP_KERNEL)?;
+        // Address space 2's entry is left: raised again.
+        assert!(unit.take(&mut out));
+        assert_eq!(count(), 2);
+        assert!(unit.take(&mut out));
+        assert_eq!(count(), 2);
+        assert!(!unit.take(&mut out));
+        // An empty raise (a stall on nothing) raises nothing.
+        unit.raise(core::iter::empty());
+        assert_eq!(count(), 2);
+        unit.raise(core::iter::once(entry(0)));
+        assert_eq!(count(), 3);
+        unit.shutdown();
+        unit.raise(core::iter::once(entry(0)));
+        assert_eq!(count(), 3);
+        assert!(!unit.take(&mut out));
+        Ok(())
+    }
+
+    /// A stall ends with a replay after it, or not at all; after the
+    /// shutdown, nothing is taken.
     #[test]
     fn replay_and_shutdown() -> Result {
         let unit = FaultUnit::new()?;
@@ -366,7 +429,7 @@ mod tests {
         assert!(!unit.stall(seen, 1_000_000, || true));
         unit.shutdown();
         let mut out = KVec::with_capacity(4, GFP_KERNEL)?;
-        assert!(!unit.wait(&mut out));
+        assert!(!unit.take(&mut out));
         Ok(())
     }
 }
