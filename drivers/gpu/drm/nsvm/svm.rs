@@ -665,12 +665,13 @@ impl<V: GpuVm> Mirror<V> {
                     Err(_) => failed.push((r.start, r.end), GFP_KERNEL)?,
                 }
             }
-            let mut ptes = KVVec::with_capacity(rf.pages().len(), GFP_KERNEL | __GFP_NOWARN)?;
+            let npages = (rf.end() - rf.start()) / PAGE_SIZE_4K;
+            let mut ptes = KVVec::with_capacity(npages, GFP_KERNEL | __GFP_NOWARN)?;
             let mut vram_page = None;
-            for (i, state) in rf.pages().iter().enumerate() {
+            for (i, state) in rf.iter().enumerate() {
                 let va = rf.start() + i * PAGE_SIZE_4K;
                 let dir = va & !(PAGE_SIZE_2M - 1);
-                let pte = match *state {
+                let pte = match state {
                     PageState::Present {
                         page,
                         pfn,
@@ -730,7 +731,7 @@ impl<V: GpuVm> Mirror<V> {
     /// without allocating memory for the neighbours.
     fn missing(
         &self,
-        rf: &RangeFault,
+        rf: &RangeFault<'_>,
         spans: &[Span],
         faults: &[Fault],
         failed: &[(usize, usize)],
@@ -742,12 +743,12 @@ impl<V: GpuVm> Mirror<V> {
         // Whether the page at `va` needs a fault for an access writing
         // with `write`.
         let needs = |va: usize, write: bool| {
-            let cpu = match rf.pages().get((va - rf.start()) / PAGE_SIZE_4K) {
+            let cpu = match rf.get((va - rf.start()) / PAGE_SIZE_4K) {
                 Some(PageState::Present {
                     writable,
                     device_private,
                     ..
-                }) => *writable || !write || *device_private,
+                }) => writable || !write || device_private,
                 _ => false,
             };
             !(cpu
@@ -852,8 +853,8 @@ impl<V: GpuVm> Mirror<V> {
             let wend = addr::window_end(va & !(WINDOW - 1), WINDOW, end);
             let rf = self.notifier.snapshot(mm, va, wend, true)?;
             let first = (rf.start() - start) / PAGE_SIZE_4K;
-            for (state, byte) in rf.pages().iter().zip(out[first..].iter_mut()) {
-                *byte = match *state {
+            for (state, byte) in rf.iter().zip(out[first..].iter_mut()) {
+                *byte = match state {
                     PageState::Present {
                         writable,
                         order,

@@ -15,7 +15,7 @@
 //!     let Some(mut mappings) = notifier.lock_if_current(snap.seq()) else {
 //!         goto again;                                // invalidated since
 //!     };
-//!     use snap.pages() to program `mappings`         // under the lock
+//!     use snap.iter() to program `mappings`          // under the lock
 //! ```
 //!
 //! Missing pages are faulted in before, with [`IntervalNotifier::fault`].
@@ -34,6 +34,7 @@
 
 use core::{
     ffi::c_void,
+    marker::PhantomData,
     ptr::NonNull, //
 };
 
@@ -267,6 +268,7 @@ impl<T: Invalidate> IntervalNotifier<T> {
 
     /// Runs `hmm_range_fault_unlocked_timeout()` over `[start, end)`: the
     /// pfn array is sized here, by the range [`Self::check`] accepted.
+    /// Every entry is written (a hole as 0), also when it fails.
     fn hmm(
         &self,
         mm: &MmWithUser,
@@ -318,19 +320,20 @@ impl<T: Invalidate> IntervalNotifier<T> {
         start: usize,
         end: usize,
         device: bool,
-    ) -> Result<RangeFault> {
+    ) -> Result<RangeFault<'_>> {
         self.result(start, self.hmm(mm, (start, end), None, device)?)
     }
 
-    /// The decoded result of [`Self::hmm`] from `start`.
-    fn result(&self, start: usize, (pfns, seq): (KVVec<usize>, Seq)) -> Result<RangeFault> {
-        let mut pages = KVVec::with_capacity(pfns.len(), GFP_KERNEL | __GFP_NOWARN)?;
-        for &hmm_pfn in pfns.iter() {
-            pages
-                .push_within_capacity(self.decode(hmm_pfn))
-                .map_err(|_| ENOMEM)?;
-        }
-        Ok(RangeFault { start, seq, pages })
+    /// The result of [`Self::hmm`] from `start`, decoded as it is read.
+    fn result(&self, start: usize, (pfns, seq): (KVVec<usize>, Seq)) -> Result<RangeFault<'_>> {
+        // INVARIANT: The notifier is borrowed for the result's lifetime.
+        Ok(RangeFault {
+            start,
+            seq,
+            pfns,
+            raw: self.raw,
+            _notifier: PhantomData,
+        })
     }
 
     /// Faults every page of `[start, end)` in, as a CPU access would
@@ -352,38 +355,8 @@ impl<T: Invalidate> IntervalNotifier<T> {
         end: usize,
         write: bool,
         device: bool,
-    ) -> Result<RangeFault> {
+    ) -> Result<RangeFault<'_>> {
         self.result(start, self.hmm(mm, (start, end), Some(write), device)?)
-    }
-
-    fn decode(&self, hmm_pfn: usize) -> PageState {
-        // Most of a fresh window: no call out for a hole.
-        let flags = (1 << sys::NSVM_HMM_PFN_VALID_BIT) | (1 << sys::NSVM_HMM_PFN_ERROR_BIT);
-        if hmm_pfn & flags == 0 {
-            return PageState::Absent;
-        }
-        let mut out = sys::nsvm_pfn {
-            page: core::ptr::null_mut(),
-            pfn: 0,
-            order: 0,
-            valid: false,
-            write: false,
-            error: false,
-            device_private: false,
-        };
-        // SAFETY: `raw` is a live notifier (type invariants); `out` is valid.
-        unsafe { sys::nsvm_pfn_decode(self.raw.as_ptr(), hmm_pfn, &mut out) };
-        match NonNull::new(out.page) {
-            Some(page) if out.valid => PageState::Present {
-                page: CpuPage(page),
-                pfn: out.pfn,
-                writable: out.write,
-                order: out.order as u8,
-                device_private: out.device_private,
-            },
-            _ if out.error => PageState::Error,
-            _ => PageState::Absent,
-        }
     }
 }
 
@@ -452,15 +425,58 @@ pub(crate) enum PageState {
     },
 }
 
-/// The result of [`IntervalNotifier::snapshot`]: the pages of a range,
-/// valid if no invalidation ran since (check [`RangeFault::seq`]).
-pub(crate) struct RangeFault {
-    start: usize,
-    seq: Seq,
-    pages: KVVec<PageState>,
+/// Pages of a 2 MiB mapping.
+const HUGE_PAGES: usize = 512;
+
+/// The page of entry `raw` if the entry before it was `before`, decoded as
+/// `state`, and both are pages of one 2 MiB CPU mapping (see
+/// [`RangeFault::iter_range`]).
+fn next_in_folio(before: usize, state: PageState, raw: usize) -> Option<PageState> {
+    let PageState::Present {
+        page,
+        pfn,
+        writable,
+        order,
+        device_private,
+    } = state
+    else {
+        return None;
+    };
+    if order < 9 || raw != before.wrapping_add(1) || (pfn + 1) % HUGE_PAGES == 0 {
+        return None;
+    }
+    Some(PageState::Present {
+        // The next `struct page` of the folio.
+        page: CpuPage(NonNull::new(page.0.as_ptr().wrapping_add(1))?),
+        pfn: pfn + 1,
+        writable,
+        order,
+        device_private,
+    })
 }
 
-impl RangeFault {
+/// The flags of an `hmm_range_fault()` entry that is no hole.
+const HMM_PFN_NOT_HOLE: usize =
+    (1 << sys::NSVM_HMM_PFN_VALID_BIT) | (1 << sys::NSVM_HMM_PFN_ERROR_BIT);
+
+/// The result of [`IntervalNotifier::snapshot`]: the pages of a range,
+/// valid if no invalidation ran since (check [`RangeFault::seq`]).
+///
+/// It keeps `hmm_range_fault()`'s entries and decodes a page when it is
+/// read: most of a fault window is holes, which cost nothing.
+///
+/// # Invariants
+///
+/// `raw` is the notifier that made it, borrowed for `'a`.
+pub(crate) struct RangeFault<'a> {
+    start: usize,
+    seq: Seq,
+    pfns: KVVec<usize>,
+    raw: NonNull<sys::nsvm_notifier>,
+    _notifier: PhantomData<&'a ()>,
+}
+
+impl RangeFault<'_> {
     /// First address covered.
     pub(crate) fn start(&self) -> usize {
         self.start
@@ -468,7 +484,7 @@ impl RangeFault {
 
     /// End (exclusive) of the range covered.
     pub(crate) fn end(&self) -> usize {
-        self.start + (self.pages.len() << PAGE_SHIFT)
+        self.start + (self.pfns.len() << PAGE_SHIFT)
     }
 
     /// The notifier sequence to check with
@@ -477,16 +493,48 @@ impl RangeFault {
         self.seq
     }
 
+    /// Page `i` from [`RangeFault::start`], if the range has it.
+    pub(crate) fn get(&self, i: usize) -> Option<PageState> {
+        self.pfns.get(i).map(|&p| self.decode(p))
+    }
+
     /// One entry per page, from [`RangeFault::start`].
-    pub(crate) fn pages(&self) -> &[PageState] {
-        &self.pages
+    pub(crate) fn iter(&self) -> impl Iterator<Item = PageState> + '_ {
+        self.iter_range(0, self.pfns.len())
+    }
+
+    /// The entries of pages `lo..hi` (clipped to the range).
+    ///
+    /// The pages of a 2 MiB CPU mapping are decoded once: the entry after
+    /// one of such a page, for the next pfn with the same flags and in the
+    /// same 2 MiB of pfns, is the next page of the same folio, whose
+    /// `struct page`s are contiguous (`folio_page()`).
+    pub(crate) fn iter_range(&self, lo: usize, hi: usize) -> impl Iterator<Item = PageState> + '_ {
+        let pfns = self.pfns.get(lo..hi.min(self.pfns.len())).unwrap_or(&[]);
+        let mut prev: Option<(usize, PageState)> = None;
+        pfns.iter().map(move |&raw| {
+            let state = prev
+                .and_then(|(before, state)| next_in_folio(before, state, raw))
+                .unwrap_or_else(|| self.decode(raw));
+            prev = Some((raw, state));
+            state
+        })
+    }
+
+    /// The indices from the first page that is no hole to the last (only
+    /// [`PageState::Absent`] lies outside); `None` if all are holes.
+    pub(crate) fn span(&self) -> Option<(usize, usize)> {
+        let some = |p: &usize| p & HMM_PFN_NOT_HOLE != 0;
+        let first = self.pfns.iter().position(some)?;
+        let last = self.pfns.iter().rposition(some)?;
+        Some((first, last + 1))
     }
 
     /// Takes the pages of `later` (read after `self`, as by a fault of
     /// some of `self`'s pages) where the two overlap. The result is
     /// current if `self`'s sequence is: everything in it was read after
     /// `self`'s read side began.
-    pub(crate) fn merge(&mut self, later: &RangeFault) {
+    pub(crate) fn merge(&mut self, later: &RangeFault<'_>) {
         let (start, end) = (self.start().max(later.start()), self.end().min(later.end()));
         if start >= end {
             return;
@@ -496,8 +544,36 @@ impl RangeFault {
             (start - self.start) >> PAGE_SHIFT,
             (start - later.start) >> PAGE_SHIFT,
         );
-        for (to, from) in self.pages[a..a + n].iter_mut().zip(&later.pages[b..b + n]) {
-            *to = *from;
+        self.pfns[a..a + n].copy_from_slice(&later.pfns[b..b + n]);
+    }
+
+    fn decode(&self, hmm_pfn: usize) -> PageState {
+        // Most of a fresh window: no call out for a hole.
+        if hmm_pfn & HMM_PFN_NOT_HOLE == 0 {
+            return PageState::Absent;
+        }
+        let mut out = sys::nsvm_pfn {
+            page: core::ptr::null_mut(),
+            pfn: 0,
+            order: 0,
+            valid: false,
+            write: false,
+            error: false,
+            device_private: false,
+        };
+        // SAFETY: `raw` is a live notifier (type invariants: it is borrowed
+        // for `self`'s lifetime); `out` is valid.
+        unsafe { sys::nsvm_pfn_decode(self.raw.as_ptr(), hmm_pfn, &mut out) };
+        match NonNull::new(out.page) {
+            Some(page) if out.valid => PageState::Present {
+                page: CpuPage(page),
+                pfn: out.pfn,
+                writable: out.write,
+                order: out.order as u8,
+                device_private: out.device_private,
+            },
+            _ if out.error => PageState::Error,
+            _ => PageState::Absent,
         }
     }
 }
@@ -562,7 +638,8 @@ mod tests {
         // The range itself: nothing there until faulted in.
         let mut r = n.snapshot(mm, addr, addr + len, false)?;
         assert_eq!((r.start(), r.end()), (addr, addr + len));
-        assert!(r.pages().iter().all(|p| *p == PageState::Absent));
+        assert!(r.iter().all(|p| p == PageState::Absent));
+        assert_eq!(r.span(), None);
         let f = n.fault(mm, addr + PAGE_SIZE, addr + 3 * PAGE_SIZE, true, false)?;
         assert_eq!(
             (f.start(), f.end()),
@@ -572,11 +649,46 @@ mod tests {
         // snapshot reads.
         r.merge(&f);
         let again = n.snapshot(mm, addr, addr + len, false)?;
-        assert_eq!(r.pages(), again.pages());
-        for (i, p) in again.pages().iter().enumerate() {
+        assert!(r.iter().eq(again.iter()));
+        assert_eq!(again.span(), Some((1, 3)));
+        for (i, p) in again.iter().enumerate() {
             let present = matches!(p, PageState::Present { writable: true, .. });
             assert_eq!(present, (1..3).contains(&i));
         }
+        Ok(())
+    }
+
+    /// Reading a snapshot in order (which decodes the pages of a 2 MiB
+    /// mapping from the first) gives what reading each page on its own
+    /// does, for a THP and across its ends.
+    #[test]
+    fn iter_decodes_huge_pages_as_get_does() -> Result {
+        const MB2: usize = 2 << 20;
+        let len = 3 * MB2;
+        let addr = kunit_mmap(len).ok_or(ENOMEM)?;
+        let task = kernel::current!();
+        let mm = task.mm().ok_or(ENOENT)?;
+        let data = Arc::pin_init(
+            pin_init!(Nothing {
+                lock <- kernel::new_mutex!(()),
+            }),
+            GFP_KERNEL,
+        )?;
+        let n = IntervalNotifier::new(mm, addr, len, None, data)?;
+        // The 2 MiB after `addr` (which may be aligned), faulted in as a THP
+        // where the kernel makes one, with a page either side.
+        let huge = (addr + MB2) & !(MB2 - 1);
+        let (start, end) = (huge - PAGE_SIZE, huge + MB2 + PAGE_SIZE);
+        n.fault(mm, start, end, true, false)?;
+        let r = n.snapshot(mm, start, end, false)?;
+        let pages = (end - start) / PAGE_SIZE;
+        assert!((0..pages).map(|i| r.get(i)).eq(r.iter().map(Some)));
+        assert!((5..pages - 3)
+            .map(|i| r.get(i))
+            .eq(r.iter_range(5, pages - 3).map(Some)));
+        assert_eq!(r.iter_range(pages - 1, pages + 8).count(), 1);
+        assert_eq!(r.iter_range(pages, pages + 8).count(), 0);
+        assert_eq!(r.span(), Some((0, pages)));
         Ok(())
     }
 }
