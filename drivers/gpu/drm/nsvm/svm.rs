@@ -665,10 +665,14 @@ impl<V: GpuVm> Mirror<V> {
                     Err(_) => failed.push((r.start, r.end), GFP_KERNEL)?,
                 }
             }
-            let npages = (rf.end() - rf.start()) / PAGE_SIZE_4K;
-            let mut ptes = KVVec::with_capacity(npages, GFP_KERNEL | __GFP_NOWARN)?;
+            // From the first page the CPU maps to the last: the holes around
+            // them (most of a fresh window) are neither walked again nor
+            // reserved.
+            let (lo, hi) = rf.span().unwrap_or((0, 0));
+            let map_start = rf.start() + lo * PAGE_SIZE_4K;
+            let mut ptes = KVVec::with_capacity(hi - lo, GFP_KERNEL | __GFP_NOWARN)?;
             let mut vram_page = None;
-            for (i, state) in rf.iter().enumerate() {
+            for (i, state) in (lo..hi).zip(rf.iter_range(lo, hi)) {
                 let va = rf.start() + i * PAGE_SIZE_4K;
                 let dir = va & !(PAGE_SIZE_2M - 1);
                 let pte = match state {
@@ -696,20 +700,21 @@ impl<V: GpuVm> Mirror<V> {
             }
             // A write to a read-only device page (it was read-only when it
             // migrated): the CPU must break COW, so it comes back first.
-            let own_pte = ptes
-                .get((own - rf.start()) / PAGE_SIZE_4K)
+            let own_pte = ((own - rf.start()) / PAGE_SIZE_4K)
+                .checked_sub(lo)
+                .and_then(|i| ptes.get(i))
                 .copied()
                 .flatten();
             if device && f.write && own_pte.is_some_and(|p| !p.writable && is_vram(&p)) {
                 device = false;
                 continue;
             }
-            let res = V::reserve(rf.start(), rf.end())?;
+            let res = V::reserve(map_start, map_start + ptes.len() * PAGE_SIZE_4K)?;
             let Some(mut guard) = self.notifier.lock_if_current(rf.seq()) else {
                 Counters::add(&vm.counters.retries, 1);
                 continue;
             };
-            let mapped = guard.map(res, rf.start(), &ptes);
+            let mapped = guard.map(res, map_start, &ptes);
             drop(guard);
             Counters::add(&vm.counters.pages_mapped, mapped as u64);
             if let Some(index) = vram_page {
