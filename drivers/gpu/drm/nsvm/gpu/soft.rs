@@ -39,23 +39,89 @@ use super::{
     PAGE_SIZE_4K, //
 };
 use crate::{
-    mm::PinnedWrite,
+    mm::{
+        notifier::CpuPage,
+        PinnedWrite, //
+    },
     svm::MirrorVm,
     uapi, //
 };
 
 const ENTRIES: usize = PAGE_SIZE_2M / PAGE_SIZE_4K;
 
+/// A page-table entry as a directory stores it: 16 bytes (an
+/// `Option<Pte>` takes 24), so that a directory fits a slab object, which a
+/// first fault in a 2 MiB window allocates.
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    /// The system page of a present entry that maps one.
+    page: Option<CpuPage>,
+    /// The `Slot::*` bits, and a device page's index from
+    /// [`Slot::INDEX_SHIFT`] on; 0 for an empty entry.
+    meta: u64,
+}
+
+impl Slot {
+    const PRESENT: u64 = 1 << 0;
+    const WRITE: u64 = 1 << 1;
+    const HUGE: u64 = 1 << 2;
+    const ATOMIC: u64 = 1 << 3;
+    const VRAM: u64 = 1 << 4;
+    const INDEX_SHIFT: u32 = 8;
+
+    fn new(pte: &Pte) -> Self {
+        let flag = |set: bool, bit: u64| if set { bit } else { 0 };
+        let meta = Self::PRESENT
+            | flag(pte.writable, Self::WRITE)
+            | flag(pte.huge, Self::HUGE)
+            | flag(pte.atomic, Self::ATOMIC);
+        match pte.addr {
+            PteAddr::System(page) => Self {
+                page: Some(page),
+                meta,
+            },
+            // An index of device memory is far below 2^56.
+            PteAddr::Vram(index) => Self {
+                page: None,
+                meta: meta | Self::VRAM | ((index as u64) << Self::INDEX_SHIFT),
+            },
+        }
+    }
+
+    fn get(&self) -> Option<Pte> {
+        if self.meta & Self::PRESENT == 0 {
+            return None;
+        }
+        let addr = if self.meta & Self::VRAM != 0 {
+            PteAddr::Vram((self.meta >> Self::INDEX_SHIFT) as usize)
+        } else {
+            PteAddr::System(self.page?)
+        };
+        Some(Pte {
+            addr,
+            writable: self.meta & Self::WRITE != 0,
+            huge: self.meta & Self::HUGE != 0,
+            atomic: self.meta & Self::ATOMIC != 0,
+        })
+    }
+
+    fn take(&mut self) -> Option<Pte> {
+        let pte = self.get();
+        *self = Self::default();
+        pte
+    }
+}
+
 /// One 2 MiB page directory.
 struct Dir {
-    ptes: KVec<Option<Pte>>,
+    ptes: KVec<Slot>,
     used: usize,
 }
 
 impl Dir {
     fn new() -> Result<Self> {
         Ok(Self {
-            ptes: KVec::from_elem(None, ENTRIES, GFP_KERNEL)?,
+            ptes: KVec::from_elem(Slot::default(), ENTRIES, GFP_KERNEL)?,
             used: 0,
         })
     }
@@ -168,23 +234,30 @@ impl GpuVm for SoftVm {
             }
         }
         let mut mapped = 0;
-        for (i, pte) in ptes.iter().enumerate() {
-            let Some(pte) = pte else { continue };
+        let mut i = 0;
+        // A directory at a time.
+        while i < ptes.len() {
             let va = start + i * PAGE_SIZE_4K;
+            let first = pte_index(va);
+            let n = (ENTRIES - first).min(ptes.len() - i);
+            let run = &ptes[i..i + n];
+            i += n;
             // Every directory the range needs was reserved above; one that is
-            // missing would be a reservation bug, and the page stays unmapped
+            // missing would be a reservation bug, and the pages stay unmapped
             // (the GPU faults again) rather than panicking.
             let Some(dir) = self.dirs.get_mut(&dir_index(va)) else {
                 continue;
             };
-            let slot = &mut dir.ptes[pte_index(va)];
-            match slot {
-                Some(old) => *count_of(&mut self.entries, old) -= 1,
-                None => dir.used += 1,
+            for (slot, pte) in dir.ptes[first..first + n].iter_mut().zip(run) {
+                let Some(pte) = pte else { continue };
+                match slot.get() {
+                    Some(old) => *count_of(&mut self.entries, &old) -= 1,
+                    None => dir.used += 1,
+                }
+                *count_of(&mut self.entries, pte) += 1;
+                *slot = Slot::new(pte);
+                mapped += 1;
             }
-            *count_of(&mut self.entries, pte) += 1;
-            *slot = Some(*pte);
-            mapped += 1;
         }
         mapped
     }
@@ -204,7 +277,7 @@ impl GpuVm for SoftVm {
                 break;
             }
             // A huge mapping is dropped whole, as a real big-page PDE is.
-            let whole = dir.ptes.iter().any(|p| p.is_some_and(|p| p.huge));
+            let whole = dir.ptes.iter().any(|p| p.meta & Slot::HUGE != 0);
             let entries = if whole {
                 0..ENTRIES
             } else {
@@ -240,9 +313,9 @@ impl GpuVm for SoftVm {
                 break;
             }
             // A huge mapping keeps its size: only its permission changes.
-            for pte in dir.ptes[span(idx, start, end)].iter_mut().flatten() {
-                if pte.writable {
-                    pte.writable = false;
+            for slot in &mut dir.ptes[span(idx, start, end)] {
+                if slot.meta & Slot::WRITE != 0 {
+                    slot.meta &= !Slot::WRITE;
                     changed += 1;
                 }
             }
@@ -256,7 +329,7 @@ impl GpuVm for SoftVm {
     }
 
     fn lookup(&self, va: usize) -> Option<Pte> {
-        self.dirs.get(&dir_index(va))?.ptes[pte_index(va)]
+        self.dirs.get(&dir_index(va))?.ptes[pte_index(va)].get()
     }
 
     fn entries(&self) -> Entries {
@@ -288,6 +361,31 @@ mod tests {
             )?;
         }
         Ok(v)
+    }
+
+    /// A slot gives back the entry it was made from, for every kind of
+    /// entry; an empty one none, and a taken one is empty.
+    #[test]
+    fn slot_round_trip() {
+        assert!(Slot::default().get().is_none());
+        for bits in 0..16u32 {
+            for addr in [
+                PteAddr::System(CpuPage::fake(7)),
+                PteAddr::Vram(0),
+                PteAddr::Vram((1 << 40) + 3),
+            ] {
+                let pte = Pte {
+                    addr,
+                    writable: bits & 1 != 0,
+                    huge: bits & 2 != 0,
+                    atomic: bits & 4 != 0,
+                };
+                let mut slot = Slot::new(&pte);
+                assert_eq!(slot.get(), Some(pte));
+                assert_eq!(slot.take(), Some(pte));
+                assert!(slot.get().is_none());
+            }
+        }
     }
 
     fn map(vm: &mut SoftVm, start: usize, p: &[Option<Pte>]) -> Result<usize> {
