@@ -258,6 +258,10 @@ def targets(t):
             checks.append((f"fault round trip {backing} beside a CPU hog: p50 nsvm-async / "
                            "test_hmm <= 8 (inverted: >= 0.125)",
                            h["p50_us"] / a["p50_us"], 0.125))
+        if a and h and h["p50_us"] and "gpu_p50_us" in a:
+            checks.append((f"fault round trip {backing} beside a CPU hog, GPU side: p50 / "
+                           "test_hmm <= 8 (inverted: >= 0.125)",
+                           h["p50_us"] / a["gpu_p50_us"], 0.125))
     ft = {r["threads"]: r["faults_s"] for r in t.rows if r["bench"] == "first-touch"}
     if 1 in ft and 2 in ft:
         checks.append(("first-touch: 2 processes / 1 process faults/s >= 1.0",
