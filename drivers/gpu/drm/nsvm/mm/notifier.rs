@@ -600,18 +600,24 @@ mod tests {
         fn invalidate(&self, _inv: &Invalidation<'_>, _mappings: &mut ()) {}
     }
 
+    impl Nothing {
+        fn new() -> Result<Arc<Self>> {
+            Arc::pin_init(
+                pin_init!(Nothing {
+                    lock <- kernel::new_mutex!(()),
+                }),
+                GFP_KERNEL,
+            )
+        }
+    }
+
     #[test]
     fn rejects_what_it_cannot_serve() -> Result {
         let len = 16 * PAGE_SIZE;
         let addr = kunit_mmap(len).ok_or(ENOMEM)?;
         let task = kernel::current!();
         let mm = task.mm().ok_or(ENOENT)?;
-        let data = Arc::pin_init(
-            pin_init!(Nothing {
-                lock <- kernel::new_mutex!(()),
-            }),
-            GFP_KERNEL,
-        )?;
+        let data = Nothing::new()?;
         let new = |start, len| IntervalNotifier::new(mm, start, len, None, data.clone()).err();
         assert_eq!(new(addr + 1, len), Some(EINVAL));
         assert_eq!(new(addr, len - 1), Some(EINVAL));
@@ -668,13 +674,7 @@ mod tests {
         let addr = kunit_mmap(len).ok_or(ENOMEM)?;
         let task = kernel::current!();
         let mm = task.mm().ok_or(ENOENT)?;
-        let data = Arc::pin_init(
-            pin_init!(Nothing {
-                lock <- kernel::new_mutex!(()),
-            }),
-            GFP_KERNEL,
-        )?;
-        let n = IntervalNotifier::new(mm, addr, len, None, data)?;
+        let n = IntervalNotifier::new(mm, addr, len, None, Nothing::new()?)?;
         // The 2 MiB after `addr` (which may be aligned), faulted in as a THP
         // where the kernel makes one, with a page either side.
         let huge = (addr + MB2) & !(MB2 - 1);
