@@ -146,8 +146,9 @@ impl<V: GpuVm> WorkItem for HandlerWorker<V> {
         worker.running.store(true, Relaxed);
         let this = &worker.handler;
         let mut entries = worker.entries.lock();
-        // Until the buffer is empty: the interrupt queues nobody while
-        // every worker runs (see `HandlerIrq::fault_irq`).
+        // Until the buffer is empty. An entry raised after the last take
+        // queues a worker again: an idle one, or this one, which then runs
+        // once more (see `HandlerIrq::fault_irq`).
         while this.faults.take(&mut entries) {
             let start = Instant::now();
             let oldest = entries

@@ -29,7 +29,7 @@ use kernel::{
 
 /// A workqueue, destroyed (after its last queued item ran) when dropped:
 /// unbound ([`OwnedQueue::new_unbound`]) or with a pool of workers per CPU
-/// ([`OwnedQueue::new_percpu`]).
+/// ([`OwnedQueue::new_percpu_highpri`]).
 ///
 /// Must not be dropped by one of its own work items: destroying a queue
 /// waits for its items.
