@@ -75,12 +75,42 @@ pub(crate) struct Pte {
     pub(crate) addr: PteAddr,
     /// Writable.
     pub(crate) writable: bool,
-    /// Part of a 2 MiB mapping.
+    /// A 2 MiB mapping: in a [`Mapping`], one big-page entry for the whole
+    /// 2 MiB; from [`GpuVm::lookup`], a page of one.
     pub(crate) huge: bool,
     /// Atomics may use it: device memory, memory the device has exclusive
     /// access to, or memory whose atomics the range's policy leaves to
     /// the system.
     pub(crate) atomic: bool,
+}
+
+/// A GPU page-table entry to write at `va`: a 4 KiB page or, with
+/// [`Pte::huge`], the 2 MiB from `va` (2 MiB-aligned) as one big-page entry,
+/// whose `addr` is the first of 512 contiguous pages (a PMD-mapped THP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Mapping {
+    /// Where.
+    pub(crate) va: usize,
+    /// The entry.
+    pub(crate) pte: Pte,
+}
+
+impl Mapping {
+    /// Bytes it maps.
+    pub(crate) fn size(&self) -> usize {
+        if self.pte.huge {
+            PAGE_SIZE_2M
+        } else {
+            PAGE_SIZE_4K
+        }
+    }
+
+    /// The mapping of `maps` (ascending, not overlapping) that maps `va`.
+    pub(crate) fn covering(maps: &[Mapping], va: usize) -> Option<&Mapping> {
+        let i = maps.partition_point(|m| m.va <= va).checked_sub(1)?;
+        let m = &maps[i];
+        (va - m.va < m.size()).then_some(m)
+    }
 }
 
 /// A GPU page fault: an entry of the replayable fault buffer.
@@ -295,19 +325,25 @@ pub(crate) trait GpuVm: Sized + Send + Sync + Unpin + 'static {
     /// Page-table memory reserved for one [`GpuVm::map`] call.
     type Reservation;
 
-    /// Allocates what mapping `[start, end)` may need. May sleep; called
-    /// without the SVM lock.
-    fn reserve(start: usize, end: usize) -> Result<Self::Reservation>;
+    /// Allocates what writing the entries `maps` names may need: for each,
+    /// its address and whether it is a 2 MiB one ([`Mapping`]), ascending.
+    /// May sleep; called without the SVM lock.
+    fn reserve(maps: impl IntoIterator<Item = (usize, bool)>) -> Result<Self::Reservation>;
 
-    /// Maps `ptes` from `start` on (one per 4 KiB page; `None` leaves the
-    /// entry unmapped). Does not allocate.
-    fn map(&mut self, res: Self::Reservation, start: usize, ptes: &[Option<Pte>]) -> usize;
+    /// Writes `maps` (ascending, not overlapping; as reserved in `res`)
+    /// over what is mapped there. A big-page entry replaces the 4 KiB
+    /// entries of its 2 MiB; a 4 KiB entry inside a big page first splits
+    /// it into the 512 entries it maps. Returns how many 4 KiB pages it
+    /// mapped. Does not allocate.
+    fn map(&mut self, res: Self::Reservation, maps: &[Mapping]) -> usize;
 
-    /// Unmaps `[start, end)`; returns how many entries were dropped.
+    /// Unmaps `[start, end)`, and whole any big page it touches (a
+    /// big-page entry cannot be split without allocating); returns how
+    /// many 4 KiB pages were unmapped.
     fn unmap(&mut self, start: usize, end: usize) -> usize;
 
-    /// Makes the entries of `[start, end)` read-only; returns how many lost
-    /// write access.
+    /// Makes the entries of `[start, end)` read-only, and whole any big
+    /// page it touches; returns how many 4 KiB pages lost write access.
     fn protect(&mut self, start: usize, end: usize) -> usize;
 
     /// Flushes the GPU TLB for `[start, end)`.

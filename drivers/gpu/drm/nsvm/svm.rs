@@ -92,6 +92,7 @@ use crate::{
     gpu::{
         Fault,
         GpuVm,
+        Mapping,
         Pte,
         PteAddr,
         PAGE_SIZE_2M,
@@ -665,56 +666,20 @@ impl<V: GpuVm> Mirror<V> {
                     Err(_) => failed.push((r.start, r.end), GFP_KERNEL)?,
                 }
             }
-            // From the first page the CPU maps to the last: the holes around
-            // them (most of a fresh window) are neither walked again nor
-            // reserved.
-            let (lo, hi) = rf.span().unwrap_or((0, 0));
-            let map_start = rf.start() + lo * PAGE_SIZE_4K;
-            let mut ptes = KVVec::with_capacity(hi - lo, GFP_KERNEL | __GFP_NOWARN)?;
-            let mut vram_page = None;
-            for (i, state) in (lo..hi).zip(rf.iter_range(lo, hi)) {
-                let va = rf.start() + i * PAGE_SIZE_4K;
-                let dir = va & !(PAGE_SIZE_2M - 1);
-                let pte = match state {
-                    PageState::Present {
-                        page,
-                        pfn,
-                        writable,
-                        order,
-                        device_private,
-                    } => {
-                        let index = device_private.then(|| vm.vram.index(pfn)).flatten();
-                        vram_page = vram_page.or(index);
-                        Some(Pte {
-                            addr: index.map_or(PteAddr::System(page), PteAddr::Vram),
-                            writable,
-                            huge: order >= 9 && rf.start() <= dir && rf.end() >= dir + PAGE_SIZE_2M,
-                            atomic: index.is_some() || attr.atomic == AtomicMode::System,
-                        })
-                    }
-                    // Not mapped by the CPU, or the device's own exclusive
-                    // entry: an entry the GPU has stays as it is.
-                    PageState::Absent | PageState::Error => None,
-                };
-                ptes.push_within_capacity(pte).map_err(|_| ENOMEM)?;
-            }
+            let (maps, vram_page) = self.mappings(&rf, attr)?;
             // A write to a read-only device page (it was read-only when it
             // migrated): the CPU must break COW, so it comes back first.
-            let own_pte = ((own - rf.start()) / PAGE_SIZE_4K)
-                .checked_sub(lo)
-                .and_then(|i| ptes.get(i))
-                .copied()
-                .flatten();
+            let own_pte = Mapping::covering(&maps, own).map(|m| m.pte);
             if device && f.write && own_pte.is_some_and(|p| !p.writable && is_vram(&p)) {
                 device = false;
                 continue;
             }
-            let res = V::reserve(map_start, map_start + ptes.len() * PAGE_SIZE_4K)?;
+            let res = V::reserve(maps.iter().map(|m| (m.va, m.pte.huge)))?;
             let Some(mut guard) = self.notifier.lock_if_current(rf.seq()) else {
                 Counters::add(&vm.counters.retries, 1);
                 continue;
             };
-            let mapped = guard.map(res, map_start, &ptes);
+            let mapped = guard.map(res, &maps);
             drop(guard);
             Counters::add(&vm.counters.pages_mapped, mapped as u64);
             if let Some(index) = vram_page {
@@ -722,6 +687,74 @@ impl<V: GpuVm> Mirror<V> {
             }
             return Ok(());
         }
+    }
+
+    /// The GPU entries that map what snapshot `rf` has, and a device page
+    /// of them if there is one. From the first page the CPU maps to the
+    /// last: the holes around them (most of a fresh window) cost nothing.
+    /// A 2 MiB CPU mapping of system memory that `rf` holds whole is one
+    /// big-page entry.
+    fn mappings(
+        &self,
+        rf: &RangeFault<'_>,
+        attr: &Attr,
+    ) -> Result<(KVVec<Mapping>, Option<usize>)> {
+        let vm = self.vm();
+        let (lo, hi) = rf.span().unwrap_or((0, 0));
+        let mut maps = KVVec::with_capacity(hi - lo, GFP_KERNEL | __GFP_NOWARN)?;
+        let mut vram_page = None;
+        let mut i = lo;
+        while i < hi {
+            let va = rf.start() + i * PAGE_SIZE_4K;
+            let huge = (va % PAGE_SIZE_2M == 0).then(|| rf.huge_at(i)).flatten();
+            if let Some(PageState::Present {
+                page,
+                writable,
+                device_private: false,
+                ..
+            }) = huge
+            {
+                let pte = Pte {
+                    addr: PteAddr::System(page),
+                    writable,
+                    huge: true,
+                    atomic: attr.atomic == AtomicMode::System,
+                };
+                maps.push_within_capacity(Mapping { va, pte })
+                    .map_err(|_| ENOMEM)?;
+                i += PAGE_SIZE_2M / PAGE_SIZE_4K;
+                continue;
+            }
+            // The rest of this 2 MiB, a page at a time.
+            let next = hi.min(i + (PAGE_SIZE_2M - va % PAGE_SIZE_2M) / PAGE_SIZE_4K);
+            for (j, state) in (i..next).zip(rf.iter_range(i, next)) {
+                // Not mapped by the CPU, or the device's own exclusive
+                // entry: an entry the GPU has stays as it is.
+                let PageState::Present {
+                    page,
+                    pfn,
+                    writable,
+                    device_private,
+                    ..
+                } = state
+                else {
+                    continue;
+                };
+                let index = device_private.then(|| vm.vram.index(pfn)).flatten();
+                vram_page = vram_page.or(index);
+                let pte = Pte {
+                    addr: index.map_or(PteAddr::System(page), PteAddr::Vram),
+                    writable,
+                    huge: false,
+                    atomic: index.is_some() || attr.atomic == AtomicMode::System,
+                };
+                let va = rf.start() + j * PAGE_SIZE_4K;
+                maps.push_within_capacity(Mapping { va, pte })
+                    .map_err(|_| ENOMEM)?;
+            }
+            i = next;
+        }
+        Ok((maps, vram_page))
     }
 
     /// The runs of pages of `spans` that need a fault: neither the CPU
@@ -797,7 +830,7 @@ impl<V: GpuVm> Mirror<V> {
         let va = addr & !(PAGE_SIZE_4K - 1);
         loop {
             patience.check()?;
-            let res = V::reserve(va, va + PAGE_SIZE_4K)?;
+            let res = V::reserve([(va, false)])?;
             // Splits a THP mapping and ends an exclusive access left by a
             // previous attempt here, before the sequence is read: neither
             // can then fail the check below.
@@ -817,7 +850,7 @@ impl<V: GpuVm> Mirror<V> {
                 Counters::add(&vm.counters.retries, 1);
                 continue;
             };
-            let mapped = guard.map(res, va, &[Some(pte)]);
+            let mapped = guard.map(res, &[Mapping { va, pte }]);
             drop(guard);
             Counters::add(&vm.counters.pages_mapped, mapped as u64);
             return Ok(());

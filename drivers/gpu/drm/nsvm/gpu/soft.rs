@@ -3,9 +3,8 @@
 //! The software GPU: a two-level page table in kernel memory.
 //!
 //! Level one is an rbtree of page directories, one per 2 MiB of address
-//! space; each holds 512 4 KiB entries and a flag saying the whole 2 MiB
-//! was mapped at once from a huge CPU mapping (a real GMMU would write one
-//! big-page PDE there).
+//! space; each holds either one big-page entry for the whole 2 MiB (a huge
+//! CPU mapping, as a GMMU's 2 MiB PDE) or a table of 512 4 KiB entries.
 
 use kernel::{
     prelude::*,
@@ -33,6 +32,7 @@ use super::{
     fault::FaultUnit,
     Entries,
     GpuVm,
+    Mapping,
     Pte,
     PteAddr,
     PAGE_SIZE_2M,
@@ -110,20 +110,159 @@ impl Slot {
         *self = Self::default();
         pte
     }
+
+    /// The entry of page `n` of a big-page slot: what its 4 KiB entry is
+    /// once split.
+    fn nth(&self, n: usize) -> Option<Pte> {
+        let mut pte = self.get()?;
+        pte.addr = match pte.addr {
+            PteAddr::System(page) => PteAddr::System(page.nth_in_huge(n)?),
+            PteAddr::Vram(index) => PteAddr::Vram(index.checked_add(n)?),
+        };
+        Some(pte)
+    }
 }
 
 /// One 2 MiB page directory.
+///
+/// # Invariants
+///
+/// `ptes` is empty or has `ENTRIES` slots. With `huge` present, every slot
+/// of `ptes` is empty; `used` is `ENTRIES` then, else the number of present
+/// slots.
 struct Dir {
+    /// The big-page entry, or empty.
+    huge: Slot,
+    /// The 4 KiB entries: allocated for the first one.
     ptes: KVec<Slot>,
     used: usize,
 }
 
 impl Dir {
-    fn new() -> Result<Self> {
+    /// A directory, with a table for 4 KiB entries if `small`.
+    fn new(small: bool) -> Result<Self> {
+        let ptes = if small {
+            KVec::from_elem(Slot::default(), ENTRIES, GFP_KERNEL)?
+        } else {
+            KVec::new()
+        };
+        // INVARIANT: Nothing is present.
         Ok(Self {
-            ptes: KVec::from_elem(Slot::default(), ENTRIES, GFP_KERNEL)?,
+            huge: Slot::default(),
+            ptes,
             used: 0,
         })
+    }
+
+    /// Writes `m` (of this directory), counting in `entries`; the number
+    /// of 4 KiB pages mapped. Without a table, a 4 KiB entry is not
+    /// written (the GPU faults on it again).
+    fn map(&mut self, entries: &mut Entries, m: &Mapping) -> usize {
+        if m.pte.huge {
+            if m.va % PAGE_SIZE_2M != 0 {
+                return 0;
+            }
+            self.clear(entries);
+            *count_of(entries, &m.pte) += ENTRIES;
+            // INVARIANT: `clear()` emptied the table.
+            self.huge = Slot::new(&m.pte);
+            self.used = ENTRIES;
+            return ENTRIES;
+        }
+        if self.ptes.is_empty() {
+            return 0;
+        }
+        if self.huge.get().is_some() {
+            self.split(entries);
+        }
+        let slot = &mut self.ptes[pte_index(m.va)];
+        match slot.get() {
+            Some(old) => *count_of(entries, &old) -= 1,
+            None => self.used += 1,
+        }
+        *count_of(entries, &m.pte) += 1;
+        *slot = Slot::new(&m.pte);
+        1
+    }
+
+    /// Splits the big page into the 4 KiB entries it maps, in the table
+    /// (which must be there).
+    fn split(&mut self, entries: &mut Entries) {
+        let big = core::mem::take(&mut self.huge);
+        let Some(pte) = big.get() else {
+            return;
+        };
+        *count_of(entries, &pte) -= ENTRIES;
+        self.used = 0;
+        for (n, slot) in self.ptes.iter_mut().enumerate() {
+            let Some(pte) = big.nth(n) else {
+                continue;
+            };
+            let pte = Pte { huge: false, ..pte };
+            *count_of(entries, &pte) += 1;
+            *slot = Slot::new(&pte);
+            self.used += 1;
+        }
+    }
+
+    /// Drops every entry; the number of 4 KiB pages unmapped.
+    fn clear(&mut self, entries: &mut Entries) -> usize {
+        let mut dropped = 0;
+        if let Some(old) = self.huge.take() {
+            *count_of(entries, &old) -= ENTRIES;
+            dropped = ENTRIES;
+        } else {
+            for slot in &mut self.ptes {
+                if let Some(old) = slot.take() {
+                    *count_of(entries, &old) -= 1;
+                    dropped += 1;
+                }
+            }
+        }
+        self.used = 0;
+        dropped
+    }
+
+    /// Drops the entries of `range`, or the whole big page; the number of
+    /// 4 KiB pages unmapped.
+    fn unmap(&mut self, entries: &mut Entries, range: core::ops::Range<usize>) -> usize {
+        if self.huge.get().is_some() {
+            return self.clear(entries);
+        }
+        let mut dropped = 0;
+        for slot in self.ptes.get_mut(range).unwrap_or(&mut []) {
+            if let Some(old) = slot.take() {
+                *count_of(entries, &old) -= 1;
+                self.used -= 1;
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Makes the entries of `range` read-only, or the whole big page; the
+    /// number of 4 KiB pages that lost write access.
+    fn protect(&mut self, range: core::ops::Range<usize>) -> usize {
+        if self.huge.get().is_some() {
+            let writable = self.huge.meta & Slot::WRITE != 0;
+            self.huge.meta &= !Slot::WRITE;
+            return if writable { ENTRIES } else { 0 };
+        }
+        let mut changed = 0;
+        for slot in self.ptes.get_mut(range).unwrap_or(&mut []) {
+            if slot.meta & Slot::WRITE != 0 {
+                slot.meta &= !Slot::WRITE;
+                changed += 1;
+            }
+        }
+        changed
+    }
+
+    fn lookup(&self, va: usize) -> Option<Pte> {
+        if self.huge.get().is_some() {
+            return self.huge.nth(pte_index(va));
+        }
+        self.ptes.get(pte_index(va))?.get()
     }
 }
 
@@ -204,59 +343,63 @@ impl GpuVm for SoftVm {
         engine.faults().clone()
     }
 
-    fn reserve(start: usize, end: usize) -> Result<Reservation> {
+    fn reserve(maps: impl IntoIterator<Item = (usize, bool)>) -> Result<Reservation> {
         // Without the lock the tree cannot be read: reserve a directory for
-        // every 2 MiB of the range; map() drops those already present.
-        let mut dirs = KVec::new();
-        let mut va = start & !(PAGE_SIZE_2M - 1);
-        while va < end {
-            dirs.push(
-                (
-                    dir_index(va),
-                    RBTreeNodeReservation::new(GFP_KERNEL)?,
-                    Dir::new()?,
-                ),
-                GFP_KERNEL,
-            )?;
-            va = match va.checked_add(PAGE_SIZE_2M) {
-                Some(v) => v,
-                None => break,
-            };
+        // every 2 MiB the entries are in, with a table if a 4 KiB one is;
+        // map() drops what is present already.
+        let mut dirs: KVec<(usize, RBTreeNodeReservation<usize, Dir>, Dir)> = KVec::new();
+        for (va, huge) in maps {
+            let idx = dir_index(va);
+            match dirs.last_mut() {
+                Some((last, _, dir)) if *last == idx => {
+                    if !huge && dir.ptes.is_empty() {
+                        *dir = Dir::new(true)?;
+                    }
+                }
+                _ => dirs.push(
+                    (
+                        idx,
+                        RBTreeNodeReservation::new(GFP_KERNEL)?,
+                        Dir::new(!huge)?,
+                    ),
+                    GFP_KERNEL,
+                )?,
+            }
         }
         Ok(Reservation { dirs })
     }
 
-    fn map(&mut self, res: Reservation, start: usize, ptes: &[Option<Pte>]) -> usize {
-        for (idx, node, dir) in res.dirs {
-            // Present already: the spare is freed, which does not reclaim.
-            if self.dirs.get(&idx).is_none() {
-                self.dirs.insert(node.into_node(idx, dir));
+    fn map(&mut self, res: Reservation, maps: &[Mapping]) -> usize {
+        for (idx, node, spare) in res.dirs {
+            match self.dirs.get_mut(&idx) {
+                None => {
+                    self.dirs.insert(node.into_node(idx, spare));
+                }
+                // A big page's directory gets the table its 4 KiB entries
+                // need. The spare's rest is freed, which does not reclaim.
+                Some(dir) if dir.ptes.is_empty() => dir.ptes = spare.ptes,
+                Some(_) => {}
             }
         }
         let mut mapped = 0;
-        let mut i = 0;
+        let mut rest = maps;
         // A directory at a time.
-        while i < ptes.len() {
-            let va = start + i * PAGE_SIZE_4K;
-            let first = pte_index(va);
-            let n = (ENTRIES - first).min(ptes.len() - i);
-            let run = &ptes[i..i + n];
-            i += n;
-            // Every directory the range needs was reserved above; one that is
-            // missing would be a reservation bug, and the pages stay unmapped
-            // (the GPU faults again) rather than panicking.
-            let Some(dir) = self.dirs.get_mut(&dir_index(va)) else {
+        while let Some(first) = rest.first() {
+            let idx = dir_index(first.va);
+            let n = rest
+                .iter()
+                .position(|m| dir_index(m.va) != idx)
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(n);
+            rest = tail;
+            // Every directory the entries need was reserved above; one that
+            // is missing would be a reservation bug, and the pages stay
+            // unmapped (the GPU faults again) rather than panicking.
+            let Some(dir) = self.dirs.get_mut(&idx) else {
                 continue;
             };
-            for (slot, pte) in dir.ptes[first..first + n].iter_mut().zip(run) {
-                let Some(pte) = pte else { continue };
-                match slot.get() {
-                    Some(old) => *count_of(&mut self.entries, &old) -= 1,
-                    None => dir.used += 1,
-                }
-                *count_of(&mut self.entries, pte) += 1;
-                *slot = Slot::new(pte);
-                mapped += 1;
+            for m in run {
+                mapped += dir.map(&mut self.entries, m);
             }
         }
         mapped
@@ -276,20 +419,7 @@ impl GpuVm for SoftVm {
             if idx > last {
                 break;
             }
-            // A huge mapping is dropped whole, as a real big-page PDE is.
-            let whole = dir.ptes.iter().any(|p| p.meta & Slot::HUGE != 0);
-            let entries = if whole {
-                0..ENTRIES
-            } else {
-                span(idx, start, end)
-            };
-            for slot in &mut dir.ptes[entries] {
-                if let Some(old) = slot.take() {
-                    *count_of(&mut self.entries, &old) -= 1;
-                    dir.used -= 1;
-                    dropped += 1;
-                }
-            }
+            dropped += dir.unmap(&mut self.entries, span(idx, start, end));
             cursor = if dir.used == 0 {
                 // Freeing under the SVM lock is fine: kfree does not reclaim.
                 c.remove_current().0
@@ -312,13 +442,7 @@ impl GpuVm for SoftVm {
             if idx > last {
                 break;
             }
-            // A huge mapping keeps its size: only its permission changes.
-            for slot in &mut dir.ptes[span(idx, start, end)] {
-                if slot.meta & Slot::WRITE != 0 {
-                    slot.meta &= !Slot::WRITE;
-                    changed += 1;
-                }
-            }
+            changed += dir.protect(span(idx, start, end));
             cursor = c.move_next();
         }
         changed
@@ -329,7 +453,7 @@ impl GpuVm for SoftVm {
     }
 
     fn lookup(&self, va: usize) -> Option<Pte> {
-        self.dirs.get(&dir_index(va))?.ptes[pte_index(va)].get()
+        self.dirs.get(&dir_index(va))?.lookup(va)
     }
 
     fn entries(&self) -> Entries {
@@ -347,20 +471,36 @@ mod tests {
 
     const BASE: usize = 0x7f00_0000_0000;
 
-    fn ptes(n: usize, writable: bool, huge: bool) -> Result<KVec<Option<Pte>>> {
+    fn pte(page: usize, writable: bool, huge: bool) -> Pte {
+        Pte {
+            addr: PteAddr::System(CpuPage::fake(page)),
+            writable,
+            huge,
+            atomic: false,
+        }
+    }
+
+    /// `n` 4 KiB entries from `start`, of fake pages 1 on.
+    fn ptes(start: usize, n: usize, writable: bool) -> Result<KVec<Mapping>> {
         let mut v = KVec::with_capacity(n, GFP_KERNEL)?;
         for i in 0..n {
             v.push(
-                Some(Pte {
-                    addr: PteAddr::System(CpuPage::fake(i + 1)),
-                    writable,
-                    huge,
-                    atomic: false,
-                }),
+                Mapping {
+                    va: start + i * PAGE_SIZE_4K,
+                    pte: pte(i + 1, writable, false),
+                },
                 GFP_KERNEL,
             )?;
         }
         Ok(v)
+    }
+
+    /// A big page at `va`, of fake pages `page` on.
+    fn big(va: usize, page: usize, writable: bool) -> Mapping {
+        Mapping {
+            va,
+            pte: pte(page, writable, true),
+        }
     }
 
     /// A slot gives back the entry it was made from, for every kind of
@@ -388,9 +528,9 @@ mod tests {
         }
     }
 
-    fn map(vm: &mut SoftVm, start: usize, p: &[Option<Pte>]) -> Result<usize> {
-        let res = SoftVm::reserve(start, start + p.len() * PAGE_SIZE_4K)?;
-        Ok(vm.map(res, start, p))
+    fn map(vm: &mut SoftVm, maps: &[Mapping]) -> Result<usize> {
+        let res = SoftVm::reserve(maps.iter().map(|m| (m.va, m.pte.huge)))?;
+        Ok(vm.map(res, maps))
     }
 
     #[test]
@@ -398,7 +538,7 @@ mod tests {
         let mut vm = SoftVm::new();
         // Four pages straddling a directory boundary.
         let start = BASE + PAGE_SIZE_2M - 2 * PAGE_SIZE_4K;
-        assert_eq!(map(&mut vm, start, &ptes(4, true, false)?)?, 4);
+        assert_eq!(map(&mut vm, &ptes(start, 4, true)?)?, 4);
         assert_eq!(
             vm.lookup(start + PAGE_SIZE_4K).map(|p| p.addr),
             Some(PteAddr::System(CpuPage::fake(2)))
@@ -411,36 +551,100 @@ mod tests {
         Ok(())
     }
 
+    /// A big page is one entry: its pages read as the 512 it maps, it
+    /// counts 512, and it is dropped whole.
     #[test]
-    fn huge_unmaps_whole() -> Result {
+    fn huge_is_one_entry() -> Result {
         let mut vm = SoftVm::new();
-        assert_eq!(map(&mut vm, BASE, &ptes(ENTRIES, true, true)?)?, ENTRIES);
-        // Splitting is not possible: one page drops the whole 2 MiB.
+        assert_eq!(map(&mut vm, &[big(BASE, 1, true)])?, ENTRIES);
+        let dir = vm.dirs.get(&dir_index(BASE)).ok_or(EINVAL)?;
+        // No table of 4 KiB entries was allocated for it.
+        assert!(dir.ptes.is_empty());
+        for n in [0, 1, ENTRIES - 1] {
+            assert_eq!(
+                vm.lookup(BASE + n * PAGE_SIZE_4K),
+                Some(pte(n + 1, true, true))
+            );
+        }
+        assert!(vm.lookup(BASE + PAGE_SIZE_2M).is_none());
+        assert!(vm.lookup(BASE - PAGE_SIZE_4K).is_none());
+        assert_eq!(vm.entries().system, ENTRIES);
+        // Splitting it would allocate: one page drops the whole 2 MiB.
         assert_eq!(
             vm.unmap(BASE + PAGE_SIZE_4K, BASE + 2 * PAGE_SIZE_4K),
             ENTRIES
         );
         assert!(vm.lookup(BASE).is_none());
         assert!(vm.dirs.iter().next().is_none());
+        assert_eq!(vm.entries(), Entries::default());
+        // Not at a 2 MiB boundary: not written.
+        assert_eq!(map(&mut vm, &[big(BASE + PAGE_SIZE_4K, 1, true)])?, 0);
+        assert!(vm.lookup(BASE + PAGE_SIZE_4K).is_none());
+        Ok(())
+    }
+
+    /// A big page over 4 KiB entries replaces them; a 4 KiB entry inside a
+    /// big page splits it, and the other 511 pages stay mapped as they were.
+    #[test]
+    fn huge_replaces_and_splits() -> Result {
+        let mut vm = SoftVm::new();
+        map(&mut vm, &ptes(BASE, 3, false)?)?;
+        assert_eq!(map(&mut vm, &[big(BASE, 100, true)])?, ENTRIES);
+        assert_eq!(vm.entries().system, ENTRIES);
+        assert_eq!(vm.lookup(BASE), Some(pte(100, true, true)));
+        let one = Mapping {
+            va: BASE + 5 * PAGE_SIZE_4K,
+            pte: pte(7, false, false),
+        };
+        assert_eq!(map(&mut vm, &[one])?, 1);
+        assert_eq!(vm.entries().system, ENTRIES);
+        assert_eq!(vm.lookup(one.va), Some(one.pte));
+        assert_eq!(vm.lookup(BASE), Some(pte(100, true, false)));
+        assert_eq!(
+            vm.lookup(BASE + (ENTRIES - 1) * PAGE_SIZE_4K),
+            Some(pte(100 + ENTRIES - 1, true, false))
+        );
+        // Split: unmapping a page drops only that page now.
+        assert_eq!(vm.unmap(BASE, BASE + PAGE_SIZE_4K), 1);
+        assert_eq!(vm.entries().system, ENTRIES - 1);
+        assert_eq!(vm.unmap(0, usize::MAX), ENTRIES - 1);
+        assert!(vm.dirs.iter().next().is_none());
+        Ok(())
+    }
+
+    /// Protecting part of a big page protects it whole: the GPU never
+    /// writes where the CPU may not.
+    #[test]
+    fn huge_protects_whole() -> Result {
+        let mut vm = SoftVm::new();
+        map(&mut vm, &[big(BASE, 1, true)])?;
+        assert_eq!(
+            vm.protect(BASE + PAGE_SIZE_4K, BASE + 2 * PAGE_SIZE_4K),
+            ENTRIES
+        );
+        assert_eq!(vm.lookup(BASE), Some(pte(1, false, true)));
+        assert_eq!(vm.protect(0, usize::MAX), 0);
+        assert_eq!(vm.entries().system, ENTRIES);
         Ok(())
     }
 
     #[test]
     fn entries_count_what_is_mapped() -> Result {
         let mut vm = SoftVm::new();
-        map(&mut vm, BASE, &ptes(3, false, false)?)?;
+        map(&mut vm, &ptes(BASE, 3, false)?)?;
         // Mapping over an entry replaces it: still three.
-        map(&mut vm, BASE + PAGE_SIZE_4K, &ptes(1, false, false)?)?;
-        let vram = Pte {
-            addr: PteAddr::Vram(7),
-            writable: true,
-            huge: false,
-            atomic: true,
+        map(&mut vm, &ptes(BASE + PAGE_SIZE_4K, 1, false)?)?;
+        let vram = Mapping {
+            va: BASE + 2 * PAGE_SIZE_4K,
+            pte: Pte {
+                addr: PteAddr::Vram(7),
+                writable: true,
+                huge: false,
+                atomic: true,
+            },
         };
-        let mut p = KVec::new();
-        p.push(Some(vram), GFP_KERNEL)?;
         // A system entry replaced by device memory moves between counts.
-        map(&mut vm, BASE + 2 * PAGE_SIZE_4K, &p)?;
+        map(&mut vm, &[vram])?;
         let e = |system, vram| Entries { system, vram };
         assert_eq!(vm.entries(), e(2, 1));
         vm.unmap(BASE, BASE + 2 * PAGE_SIZE_4K);
@@ -455,8 +659,8 @@ mod tests {
         // exit_mmap() invalidates 0..ULONG_MAX: only present directories
         // may be walked.
         let mut vm = SoftVm::new();
-        map(&mut vm, BASE, &ptes(3, false, false)?)?;
-        map(&mut vm, BASE * 2, &ptes(3, false, false)?)?;
+        map(&mut vm, &ptes(BASE, 3, false)?)?;
+        map(&mut vm, &ptes(BASE * 2, 3, false)?)?;
         assert_eq!(vm.unmap(0, usize::MAX & !(PAGE_SIZE_4K - 1)), 6);
         assert!(vm.dirs.iter().next().is_none());
         assert_eq!(vm.unmap(0, usize::MAX), 0);
@@ -466,7 +670,7 @@ mod tests {
     #[test]
     fn protect_keeps_mapping() -> Result {
         let mut vm = SoftVm::new();
-        map(&mut vm, BASE, &ptes(4, true, false)?)?;
+        map(&mut vm, &ptes(BASE, 4, true)?)?;
         assert_eq!(vm.protect(BASE + PAGE_SIZE_4K, BASE + 3 * PAGE_SIZE_4K), 2);
         assert!(vm.lookup(BASE).is_some_and(|p| p.writable));
         assert!(vm.lookup(BASE + PAGE_SIZE_4K).is_some_and(|p| !p.writable));
@@ -481,9 +685,9 @@ mod tests {
     #[test]
     fn remap_keeps_count() -> Result {
         let mut vm = SoftVm::new();
-        map(&mut vm, BASE, &ptes(2, false, false)?)?;
+        map(&mut vm, &ptes(BASE, 2, false)?)?;
         // Upgrading an entry to writable does not count it twice.
-        map(&mut vm, BASE, &ptes(2, true, false)?)?;
+        map(&mut vm, &ptes(BASE, 2, true)?)?;
         assert!(vm.lookup(BASE).is_some_and(|p| p.writable));
         assert_eq!(vm.unmap(BASE, BASE + PAGE_SIZE_2M), 2);
         assert!(vm.dirs.iter().next().is_none());

@@ -388,7 +388,9 @@ impl CpuPage {
     /// pages but never touches them.
     #[cfg(CONFIG_KUNIT = "y")]
     pub(crate) fn fake(n: usize) -> Self {
-        Self(NonNull::<bindings::page>::dangling().map_addr(|a| a.saturating_add(n * 64)))
+        // `struct page`s apart, as a folio's are (see `nth_in_huge()`).
+        let page = NonNull::<bindings::page>::dangling().as_ptr();
+        Self(NonNull::new(page.wrapping_add(n)).unwrap_or(NonNull::dangling()))
     }
 
     /// A page the caller may map as the HMM contract says (see above).
@@ -399,6 +401,17 @@ impl CpuPage {
     /// The `struct page`.
     pub(crate) fn as_ptr(self) -> NonNull<bindings::page> {
         self.0
+    }
+
+    /// Page `n` of the 2 MiB CPU mapping whose first page this is (as
+    /// [`RangeFault::huge_at`] gives it); `None` past its 512 pages. The
+    /// `struct page`s of a folio are contiguous (`folio_page()`), and the
+    /// result may be used as this page may.
+    pub(crate) fn nth_in_huge(self, n: usize) -> Option<Self> {
+        if n >= HUGE_PAGES {
+            return None;
+        }
+        Some(Self(NonNull::new(self.0.as_ptr().wrapping_add(n))?))
     }
 }
 
@@ -519,6 +532,30 @@ impl RangeFault<'_> {
             prev = Some((raw, state));
             state
         })
+    }
+
+    /// Entry `i` if it and the 511 after it are one 2 MiB CPU mapping (a
+    /// PMD): a present page of order 9, the first of its 2 MiB of pfns,
+    /// and the entries after it are its next pfns with the same flags.
+    /// Decodes one entry, whatever the 511 others are.
+    pub(crate) fn huge_at(&self, i: usize) -> Option<PageState> {
+        let run = self.pfns.get(i..i.checked_add(HUGE_PAGES)?)?;
+        let first = run[0];
+        if !run
+            .iter()
+            .enumerate()
+            .all(|(j, &raw)| raw == first.wrapping_add(j))
+        {
+            return None;
+        }
+        match self.decode(first) {
+            state @ PageState::Present { pfn, order, .. }
+                if order >= 9 && pfn % HUGE_PAGES == 0 =>
+            {
+                Some(state)
+            }
+            _ => None,
+        }
     }
 
     /// The indices from the first page that is no hole to the last (only
@@ -689,6 +726,51 @@ mod tests {
         assert_eq!(r.iter_range(pages - 1, pages + 8).count(), 1);
         assert_eq!(r.iter_range(pages, pages + 8).count(), 0);
         assert_eq!(r.span(), Some((0, pages)));
+        Ok(())
+    }
+
+    /// `huge_at()` finds a 2 MiB mapping at its first page and nowhere
+    /// else, and its pages are those `get()` reads.
+    #[test]
+    fn huge_at_is_one_pmd() -> Result {
+        const MB2: usize = 2 << 20;
+        let len = 3 * MB2;
+        let addr = kunit_mmap(len).ok_or(ENOMEM)?;
+        let task = kernel::current!();
+        let mm = task.mm().ok_or(ENOENT)?;
+        let n = IntervalNotifier::new(mm, addr, len, None, Nothing::new()?)?;
+        // A THP where the kernel makes one, and the page before it.
+        let huge = (addr + MB2) & !(MB2 - 1);
+        n.fault(mm, huge - PAGE_SIZE, huge + MB2, true, false)?;
+        let r = n.snapshot(mm, huge - PAGE_SIZE, huge + MB2 + PAGE_SIZE, false)?;
+        let pages = (r.end() - r.start()) / PAGE_SIZE;
+        let mut found = 0;
+        for i in 0..pages {
+            let Some(head) = r.huge_at(i) else {
+                continue;
+            };
+            found += 1;
+            // Only the THP's first page.
+            assert_eq!(i, 1);
+            assert_eq!(Some(head), r.get(1));
+            let PageState::Present { page, .. } = head else {
+                panic!("huge_at() gave no page");
+            };
+            for j in 0..HUGE_PAGES {
+                match r.get(1 + j) {
+                    Some(PageState::Present { page: p, order, .. }) => {
+                        assert_eq!(Some(p), page.nth_in_huge(j));
+                        assert!(order >= 9);
+                    }
+                    other => panic!("page {j} of a THP is {other:?}"),
+                }
+            }
+            assert_eq!(page.nth_in_huge(HUGE_PAGES), None);
+        }
+        // Where the kernel made a THP, huge_at() found it.
+        let thp = matches!(r.get(1), Some(PageState::Present { order: 9.., .. }));
+        assert_eq!(found, usize::from(thp));
+        assert_eq!(r.huge_at(usize::MAX), None);
         Ok(())
     }
 }
