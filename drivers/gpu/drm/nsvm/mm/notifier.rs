@@ -701,76 +701,72 @@ mod tests {
         Ok(())
     }
 
-    /// Reading a snapshot in order (which decodes the pages of a 2 MiB
-    /// mapping from the first) gives what reading each page on its own
-    /// does, for a THP and across its ends.
-    #[test]
-    fn iter_decodes_huge_pages_as_get_does() -> Result {
+    /// Runs `test` on a snapshot of the 2 MiB after a fresh mapping's
+    /// start (which may be aligned), faulted in as a THP where the kernel
+    /// makes one, with a page either side, and on its number of pages.
+    fn with_thp(test: impl FnOnce(&RangeFault<'_>, usize)) -> Result {
         const MB2: usize = 2 << 20;
         let len = 3 * MB2;
         let addr = kunit_mmap(len).ok_or(ENOMEM)?;
         let task = kernel::current!();
         let mm = task.mm().ok_or(ENOENT)?;
         let n = IntervalNotifier::new(mm, addr, len, None, Nothing::new()?)?;
-        // The 2 MiB after `addr` (which may be aligned), faulted in as a THP
-        // where the kernel makes one, with a page either side.
         let huge = (addr + MB2) & !(MB2 - 1);
         let (start, end) = (huge - PAGE_SIZE, huge + MB2 + PAGE_SIZE);
         n.fault(mm, start, end, true, false)?;
         let r = n.snapshot(mm, start, end, false)?;
-        let pages = (end - start) / PAGE_SIZE;
-        assert!((0..pages).map(|i| r.get(i)).eq(r.iter().map(Some)));
-        assert!((5..pages - 3)
-            .map(|i| r.get(i))
-            .eq(r.iter_range(5, pages - 3).map(Some)));
-        assert_eq!(r.iter_range(pages - 1, pages + 8).count(), 1);
-        assert_eq!(r.iter_range(pages, pages + 8).count(), 0);
-        assert_eq!(r.span(), Some((0, pages)));
+        test(&r, (end - start) / PAGE_SIZE);
         Ok(())
+    }
+
+    /// Reading a snapshot in order (which decodes the pages of a 2 MiB
+    /// mapping from the first) gives what reading each page on its own
+    /// does, for a THP and across its ends.
+    #[test]
+    fn iter_decodes_huge_pages_as_get_does() -> Result {
+        with_thp(|r, pages| {
+            assert!((0..pages).map(|i| r.get(i)).eq(r.iter().map(Some)));
+            assert!((5..pages - 3)
+                .map(|i| r.get(i))
+                .eq(r.iter_range(5, pages - 3).map(Some)));
+            assert_eq!(r.iter_range(pages - 1, pages + 8).count(), 1);
+            assert_eq!(r.iter_range(pages, pages + 8).count(), 0);
+            assert_eq!(r.span(), Some((0, pages)));
+        })
     }
 
     /// `huge_at()` finds a 2 MiB mapping at its first page and nowhere
     /// else, and its pages are those `get()` reads.
     #[test]
     fn huge_at_is_one_pmd() -> Result {
-        const MB2: usize = 2 << 20;
-        let len = 3 * MB2;
-        let addr = kunit_mmap(len).ok_or(ENOMEM)?;
-        let task = kernel::current!();
-        let mm = task.mm().ok_or(ENOENT)?;
-        let n = IntervalNotifier::new(mm, addr, len, None, Nothing::new()?)?;
-        // A THP where the kernel makes one, and the page before it.
-        let huge = (addr + MB2) & !(MB2 - 1);
-        n.fault(mm, huge - PAGE_SIZE, huge + MB2, true, false)?;
-        let r = n.snapshot(mm, huge - PAGE_SIZE, huge + MB2 + PAGE_SIZE, false)?;
-        let pages = (r.end() - r.start()) / PAGE_SIZE;
-        let mut found = 0;
-        for i in 0..pages {
-            let Some(head) = r.huge_at(i) else {
-                continue;
-            };
-            found += 1;
-            // Only the THP's first page.
-            assert_eq!(i, 1);
-            assert_eq!(Some(head), r.get(1));
-            let PageState::Present { page, .. } = head else {
-                panic!("huge_at() gave no page");
-            };
-            for j in 0..HUGE_PAGES {
-                match r.get(1 + j) {
-                    Some(PageState::Present { page: p, order, .. }) => {
-                        assert_eq!(Some(p), page.nth_in_huge(j));
-                        assert!(order >= 9);
+        with_thp(|r, pages| {
+            let mut found = 0;
+            for i in 0..pages {
+                let Some(head) = r.huge_at(i) else {
+                    continue;
+                };
+                found += 1;
+                // Only the THP's first page.
+                assert_eq!(i, 1);
+                assert_eq!(Some(head), r.get(1));
+                let PageState::Present { page, .. } = head else {
+                    panic!("huge_at() gave no page");
+                };
+                for j in 0..HUGE_PAGES {
+                    match r.get(1 + j) {
+                        Some(PageState::Present { page: p, order, .. }) => {
+                            assert_eq!(Some(p), page.nth_in_huge(j));
+                            assert!(order >= 9);
+                        }
+                        other => panic!("page {j} of a THP is {other:?}"),
                     }
-                    other => panic!("page {j} of a THP is {other:?}"),
                 }
+                assert_eq!(page.nth_in_huge(HUGE_PAGES), None);
             }
-            assert_eq!(page.nth_in_huge(HUGE_PAGES), None);
-        }
-        // Where the kernel made a THP, huge_at() found it.
-        let thp = matches!(r.get(1), Some(PageState::Present { order: 9.., .. }));
-        assert_eq!(found, usize::from(thp));
-        assert_eq!(r.huge_at(usize::MAX), None);
-        Ok(())
+            // Where the kernel made a THP, huge_at() found it.
+            let thp = matches!(r.get(1), Some(PageState::Present { order: 9.., .. }));
+            assert_eq!(found, usize::from(thp));
+            assert_eq!(r.huge_at(usize::MAX), None);
+        })
     }
 }
