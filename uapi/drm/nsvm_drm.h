@@ -258,7 +258,8 @@ struct drm_nsvm_cmd {
  * READ buffer, or a GPU fault that cannot be served (see above); -ENOENT,
  * -EPERM, -ESRCH: see "SVM lifetime rules"; -EBUSY if invalidations
  * kept undoing a fault for a second; -ETIMEDOUT if a command made no
- * progress for the driver's job timeout (module parameter
+ * progress (a page of it done, or a fault of it served) for the driver's
+ * job timeout (module parameter
  * job_timeout_ms, a SEM_WAIT that is never satisfied); -EINTR if a signal
  * interrupted it: it stops the running command within a few pages, and
  * the commands after it do not run (the interrupted command may be partly
@@ -588,8 +589,9 @@ struct drm_nsvm_queue_create {
 	__u32 flags;
 	/**
 	 * @timeout_ms: in, how long a job of the queue may go without
-	 * progress (a command, or a page of one, done) before it fails the
-	 * queue with -ETIMEDOUT; 0 for the driver's default (module
+	 * progress (a command, or a page of one, done, or a fault of one
+	 * served: a job that faults on every page is not hung) before it
+	 * fails the queue with -ETIMEDOUT; 0 for the driver's default (module
 	 * parameter job_timeout_ms).
 	 */
 	__u32 timeout_ms;

@@ -485,6 +485,39 @@ fn hung_job_times_out() -> TestResult {
     Ok(())
 }
 
+/// A job whose faults are served makes progress however long it takes in
+/// all: the queue's timeout bounds the time without a fault served, not
+/// the job. With 4 KiB fault windows an 8 MiB FILL is 2048 faults, served
+/// 64 at a time before the first page is written; a queue whose timeout is
+/// a quarter of what the job took on a queue with the default completes it.
+fn faulting_job_makes_progress() -> TestResult {
+    let dev = open(0)?;
+    dev.svm_init(PAGE as u64)?;
+    let fence = Map::new(PAGE, RW);
+    let run = |q: u32, value: u64| -> Result<Duration, Outcome> {
+        let buf = Map::new(4 * MB2, RW);
+        let t = Instant::now();
+        dev.submit(
+            q,
+            &[Cmd::fill(buf.addr(), buf.len as u64, value)],
+            Some((fence.addr(), value)),
+        )?;
+        dev.wait_fence(fence.addr(), value, q, LONG_NS)?;
+        let took = t.elapsed();
+        check!(buf
+            .bytes()
+            .chunks_exact(8)
+            .all(|w| w == value.to_le_bytes()));
+        Ok(took)
+    };
+    let took = run(dev.queue_create(0)?, 1)?;
+    let timeout = Duration::from_millis((took.as_millis() / 4).max(1) as u64);
+    let again = run(dev.queue_create(timeout.as_millis() as u32)?, 2)?;
+    println!("{took:?} on the default timeout, {again:?} on {timeout:?}");
+    check!(again > timeout, "{again:?} is no longer than {timeout:?}");
+    Ok(())
+}
+
 /// WAIT's timeouts and arguments.
 fn wait_timeouts() -> TestResult {
     let dev = bound(0)?;
@@ -861,6 +894,7 @@ igt_main! {
     "device-memory-async" => device_memory_async,
     "unmapped-fault-fails-queue" => unmapped_fault_fails_queue,
     "hung-job-times-out" => hung_job_times_out,
+    "faulting-job-makes-progress" => faulting_job_makes_progress,
     "wait-timeouts" => wait_timeouts,
     "owner-exits-with-jobs" => owner_exits_with_jobs,
     "release-while-serving" => release_while_serving,

@@ -458,7 +458,8 @@ impl<V: GpuVm> GpuChannel for Channel<V> {
 struct Run<'a, V: GpuVm> {
     chan: &'a Channel<V>,
     job: &'a Job,
-    /// When the job last made progress: a command (or part of one) done.
+    /// When the job last made progress: a command (or part of one) done,
+    /// or a fault of it served.
     progress: Instant<Monotonic>,
     completed: usize,
     value: u64,
@@ -522,7 +523,14 @@ impl<'a, V: GpuVm> Run<'a, V> {
             }
         }
         loop {
+            let before = probed;
             self.probe(cmd, done, &mut probed, &mut queue)?;
+            // The probe only moves on: past a first miss that a replay
+            // mapped, a fault of the command served. A command with many
+            // faults probes them all before it writes a page.
+            if probed.iter().zip(before).any(|(&now, then)| now > then) {
+                self.progress = Instant::now();
+            }
             if queue.is_empty() {
                 let before = done;
                 let miss = self.run_from(cmd, &mut done, &mut scratch)?;
