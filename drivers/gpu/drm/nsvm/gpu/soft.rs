@@ -89,7 +89,7 @@ impl Slot {
     }
 
     fn get(&self) -> Option<Pte> {
-        if self.meta & Self::PRESENT == 0 {
+        if !self.is_present() {
             return None;
         }
         let addr = if self.meta & Self::VRAM != 0 {
@@ -103,6 +103,10 @@ impl Slot {
             huge: self.meta & Self::HUGE != 0,
             atomic: self.meta & Self::ATOMIC != 0,
         })
+    }
+
+    fn is_present(&self) -> bool {
+        self.meta & Self::PRESENT != 0
     }
 
     fn take(&mut self) -> Option<Pte> {
@@ -172,7 +176,7 @@ impl Dir {
         if self.ptes.is_empty() {
             return 0;
         }
-        if self.huge.get().is_some() {
+        if self.huge.is_present() {
             self.split(entries);
         }
         let slot = &mut self.ptes[pte_index(m.va)];
@@ -207,27 +211,16 @@ impl Dir {
 
     /// Drops every entry; the number of 4 KiB pages unmapped.
     fn clear(&mut self, entries: &mut Entries) -> usize {
-        let mut dropped = 0;
-        if let Some(old) = self.huge.take() {
-            *count_of(entries, &old) -= ENTRIES;
-            dropped = ENTRIES;
-        } else {
-            for slot in &mut self.ptes {
-                if let Some(old) = slot.take() {
-                    *count_of(entries, &old) -= 1;
-                    dropped += 1;
-                }
-            }
-        }
-        self.used = 0;
-        dropped
+        self.unmap(entries, 0..ENTRIES)
     }
 
     /// Drops the entries of `range`, or the whole big page; the number of
     /// 4 KiB pages unmapped.
     fn unmap(&mut self, entries: &mut Entries, range: core::ops::Range<usize>) -> usize {
-        if self.huge.get().is_some() {
-            return self.clear(entries);
+        if let Some(old) = self.huge.take() {
+            *count_of(entries, &old) -= ENTRIES;
+            self.used = 0;
+            return ENTRIES;
         }
         let mut dropped = 0;
         for slot in self.ptes.get_mut(range).unwrap_or(&mut []) {
@@ -243,7 +236,7 @@ impl Dir {
     /// Makes the entries of `range` read-only, or the whole big page; the
     /// number of 4 KiB pages that lost write access.
     fn protect(&mut self, range: core::ops::Range<usize>) -> usize {
-        if self.huge.get().is_some() {
+        if self.huge.is_present() {
             let writable = self.huge.meta & Slot::WRITE != 0;
             self.huge.meta &= !Slot::WRITE;
             return if writable { ENTRIES } else { 0 };
@@ -259,7 +252,7 @@ impl Dir {
     }
 
     fn lookup(&self, va: usize) -> Option<Pte> {
-        if self.huge.get().is_some() {
+        if self.huge.is_present() {
             return self.huge.nth(pte_index(va));
         }
         self.ptes.get(pte_index(va))?.get()
