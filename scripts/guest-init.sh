@@ -146,8 +146,12 @@ test)
 	# run either way.
 	if [ "$hmm" = 1 ]; then
 		step "hmm-tests (C peer: lib/test_hmm.c)"
+		hmm_skip="-T benchmark_thp_migration"
 		if insmod /lib/modules/test_hmm.ko; then
-			(cd /tmp && /bin/hmm-tests)
+			# Less its benchmark: a fixed 120 s budget is an absolute
+			# time, which a loaded TCG host exceeds (make bench runs the
+			# same round trip as a ratio).
+			(cd /tmp && /bin/hmm-tests $hmm_skip)
 			st=$?
 			echo "NSVM-HMM-EXIT $st"
 			# The peer's own tests are the baseline, not nsvm's: a failed
@@ -159,7 +163,7 @@ test)
 				grep -E '^(MemFree|AnonHugePages|HugePages_Free)' /proc/meminfo
 				cat /proc/buddyinfo
 				echo "NSVM-HMM-RERUN"
-				(cd /tmp && /bin/hmm-tests)
+				(cd /tmp && /bin/hmm-tests $hmm_skip)
 				echo "NSVM-HMM-EXIT $?"
 			fi
 			rmmod test_hmm || fail "rmmod test_hmm"
