@@ -65,11 +65,18 @@ OOM_REPORT_END = re.compile(r"Out of memory: Killed process|oom-kill:constraint"
 # The lines of the report's stack dump: "Call Trace:" and the frames
 # (" ? sym+0x51/0x6c [module]"), whose symbol names can match a splat
 # pattern (lockdep_lock).
+STACK_FRAME = re.compile(r"^\s*(\? )?[\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+( \[\w+\])?$")
 OOM_REPORT_SPLATS = [
     re.compile(r"Call Trace:"),
     OOM_REPORT_BEGIN,
-    re.compile(r"^\s*(\? )?[\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+( \[\w+\])?$"),
+    STACK_FRAME,
 ]
+# What the summary shows of the first splat's report, so that a CI log
+# that has only the summary still names where it happened: the task, the
+# faulting instruction and the stack, up to the end of the report.
+REPORT_DETAIL = re.compile(r"\bComm: |\bRIP: |Call Trace:")
+REPORT_END = re.compile(r"---\[ end trace")
+REPORT_MAX = 32
 
 KTAP_RESULT = re.compile(r"^(\s+)(not ok|ok) \d+ (\S+)(.*)$")
 KTAP_SUBTEST = re.compile(r"^\s+# Subtest: (\S+)")
@@ -104,6 +111,10 @@ def main():
     hmm_runs = [{"totals": None, "failed": []}]
     hmm_comments = []
     splats = []
+    # The lines of the first splat's report; None before it, and
+    # `reporting` while it lasts.
+    report = None
+    reporting = False
     guest_fail = []
     exit_rc = None
     in_kmemleak = False
@@ -148,10 +159,16 @@ def main():
                 oom_report = False
             if oom_report and any(p.search(msg) for p in OOM_REPORT_SPLATS):
                 continue
+            if reporting:
+                if REPORT_DETAIL.search(msg) or STACK_FRAME.match(msg):
+                    report.append(msg.strip())
+                reporting = len(report) < REPORT_MAX and not REPORT_END.search(msg)
             if any(p.search(msg) for p in SPLATS) and not any(
                 b.search(msg) for b in BENIGN
             ):
                 splats.append(line)
+                if report is None:
+                    report, reporting = [], True
 
         if raw.startswith("NSVM-KMEMLEAK-END"):
             in_kmemleak = False
@@ -242,6 +259,10 @@ def main():
     print(f"splats      : {len(splats) or 'none'}")
     for s in splats[:20]:
         print(f"  {s}")
+    if report:
+        print("  the first one's report:")
+        for r in report:
+            print(f"    {r}")
     if oom_kills:
         print(f"oom         : {oom_kills} expected OOM report(s), inside marked windows")
     print(f"kmemleak    : {len(leaks) or 'clean'}")

@@ -67,6 +67,39 @@ class ReportTest(unittest.TestCase):
     def test_kfence_fails(self):
         self.assert_fails(GOOD + "[    2.000000] BUG: KFENCE: use-after-free read in x\n")
 
+    def test_first_report_shows_where(self):
+        # The summary is all a CI log may keep: it names the task, the
+        # instruction and the stack of the first splat, not its registers.
+        rc, lines = run(
+            GOOD
+            + "[    2.000000] BUG: unable to handle page fault for address: ff1100fce6600000\n"
+            "[    2.000001] Oops: Oops: 0000 [#1] SMP\n"
+            "[    2.000002] CPU: 1 UID: 0 PID: 1142 Comm: hmm-tests Not tainted 7.3.4\n"
+            "[    2.000003] RIP: 0010:memcpy_orig+0x10/0x120\n"
+            "[    2.000004] RAX: 0000000000000000 RBX: ff1100fce6600000\n"
+            "[    2.000005] Call Trace:\n"
+            "[    2.000006]  <TASK>\n"
+            "[    2.000007]  dmirror_do_read+0x5e/0xa0 [test_hmm]\n"
+            "[    2.000008]  ? dmirror_fault+0x1/0x2 [test_hmm]\n"
+            "[    2.000009]  </TASK>\n"
+            "[    2.000010] ---[ end trace 0000000000000000 ]---\n"
+            "[    2.000011]  later_frame+0x1/0x2\n"
+        )
+        self.assertEqual(rc, 1)
+        at = lines.index("  the first one's report:")
+        self.assertEqual(
+            lines[at + 1 : at + 6],
+            [
+                "    CPU: 1 UID: 0 PID: 1142 Comm: hmm-tests Not tainted 7.3.4",
+                "    RIP: 0010:memcpy_orig+0x10/0x120",
+                "    Call Trace:",
+                "    dmirror_do_read+0x5e/0xa0 [test_hmm]",
+                "    ? dmirror_fault+0x1/0x2 [test_hmm]",
+            ],
+        )
+        self.assertNotIn("    later_frame+0x1/0x2", lines)
+        self.assertFalse(any("RAX" in l for l in lines))
+
     def test_splat_in_the_middle_of_a_line_fails(self):
         # The console put a kernel message after a test's unfinished line.
         self.assert_fails(
