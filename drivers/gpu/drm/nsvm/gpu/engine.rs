@@ -6,6 +6,10 @@
 //! A [`Channel`] is a ring of [`Job`]s bound to one GPU address space, the
 //! way an NVIDIA channel's GPFIFO is: its jobs run one after the other, on
 //! a worker of the device's [`Engine`] queue, beside every other channel's.
+//! The worker runs on the CPU that started the channel (the submitter's,
+//! whose thread usually waits next): submission, the job, its faults'
+//! service (see `handler.rs`) and the completion's wake-up then stay on
+//! one CPU, with no wake-up of an idle one.
 //! A job runs its commands in order and then writes its fence. It touches
 //! memory only through the GPU page table ([`GpuVm::lookup`]), under the
 //! mirror's VM lock, so an invalidation can never pull a page from under
@@ -132,7 +136,8 @@ pub(crate) struct Engine {
 impl Engine {
     pub(crate) fn new() -> Result<Self> {
         Ok(Self {
-            queue: OwnedQueue::new_unbound(c"nsvm_gpu")?,
+            // Per CPU: see the module's documentation.
+            queue: OwnedQueue::new_percpu_intensive(c"nsvm_gpu")?,
             faults: FaultUnit::new()?,
             next_chid: Atomic::new(1),
         })

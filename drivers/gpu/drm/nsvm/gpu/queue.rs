@@ -29,7 +29,7 @@ use kernel::{
 
 /// A workqueue, destroyed (after its last queued item ran) when dropped:
 /// unbound ([`OwnedQueue::new_unbound`]) or with a pool of workers per CPU
-/// ([`OwnedQueue::new_percpu_highpri`]).
+/// ([`OwnedQueue::new_percpu_highpri`], [`OwnedQueue::new_percpu_intensive`]).
 ///
 /// Must not be dropped by one of its own work items: destroying a queue
 /// waits for its items.
@@ -62,6 +62,18 @@ impl OwnedQueue {
         Self::alloc(
             name,
             bindings::wq_flags_WQ_PERCPU | bindings::wq_flags_WQ_HIGHPRI,
+        )
+    }
+
+    /// Allocates a queue called `name` whose items run on the CPU they are
+    /// queued on ([`Queue::enqueue`]: the caller's), in ordinary-priority
+    /// workers that concurrency management does not count: an item may run
+    /// long (a job) without holding up the CPU's other work items, and
+    /// items run beside each other as the scheduler shares the CPU.
+    pub(crate) fn new_percpu_intensive(name: &'static CStr) -> Result<Self> {
+        Self::alloc(
+            name,
+            bindings::wq_flags_WQ_PERCPU | bindings::wq_flags_WQ_CPU_INTENSIVE,
         )
     }
 
