@@ -236,25 +236,36 @@ struct Span {
 /// [`FAULT_AROUND`] block of each, within the window, writable where a
 /// write or atomic fault lies; adjacent blocks of one kind merged.
 fn spans(faults: &[Fault], (win_start, win_end): (usize, usize)) -> Result<KVec<Span>> {
-    // The blocks, one per block that holds a fault.
-    let mut blocks: KVec<Span> = KVec::with_capacity(faults.len(), GFP_KERNEL)?;
+    // One allocation: the fault path runs this for every window.
+    let mut spans: KVec<Span> = KVec::with_capacity(faults.len(), GFP_KERNEL)?;
+    // The block being gathered: whether it is writable is known once its
+    // last fault is seen.
+    let mut cur: Option<Span> = None;
+    let mut flush = |b: Span| match spans.last_mut() {
+        Some(s) if s.end == b.start && s.write == b.write => {
+            s.end = b.end;
+            Ok(())
+        }
+        // At most a span per fault: room was made above.
+        _ => spans.push_within_capacity(b).map_err(|_| ENOMEM),
+    };
     for f in faults {
         let block = f.addr & !(FAULT_AROUND - 1);
         let start = block.max(win_start);
-        let end = addr::window_end(block, FAULT_AROUND, win_end);
         let write = f.write || f.atomic;
-        match blocks.last_mut() {
+        match cur.as_mut() {
             Some(b) if b.start == start => b.write |= write,
-            _ => blocks.push(Span { start, end, write }, GFP_KERNEL)?,
+            _ => {
+                if let Some(b) = cur.take() {
+                    flush(b)?;
+                }
+                let end = addr::window_end(block, FAULT_AROUND, win_end);
+                cur = Some(Span { start, end, write });
+            }
         }
     }
-    // Adjacent ones that ask for the same, merged.
-    let mut spans: KVec<Span> = KVec::with_capacity(blocks.len(), GFP_KERNEL)?;
-    for b in blocks {
-        match spans.last_mut() {
-            Some(s) if s.end == b.start && s.write == b.write => s.end = b.end,
-            _ => spans.push(b, GFP_KERNEL)?,
-        }
+    if let Some(b) = cur {
+        flush(b)?;
     }
     Ok(spans)
 }
@@ -958,5 +969,86 @@ impl<V: GpuVm> Mirror<V> {
                 s as u8
             }
         }
+    }
+}
+
+#[kunit_tests(nsvm_svm)]
+mod tests {
+    use super::*;
+
+    const BLOCK: usize = FAULT_AROUND;
+    const WINDOW: (usize, usize) = (16 * BLOCK, 32 * BLOCK);
+
+    fn fault(addr: usize, write: bool, atomic: bool) -> Fault {
+        Fault {
+            addr,
+            write,
+            atomic,
+        }
+    }
+
+    fn span(start: usize, end: usize, write: bool) -> Span {
+        Span { start, end, write }
+    }
+
+    #[test]
+    fn spans_merge_blocks_of_one_kind() -> Result {
+        let (w, _) = WINDOW;
+        assert!(spans(&[], WINDOW)?.is_empty());
+        // Faults of one block: one span, writable if one of them writes.
+        let f = [
+            fault(w + 0x1000, false, false),
+            fault(w + 0x3000, true, false),
+        ];
+        assert_eq!(&spans(&f, WINDOW)?[..], &[span(w, w + BLOCK, true)]);
+        // An atomic access writes.
+        let f = [fault(w, false, true)];
+        assert_eq!(&spans(&f, WINDOW)?[..], &[span(w, w + BLOCK, true)]);
+        // Adjacent blocks of one kind merge; a block is of the kind of its
+        // faults together, whichever comes first.
+        let f = [
+            fault(w, false, false),
+            fault(w + BLOCK, false, false),
+            fault(w + 2 * BLOCK, false, false),
+        ];
+        assert_eq!(&spans(&f, WINDOW)?[..], &[span(w, w + 3 * BLOCK, false)]);
+        let f = [
+            fault(w, true, false),
+            fault(w + BLOCK, false, false),
+            fault(w + BLOCK + 0x1000, true, false),
+        ];
+        assert_eq!(&spans(&f, WINDOW)?[..], &[span(w, w + 2 * BLOCK, true)]);
+        // Adjacent blocks of two kinds, and blocks with a gap, do not.
+        let f = [
+            fault(w, false, false),
+            fault(w + BLOCK, true, false),
+            fault(w + 3 * BLOCK, true, false),
+            fault(w + 4 * BLOCK, true, false),
+        ];
+        assert_eq!(
+            &spans(&f, WINDOW)?[..],
+            &[
+                span(w, w + BLOCK, false),
+                span(w + BLOCK, w + 2 * BLOCK, true),
+                span(w + 3 * BLOCK, w + 5 * BLOCK, true),
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn spans_stay_in_their_window() -> Result {
+        // A window narrower than a block, starting and ending inside one:
+        // the span is the window's part of the block.
+        let (ws, we) = (BLOCK + 0x3000, BLOCK + 0x5000);
+        let f = [fault(ws, false, false), fault(we - 0x1000, false, false)];
+        assert_eq!(&spans(&f, (ws, we))?[..], &[span(ws, we, false)]);
+        // The last block below the top of the address space ends at the
+        // window's end, not past it or wrapped.
+        let top = usize::MAX & !(PAGE_SIZE_4K - 1);
+        let ws = top & !(BLOCK - 1);
+        let f = [fault(top - PAGE_SIZE_4K, true, false)];
+        assert_eq!(&spans(&f, (ws, top))?[..], &[span(ws, top, true)]);
+        Ok(())
     }
 }
