@@ -785,6 +785,22 @@ impl<V: GpuVm> Mirror<V> {
         faults: &[Fault],
         failed: &[(usize, usize)],
     ) -> Result<KVec<Span>> {
+        // Whether the CPU maps the page at `va` as an access writing with
+        // `write` needs.
+        let cpu = |va: usize, write: bool| match rf.get((va - rf.start()) / PAGE_SIZE_4K) {
+            Some(PageState::Present {
+                writable,
+                device_private,
+                ..
+            }) => writable || !write || device_private,
+            _ => false,
+        };
+        let page = |f: &Fault| f.addr & !(PAGE_SIZE_4K - 1);
+        // The CPU has every faulting page (most faults of a mirror do):
+        // no span is asked for, and nothing is allocated or locked.
+        if faults.iter().all(|f| cpu(page(f), f.write || f.atomic)) {
+            return Ok(KVec::new());
+        }
         // At most a run per page: room is made before taking the lock.
         let pages = spans.iter().map(|s| (s.end - s.start) / PAGE_SIZE_4K).sum();
         let mut runs: KVec<Span> = KVec::with_capacity(pages, GFP_KERNEL)?;
@@ -792,15 +808,7 @@ impl<V: GpuVm> Mirror<V> {
         // Whether the page at `va` needs a fault for an access writing
         // with `write`.
         let needs = |va: usize, write: bool| {
-            let cpu = match rf.get((va - rf.start()) / PAGE_SIZE_4K) {
-                Some(PageState::Present {
-                    writable,
-                    device_private,
-                    ..
-                }) => writable || !write || device_private,
-                _ => false,
-            };
-            !(cpu
+            !(cpu(va, write)
                 || vm.lookup(va).is_some_and(|p| p.writable || !write)
                 || failed.iter().any(|&(a, b)| a <= va && va < b))
         };
@@ -808,7 +816,7 @@ impl<V: GpuVm> Mirror<V> {
             let asked = faults
                 .iter()
                 .filter(|f| (s.start..s.end).contains(&f.addr))
-                .any(|f| needs(f.addr & !(PAGE_SIZE_4K - 1), f.write || f.atomic));
+                .any(|f| needs(page(f), f.write || f.atomic));
             if !asked {
                 continue;
             }
