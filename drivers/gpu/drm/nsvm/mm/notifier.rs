@@ -280,13 +280,14 @@ impl<T: Invalidate> IntervalNotifier<T> {
         let npages = (end - start) >> PAGE_SHIFT;
         // Sized by the caller's range (up to a 1 GiB window): vmalloc may
         // serve it, and a failure is the caller's ENOMEM, not a warning.
+        // Zeroed, as nsvm_range_fault() wants it.
         let mut pfns = KVVec::from_elem(0usize, npages, GFP_KERNEL | __GFP_NOWARN)?;
         let mut seq = 0;
         // SAFETY:
         // - `raw` is a live notifier (type invariants) and `mm`, its address
         //   space, has users for the call.
         // - The range is page aligned and inside the notifier's (checked
-        //   above), and `pfns` has one slot per page of it.
+        //   above), and `pfns` has one zeroed slot per page of it.
         let ret = unsafe {
             sys::nsvm_range_fault(
                 self.raw.as_ptr(),

@@ -180,7 +180,6 @@ int nsvm_range_fault(struct nsvm_notifier *n, unsigned long start, unsigned long
 
 	/* The caller's mmget keeps the address space alive. */
 	VM_WARN_ON_ONCE(!atomic_read(&n->mni.mm->mm_users));
-	memset(pfns, 0, ((end - start) >> PAGE_SHIFT) * sizeof(*pfns));
 	ret = hmm_range_fault_unlocked_timeout(&range,
 					       msecs_to_jiffies(HMM_RANGE_DEFAULT_TIMEOUT));
 	*seq = range.notifier_seq;

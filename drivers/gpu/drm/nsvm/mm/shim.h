@@ -140,10 +140,12 @@ struct nsvm_pfn {
  * every page of the range is faulted in, writable with @write. With
  * @device, device pages of the notifier's owner are reported as they are,
  * never faulted; without, faulting migrates them to system memory.
- * @pfns has one slot per page. On success *seq is the notifier sequence
- * the result is valid for: check it with nsvm_notifier_read_retry() under
- * the driver lock before using it. The caller must hold an mmget
- * reference on the mm. Returns 0, or -EFAULT, -EPERM (a write to
+ * @pfns has one slot per page, zeroed by the caller: HMM keeps the
+ * in-out flags (HMM_PFN_DMA_MAPPED and its kind) it finds there, and with
+ * no per-page request flags (pfn_flags_mask 0) reads nothing else. On
+ * success *seq is the notifier sequence the result is valid for: check it
+ * with nsvm_notifier_read_retry() under the driver lock before using it.
+ * The caller must hold an mmget reference on the mm. Returns 0, or -EFAULT, -EPERM (a write to
  * read-only memory), -ENOMEM, -EBUSY (the timeout) or -EINTR (a fatal
  * signal).
  */
