@@ -126,13 +126,21 @@ struct HandlerWorker<V: GpuVm> {
     /// Whether it is running: a hint for the interrupt, which queues an
     /// idle worker if there is one.
     running: Atomic<bool>,
-    /// Room for the whole fault buffer, for the entries of a pass: made
-    /// once. Only the worker's own run takes it (a work item does not run
-    /// twice at once on one queue), with nothing held.
+    /// Room for a pass, made once: the fault path allocates none of it.
+    /// Only the worker's own run takes it (a work item does not run twice
+    /// at once on one queue), with nothing held.
     #[pin]
-    entries: Mutex<KVec<FaultEntry>>,
+    room: Mutex<Room>,
     #[pin]
     work: Work<HandlerWorker<V>>,
+}
+
+/// What a pass of a worker works in.
+struct Room {
+    /// Room for the whole fault buffer: the entries a pass takes.
+    entries: KVec<FaultEntry>,
+    /// Room for [`FAULT_BATCH`] faults: the batch a pass serves.
+    batch: KVec<Fault>,
 }
 
 kernel::impl_has_work! {
@@ -145,25 +153,26 @@ impl<V: GpuVm> WorkItem for HandlerWorker<V> {
     fn run(worker: Arc<HandlerWorker<V>>) {
         worker.running.store(true, Relaxed);
         let this = &worker.handler;
-        let mut entries = worker.entries.lock();
+        let mut room = worker.room.lock();
+        let Room { entries, batch } = &mut *room;
         // Until the buffer is empty. An entry raised after the last take
         // queues a worker again: an idle one, or this one, which then runs
         // once more (see `HandlerIrq::fault_irq`).
-        while this.faults.take(&mut entries) {
+        while this.faults.take(entries) {
             let start = Instant::now();
             let oldest = entries
                 .iter()
                 .map(|e| e.raised)
                 .min_by_key(|&r| (r - start).as_nanos())
                 .unwrap_or(start);
-            this.pass(&mut entries);
+            this.pass(entries, batch);
             this.faults.replay();
             let add = |c: &Atomic<u64>, d: Delta| c.fetch_add(d.as_nanos().max(0) as u64, Relaxed);
             add(&this.wake_ns, start - oldest);
             add(&this.serve_ns, start.elapsed());
             this.entries.fetch_add(entries.len() as u64, Relaxed);
         }
-        drop(entries);
+        drop(room);
         worker.running.store(false, Relaxed);
     }
 }
@@ -270,17 +279,17 @@ impl<V: GpuVm> FaultHandler<V> {
     }
 
     /// One pass over `entries` (what [`GpuFaults::take`] took: one
-    /// address space's).
-    fn pass(&self, entries: &mut KVec<FaultEntry>) {
+    /// address space's), with room for a batch in `batch`.
+    fn pass(&self, entries: &mut KVec<FaultEntry>, batch: &mut KVec<Fault>) {
         self.passes.fetch_add(1, Relaxed);
         entries.sort_unstable_by_key(|e| (e.asid, e.fault.addr));
         for group in entries.chunk_by(|a, b| a.asid == b.asid) {
-            self.serve_space(group);
+            self.serve_space(group, batch);
         }
     }
 
     /// Serves the entries of one address space (sorted by address).
-    fn serve_space(&self, group: &[FaultEntry]) {
+    fn serve_space(&self, group: &[FaultEntry], batch: &mut KVec<Fault>) {
         let asid = group[0].asid;
         let mirror = self
             .spaces
@@ -290,11 +299,13 @@ impl<V: GpuVm> FaultHandler<V> {
             .cloned();
         // None: the file was released, its channels are stopped.
         if let Some(mirror) = mirror {
-            mirror.serving(|| self.serve_mirror(&mirror, group));
+            mirror.serving(|| self.serve_mirror(&mirror, group, batch));
         }
     }
 
-    fn serve_mirror(&self, mirror: &Mirror<V>, group: &[FaultEntry]) {
+    /// Serves `group` (one address space's entries) in `mirror`, the
+    /// batch in `batch`, which has room for [`FAULT_BATCH`] faults.
+    fn serve_mirror(&self, mirror: &Mirror<V>, group: &[FaultEntry], batch: &mut KVec<Fault>) {
         let fail_all = |err: Error| {
             for (i, e) in group.iter().enumerate() {
                 if group[..i].iter().all(|o| o.chid != e.chid) {
@@ -313,10 +324,7 @@ impl<V: GpuVm> FaultHandler<V> {
             return;
         };
         // One fault per address, with every access asked for it.
-        let mut batch: KVec<Fault> = match KVec::with_capacity(FAULT_BATCH, GFP_KERNEL) {
-            Ok(b) => b,
-            Err(_) => return fail_all(ENOMEM),
-        };
+        batch.clear();
         for e in group {
             if let Some(f) = batch.last_mut().filter(|f| f.addr == e.fault.addr) {
                 f.write |= e.fault.write;
@@ -348,7 +356,7 @@ impl<V: GpuVm> FaultHandler<V> {
             Ok(())
         };
         let mut first_err = None;
-        mirror.serve(&mm, &mut batch, &abort, |u, (start, end)| {
+        mirror.serve(&mm, batch, &abort, |u, (start, end)| {
             first_err.get_or_insert(u.err);
             // Unservable accesses are one documented error; others
             // (ENOMEM, EBUSY) pass through.
@@ -383,7 +391,7 @@ impl<V: GpuVm> FaultHandler<V> {
                 );
             }
         });
-        trace::fault_batch(vm.client, &batch, &first_err.map_or(Ok(()), Err));
+        trace::fault_batch(vm.client, batch, &first_err.map_or(Ok(()), Err));
         Counters::add(&vm.counters.batches, 1);
         // `mm` goes here; if it is the last user the address space is torn
         // down now, its notifier callbacks included, with nothing held.
@@ -432,14 +440,17 @@ impl<V: GpuVm> HandlerThread<V> {
         for cpu in 0..n {
             // Below `nr_cpu_ids`.
             let cpu = CpuId::from_u32(cpu).ok_or(EINVAL)?;
-            let entries = KVec::with_capacity(FAULT_BUFFER_SIZE, GFP_KERNEL)?;
+            let room = Room {
+                entries: KVec::with_capacity(FAULT_BUFFER_SIZE, GFP_KERNEL)?,
+                batch: KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?,
+            };
             let handler = handler.clone();
             let worker = Arc::pin_init(
                 pin_init!(HandlerWorker {
                     handler,
                     cpu,
                     running: Atomic::new(false),
-                    entries <- new_mutex!(entries, "HandlerWorker::entries"),
+                    room <- new_mutex!(room, "HandlerWorker::room"),
                     work <- new_work!("HandlerWorker::work"),
                 }),
                 GFP_KERNEL,
