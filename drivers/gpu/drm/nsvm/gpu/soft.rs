@@ -259,9 +259,38 @@ impl Dir {
     }
 }
 
-/// Directories allocated ahead of a map call.
+/// A directory allocated ahead of a map call: its index, tree node and
+/// contents.
+struct Reserved {
+    idx: usize,
+    node: RBTreeNodeReservation<usize, Dir>,
+    dir: Dir,
+}
+
+/// Directories allocated ahead of a map call, in address order.
 pub(crate) struct Reservation {
-    dirs: KVec<(usize, RBTreeNodeReservation<usize, Dir>, Dir)>,
+    /// The first: a fault window of at most 2 MiB, aligned, needs only
+    /// this one, and so no vector is allocated for it.
+    first: Option<Reserved>,
+    /// The others.
+    rest: KVec<Reserved>,
+}
+
+impl Reservation {
+    fn last_mut(&mut self) -> Option<&mut Reserved> {
+        match self.rest.last_mut() {
+            Some(r) => Some(r),
+            None => self.first.as_mut(),
+        }
+    }
+
+    fn push(&mut self, r: Reserved) -> Result {
+        if self.first.is_none() {
+            self.first = Some(r);
+            return Ok(());
+        }
+        Ok(self.rest.push(r, GFP_KERNEL)?)
+    }
 }
 
 /// A software GPU address space.
@@ -340,37 +369,38 @@ impl GpuVm for SoftVm {
         // Without the lock the tree cannot be read: reserve a directory for
         // every 2 MiB the entries are in, with a table if a 4 KiB one is;
         // map() drops what is present already.
-        let mut dirs: KVec<(usize, RBTreeNodeReservation<usize, Dir>, Dir)> = KVec::new();
+        let mut res = Reservation {
+            first: None,
+            rest: KVec::new(),
+        };
         for (va, huge) in maps {
             let idx = dir_index(va);
-            match dirs.last_mut() {
-                Some((last, _, dir)) if *last == idx => {
-                    if !huge && dir.ptes.is_empty() {
-                        *dir = Dir::new(true)?;
+            match res.last_mut() {
+                Some(r) if r.idx == idx => {
+                    if !huge && r.dir.ptes.is_empty() {
+                        r.dir = Dir::new(true)?;
                     }
                 }
-                _ => dirs.push(
-                    (
-                        idx,
-                        RBTreeNodeReservation::new(GFP_KERNEL)?,
-                        Dir::new(!huge)?,
-                    ),
-                    GFP_KERNEL,
-                )?,
+                _ => res.push(Reserved {
+                    idx,
+                    node: RBTreeNodeReservation::new(GFP_KERNEL)?,
+                    dir: Dir::new(!huge)?,
+                })?,
             }
         }
-        Ok(Reservation { dirs })
+        Ok(res)
     }
 
     fn map(&mut self, res: Reservation, maps: &[Mapping]) -> usize {
-        for (idx, node, spare) in res.dirs {
+        let reserved = Iterator::chain(res.first.into_iter(), res.rest);
+        for Reserved { idx, node, dir } in reserved {
             match self.dirs.get_mut(&idx) {
                 None => {
-                    self.dirs.insert(node.into_node(idx, spare));
+                    self.dirs.insert(node.into_node(idx, dir));
                 }
                 // A big page's directory gets the table its 4 KiB entries
-                // need. The spare's rest is freed, which does not reclaim.
-                Some(dir) if dir.ptes.is_empty() => dir.ptes = spare.ptes,
+                // need. The reserved one's rest is freed, which does not reclaim.
+                Some(old) if old.ptes.is_empty() => old.ptes = dir.ptes,
                 Some(_) => {}
             }
         }
@@ -541,6 +571,47 @@ mod tests {
         assert!(vm.lookup(start + PAGE_SIZE_4K).is_none());
         assert!(vm.lookup(start).is_some());
         assert!(vm.lookup(start + 3 * PAGE_SIZE_4K).is_some());
+        Ok(())
+    }
+
+    /// One reservation covers directories one after another: the first,
+    /// which it holds inline, and the others; a 4 KiB entry after a big
+    /// page of its directory gets the table it needs.
+    #[test]
+    fn reservation_of_several_directories() -> Result {
+        let mut vm = SoftVm::new();
+        let second = BASE + PAGE_SIZE_2M;
+        let third = BASE + 2 * PAGE_SIZE_2M;
+        let small = |va, page| Mapping {
+            va,
+            pte: pte(page, true, false),
+        };
+        let maps = [
+            small(second - PAGE_SIZE_4K, 1),
+            big(second, 2, true),
+            small(third, 3),
+            small(third + PAGE_SIZE_4K, 4),
+        ];
+        assert_eq!(map(&mut vm, &maps)?, 1 + ENTRIES + 2);
+        for m in [maps[0], maps[2], maps[3]] {
+            assert_eq!(vm.lookup(m.va), Some(m.pte));
+        }
+        assert_eq!(vm.lookup(second), Some(pte(2, true, true)));
+        assert_eq!(vm.dirs.iter().count(), 3);
+        // The big page's directory, and one whose big page a 4 KiB entry
+        // splits in the same call.
+        let split = [
+            big(third + PAGE_SIZE_2M, 10, true),
+            small(third + PAGE_SIZE_2M, 5),
+        ];
+        assert_eq!(map(&mut vm, &split)?, ENTRIES + 1);
+        assert_eq!(vm.lookup(third + PAGE_SIZE_2M), Some(split[1].pte));
+        assert_eq!(
+            vm.lookup(third + PAGE_SIZE_2M + PAGE_SIZE_4K),
+            Some(pte(11, true, false))
+        );
+        assert_eq!(vm.unmap(0, usize::MAX), 1 + 2 * ENTRIES + 2);
+        assert!(vm.dirs.iter().next().is_none());
         Ok(())
     }
 
