@@ -395,6 +395,61 @@ fn exec_data() -> TestResult {
     Ok(())
 }
 
+/// Short FILL, COPY and READ commands at every phase, across a page
+/// boundary and at a page's last bytes: exactly their bytes change, with
+/// what they ask for. A job's commands are mostly this small (a fence is
+/// an 8-byte FILL), and their scratch memory is sized by their length.
+fn exec_short_lengths() -> TestResult {
+    let dev = bound(0)?;
+    let p = PAGE;
+    let mut a = Map::new(3 * p, RW);
+    let b = Map::new(3 * p, RW);
+    let src = pattern(3, 3 * p);
+    a.bytes_mut().copy_from_slice(&src);
+    let lens = [1, 2, 7, 8, 9, 15, 17, p - 1, p, p + 1, p + 9];
+    let offs = [0, 1, 3, 7, 8, 9, p - 9, p - 1];
+    for (i, (&len, &off)) in lens
+        .iter()
+        .flat_map(|l| offs.iter().map(move |o| (l, o)))
+        .enumerate()
+    {
+        let v = 0x0101_0101_0101_0101u64.wrapping_mul(i as u64 + 1) ^ 0x00ff_00ff_1234_5678;
+        let before = b.bytes().to_vec();
+        exec(&dev, &mut [Cmd::fill(b.addr() + off as u64, len as u64, v)])?;
+        let pat = v.to_le_bytes();
+        let got = b.bytes();
+        check!(
+            got[off..off + len]
+                .iter()
+                .enumerate()
+                .all(|(j, &x)| x == pat[j % 8]),
+            "FILL of {len} at +{off}"
+        );
+        check!(
+            got[..off] == before[..off] && got[off + len..] == before[off + len..],
+            "FILL of {len} at +{off} wrote outside"
+        );
+        let s = (off * 5 + 1) % p;
+        exec(
+            &dev,
+            &mut [Cmd::copy(
+                b.addr() + off as u64,
+                a.addr() + s as u64,
+                len as u64,
+            )],
+        )?;
+        check!(
+            b.bytes()[off..off + len] == src[s..s + len],
+            "COPY of {len} at +{off}"
+        );
+        check!(
+            gpu_read(&dev, a.addr() + off as u64, len)? == src[off..off + len],
+            "READ of {len} at +{off}"
+        );
+    }
+    Ok(())
+}
+
 /// Repeated GPU reads: the second one needs no fault.
 fn repeated_reads() -> TestResult {
     let dev = bound(0)?;
@@ -1270,6 +1325,7 @@ igt_main! {
     "init-close-cycles" => init_close_cycles,
     "close-while-faulting" => close_while_faulting,
     "exec-data" => exec_data,
+    "exec-short-lengths" => exec_short_lengths,
     "repeated-reads" => repeated_reads,
     "exec-bad-args" => exec_bad_args,
     "read-prot-none" => read_prot_none,
