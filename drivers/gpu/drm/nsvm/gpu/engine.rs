@@ -508,19 +508,7 @@ impl<'a, V: GpuVm> Run<'a, V> {
         let mut queue = KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?;
         let mut done = 0;
         let mut probed = [0; 2];
-        // FILL: a page of its pattern from phase 0, and 8 bytes more so
-        // that any phase has a page after it. READ: a bounce for LOCK_RUN
-        // pages. COPY: a bounce for one page. AXPY32: one for a page of
-        // each operand.
-        let size = match cmd.op {
-            uapi::DRM_NSVM_OP_FILL => PAGE_SIZE_4K + 8,
-            uapi::DRM_NSVM_OP_READ => LOCK_RUN * PAGE_SIZE_4K,
-            uapi::DRM_NSVM_OP_COPY => PAGE_SIZE_4K,
-            uapi::DRM_NSVM_OP_AXPY32 => 2 * PAGE_SIZE_4K,
-            uapi::DRM_NSVM_OP_SEM_WAIT => 8,
-            _ => 0,
-        };
-        let mut scratch = KVVec::from_elem(0u8, size, GFP_KERNEL)?;
+        let mut scratch = KVVec::from_elem(0u8, scratch_len(cmd), GFP_KERNEL)?;
         if cmd.op == uapi::DRM_NSVM_OP_FILL {
             let pattern = cmd.value.to_le_bytes();
             for word in scratch.chunks_exact_mut(8) {
@@ -944,6 +932,28 @@ fn chunk(va: usize, left: usize) -> usize {
     (PAGE_SIZE_4K - va % PAGE_SIZE_4K).min(left)
 }
 
+/// The bytes of scratch memory `cmd` executes with: room for the largest
+/// piece `Run::run_from()` takes at once, and no more, so that the small
+/// commands of most jobs (a fence is an 8-byte FILL) allocate little.
+///
+/// FILL: its pattern from phase 0 for a piece of up to a page, and 8
+/// bytes more so that any phase has a whole piece after it, in whole
+/// words. READ: a bounce for [`LOCK_RUN`] pages. COPY: a bounce for one
+/// page. AXPY32: one for a page of each operand (split at a page). None
+/// needs more than its length, but AXPY32's.
+fn scratch_len(cmd: &uapi::drm_nsvm_cmd) -> usize {
+    // At most `DRM_NSVM_CMD_MAX_LEN` once validated; saturated before.
+    let len = usize::try_from(cmd.len).unwrap_or(usize::MAX);
+    match cmd.op {
+        uapi::DRM_NSVM_OP_FILL => (len.min(PAGE_SIZE_4K) + 8).next_multiple_of(8),
+        uapi::DRM_NSVM_OP_READ => len.min(LOCK_RUN * PAGE_SIZE_4K),
+        uapi::DRM_NSVM_OP_COPY => len.min(PAGE_SIZE_4K),
+        uapi::DRM_NSVM_OP_AXPY32 => 2 * PAGE_SIZE_4K,
+        uapi::DRM_NSVM_OP_SEM_WAIT => 8,
+        _ => 0,
+    }
+}
+
 /// Checks a command before anything runs: `EINVAL` for what the uapi
 /// forbids, an operand included that does not lie below the user address
 /// limit `limit`.
@@ -1045,6 +1055,64 @@ mod tests {
         assert_eq!(v(cmd(copy, limit, 0x1000, 8)), Err(EINVAL));
         assert_eq!(v(cmd(read, limit, 0x1000, 8)), Err(EINVAL));
         assert_eq!(v(cmd(read, 0x1000, 1 << 63, 8)), Err(EINVAL));
+    }
+
+    /// Every piece execution takes of its scratch fits it, for lengths
+    /// and addresses around a page and a lock run, as `Run::run_from()`
+    /// cuts them.
+    #[test]
+    fn scratch_holds_every_piece() {
+        const P: usize = PAGE_SIZE_4K;
+        let runs = LOCK_RUN * P;
+        let lens = [
+            0,
+            1,
+            7,
+            8,
+            9,
+            17,
+            P - 1,
+            P,
+            P + 1,
+            P + 9,
+            runs - 1,
+            runs + 3,
+            1 << 21,
+        ];
+        for len in lens {
+            for off in [0, 1, 3, 7, 8, 9, P - 9, P - 1] {
+                let (dst, src) = (0x10_0000 + off, 0x20_0000 + (off * 3) % P);
+                let at_most = |op: u32| scratch_len(&cmd(op, dst as u64, src as u64, len as u64));
+                // FILL: the pattern from the phase of each piece on.
+                let mut at = 0;
+                while at < len {
+                    let n = chunk(dst + at, len - at);
+                    assert!(at % 8 + n <= at_most(uapi::DRM_NSVM_OP_FILL));
+                    at += n;
+                }
+                assert_eq!(at_most(uapi::DRM_NSVM_OP_FILL) % 8, 0);
+                // COPY: a piece within a page of both operands.
+                let mut at = 0;
+                while at < len {
+                    let n = chunk(src + at, len - at).min(chunk(dst + at, len - at));
+                    assert!(n <= at_most(uapi::DRM_NSVM_OP_COPY));
+                    at += n;
+                }
+                // READ: up to LOCK_RUN pieces at once, from any start (a
+                // miss ends a run early).
+                for first in [0, off.min(len)] {
+                    let (mut at, mut pieces) = (first, 0);
+                    while at < len && pieces < LOCK_RUN {
+                        at += chunk(src + at, len - at);
+                        pieces += 1;
+                    }
+                    assert!(at - first <= at_most(uapi::DRM_NSVM_OP_READ));
+                }
+            }
+        }
+        // Lengths past the limit are refused before; no overflow here.
+        let huge = cmd(uapi::DRM_NSVM_OP_FILL, 0, 0, u64::MAX);
+        assert_eq!(scratch_len(&huge), P + 8);
     }
 
     #[test]
