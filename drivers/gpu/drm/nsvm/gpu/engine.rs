@@ -939,8 +939,8 @@ fn chunk(va: usize, left: usize) -> usize {
 /// FILL: its pattern from phase 0 for a piece of up to a page, and 8
 /// bytes more so that any phase has a whole piece after it, in whole
 /// words. READ: a bounce for [`LOCK_RUN`] pages. COPY: a bounce for one
-/// page. AXPY32: one for a page of each operand (split at a page). None
-/// needs more than its length, but AXPY32's.
+/// page. AXPY32: one for a page of each operand (split at a page). Only
+/// FILL's 8 bytes and AXPY32's pages go past the command's length.
 fn scratch_len(cmd: &uapi::drm_nsvm_cmd) -> usize {
     // At most `DRM_NSVM_CMD_MAX_LEN` once validated; saturated before.
     let len = usize::try_from(cmd.len).unwrap_or(usize::MAX);

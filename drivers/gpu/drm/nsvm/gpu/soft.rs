@@ -399,7 +399,8 @@ impl GpuVm for SoftVm {
                     self.dirs.insert(node.into_node(idx, dir));
                 }
                 // A big page's directory gets the table its 4 KiB entries
-                // need. The reserved one's rest is freed, which does not reclaim.
+                // need. The rest of the reserved one is freed, which does
+                // not reclaim.
                 Some(old) if old.ptes.is_empty() => old.ptes = dir.ptes,
                 Some(_) => {}
             }
