@@ -447,6 +447,30 @@ fn exec_short_lengths() -> TestResult {
             "READ of {len} at +{off}"
         );
     }
+    // Long and short commands of one job, which run one after the other
+    // in the same scratch memory: each does what it asks, as on the CPU.
+    let mut model = b.bytes().to_vec();
+    let (v, w) = (0x1111_2222_3333_4444u64, 0x5555_6666_7777_8888u64);
+    let (in_a, in_b) = (
+        |o: usize| a.addr() + o as u64,
+        |o: usize| b.addr() + o as u64,
+    );
+    let mut cmds = [
+        Cmd::copy(in_b(3), in_a(1), (2 * p + 5) as u64),
+        Cmd::fill(in_b(13), 9, v),
+        Cmd::copy(in_b(2 * p + 1), in_a(7), 5),
+        Cmd::fill(in_b(p - 3), (p + 9) as u64, w),
+    ];
+    model[3..2 * p + 8].copy_from_slice(&src[1..2 * p + 6]);
+    for (j, x) in model[13..22].iter_mut().enumerate() {
+        *x = v.to_le_bytes()[j % 8];
+    }
+    model[2 * p + 1..2 * p + 6].copy_from_slice(&src[7..12]);
+    for (j, x) in model[p - 3..2 * p + 6].iter_mut().enumerate() {
+        *x = w.to_le_bytes()[j % 8];
+    }
+    exec(&dev, &mut cmds)?;
+    check!(b.bytes() == &model[..], "a job of long and short commands");
     Ok(())
 }
 
