@@ -263,6 +263,7 @@ impl<V: GpuVm> WorkItem for Channel<V> {
     type Pointer = Arc<Channel<V>>;
 
     fn run(this: Arc<Channel<V>>) {
+        let mut room = Room::new();
         loop {
             let mut st = this.state.lock();
             if st.error.is_some() {
@@ -288,7 +289,7 @@ impl<V: GpuVm> WorkItem for Channel<V> {
             // context holds its engine.
             let started = this.vm.engine_time.start();
             let mut run = Run::new(&this, &job);
-            let result = run.job();
+            let result = run.job(&mut room);
             this.vm.engine_time.end(started);
             job.end(result, run.completed, run.value);
             let mut st = this.state.lock();
@@ -459,6 +460,25 @@ impl<V: GpuVm> GpuChannel for Channel<V> {
     }
 }
 
+/// What a channel's worker runs its jobs' commands in: made for the first
+/// command it runs and kept, grown where a command needs more, for the
+/// commands and jobs after it until the channel goes idle.
+struct Room {
+    /// Room for a batch of faults: [`FAULT_BATCH`] at least.
+    queue: KVec<Fault>,
+    /// The command's scratch memory (see [`scratch_len`]).
+    scratch: KVVec<u8>,
+}
+
+impl Room {
+    fn new() -> Self {
+        Self {
+            queue: KVec::new(),
+            scratch: KVVec::new(),
+        }
+    }
+}
+
 /// A job running on its channel's worker.
 struct Run<'a, V: GpuVm> {
     chan: &'a Channel<V>,
@@ -481,11 +501,11 @@ impl<'a, V: GpuVm> Run<'a, V> {
         }
     }
 
-    /// The job's commands, then its fence.
-    fn job(&mut self) -> Result {
+    /// The job's commands, then its fence, in `room`.
+    fn job(&mut self, room: &mut Room) -> Result {
         for i in 0..self.job.cmds.len() {
             let cmd = self.job.cmds[i];
-            self.command(&cmd)?;
+            self.command(&cmd, room)?;
             self.completed += 1;
             self.progress = Instant::now();
         }
@@ -498,17 +518,22 @@ impl<'a, V: GpuVm> Run<'a, V> {
                 value,
                 ..Default::default()
             };
-            self.command(&fence)?;
+            self.command(&fence, room)?;
         }
         Ok(())
     }
 
-    /// One command: probe, stall on faults, execute; until done.
-    fn command(&mut self, cmd: &uapi::drm_nsvm_cmd) -> Result {
-        let mut queue = KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?;
+    /// One command, in `room`: probe, stall on faults, execute; until
+    /// done.
+    fn command(&mut self, cmd: &uapi::drm_nsvm_cmd, room: &mut Room) -> Result {
+        let Room { queue, scratch } = room;
+        if queue.capacity() < FAULT_BATCH {
+            *queue = KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?;
+        }
         let mut done = 0;
         let mut probed = [0; 2];
-        let mut scratch = KVVec::from_elem(0u8, scratch_len(cmd), GFP_KERNEL)?;
+        scratch.clear();
+        scratch.resize(scratch_len(cmd), 0, GFP_KERNEL)?;
         if cmd.op == uapi::DRM_NSVM_OP_FILL {
             let pattern = cmd.value.to_le_bytes();
             for word in scratch.chunks_exact_mut(8) {
@@ -517,7 +542,7 @@ impl<'a, V: GpuVm> Run<'a, V> {
         }
         loop {
             let before = probed;
-            self.probe(cmd, done, &mut probed, &mut queue)?;
+            self.probe(cmd, done, &mut probed, queue)?;
             // The probe only moves on: past a first miss that a replay
             // mapped, a fault of the command served. A command with many
             // faults probes them all before it writes a page.
@@ -526,7 +551,7 @@ impl<'a, V: GpuVm> Run<'a, V> {
             }
             if queue.is_empty() {
                 let before = done;
-                let miss = self.run_from(cmd, &mut done, &mut scratch)?;
+                let miss = self.run_from(cmd, &mut done, scratch)?;
                 if done > before {
                     self.progress = Instant::now();
                 }
@@ -535,7 +560,7 @@ impl<'a, V: GpuVm> Run<'a, V> {
                     Some(miss) => queue.push(miss, GFP_KERNEL)?,
                 }
             }
-            self.stall(&queue)?;
+            self.stall(queue)?;
         }
     }
 
@@ -934,7 +959,8 @@ fn chunk(va: usize, left: usize) -> usize {
 
 /// The bytes of scratch memory `cmd` executes with: room for the largest
 /// piece `Run::run_from()` takes at once, and no more, so that the small
-/// commands of most jobs (a fence is an 8-byte FILL) allocate little.
+/// commands of most jobs (a fence is an 8-byte FILL) clear and fill little
+/// of it.
 ///
 /// FILL: its pattern from phase 0 for a piece of up to a page, and 8
 /// bytes more so that any phase has a whole piece after it, in whole
