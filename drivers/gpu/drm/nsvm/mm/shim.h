@@ -145,9 +145,9 @@ struct nsvm_pfn {
  * no per-page request flags (pfn_flags_mask 0) reads nothing else. On
  * success *seq is the notifier sequence the result is valid for: check it
  * with nsvm_notifier_read_retry() under the driver lock before using it.
- * The caller must hold an mmget reference on the mm. Returns 0, or -EFAULT, -EPERM (a write to
- * read-only memory), -ENOMEM, -EBUSY (the timeout) or -EINTR (a fatal
- * signal).
+ * The caller must hold an mmget reference on the mm. Returns 0, or
+ * -EFAULT, -EPERM (a write to read-only memory), -ENOMEM, -EBUSY (the
+ * timeout) or -EINTR (a fatal signal).
  */
 int nsvm_range_fault(struct nsvm_notifier *n, unsigned long start, unsigned long end,
 		     unsigned long *pfns, _Bool fault, _Bool write, _Bool device,
