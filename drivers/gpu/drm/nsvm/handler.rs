@@ -4,15 +4,18 @@
 //! context.
 //!
 //! One per device, with a worker per CPU (at most [`MAX_WORKERS`]) on the
-//! device's own per-CPU, high-priority queue. The replayable-fault
-//! interrupt ([`FaultIrq`]) queues a worker on the CPU it was taken on, as
-//! nouveau's `nouveau_svm_event()` schedules `nouveau_svm_fault()` and Xe
-//! queues its page-fault work: the CPU whose access faulted serves it, with
-//! no wake-up of another CPU, ahead of the CPU's ordinary tasks. When that
-//! CPU's worker is already serving (another address space), the interrupt
-//! queues an idle worker on its own CPU instead, so that address spaces
-//! are served at once. A worker runs until the buffer is empty. Each pass
-//! of a worker:
+//! device's own per-CPU queue. The replayable-fault interrupt
+//! ([`FaultIrq`]) queues a worker on the CPU it was taken on, as nouveau's
+//! `nouveau_svm_event()` schedules `nouveau_svm_fault()` and Xe queues its
+//! page-fault work: the CPU whose access faulted serves it, with no
+//! wake-up of another CPU. The queue shares the CPU's ordinary workers with
+//! the engine's: the faulting job's worker returns (the job is parked) and
+//! runs the pass next, then the jobs the pass replayed, with no context
+//! switch (see `gpu/engine.rs`). When that CPU's worker is already serving
+//! (another address space), the interrupt queues an idle worker on its
+//! own CPU instead, so that address spaces are served at once. A worker
+//! runs one pass per run; entries left in the buffer raise the interrupt
+//! again. Each pass of a worker:
 //!
 //! 1. takes the fault buffer's entries of one GPU address space (the
 //!    mirror's client id): the oldest entry's, so address spaces are served
@@ -155,10 +158,12 @@ impl<V: GpuVm> WorkItem for HandlerWorker<V> {
         let this = &worker.handler;
         let mut room = worker.room.lock();
         let Room { entries, batch } = &mut *room;
-        // Until the buffer is empty. An entry raised after the last take
-        // queues a worker again: an idle one, or this one, which then runs
-        // once more (see `HandlerIrq::fault_irq`).
-        while this.faults.take(entries) {
+        // One pass per run: the channels it replays run next on this CPU,
+        // and then what else is queued here. Entries left behind, or
+        // raised meanwhile, raised the interrupt again, which queued a
+        // worker: an idle one, or this one, which then runs once more (see
+        // `HandlerIrq::fault_irq`).
+        if this.faults.take(entries) {
             let start = Instant::now();
             let oldest = entries
                 .iter()
@@ -181,8 +186,8 @@ impl<V: GpuVm> WorkItem for HandlerWorker<V> {
 struct HandlerIrq<V: GpuVm> {
     /// One per CPU, at most [`MAX_WORKERS`], by CPU.
     workers: KVec<Arc<HandlerWorker<V>>>,
-    /// Per-CPU and high priority. Declared last: dropped after the
-    /// workers' references, when it waits for them.
+    /// Per CPU. Declared last: dropped after the workers' references,
+    /// when it waits for them.
     queue: OwnedQueue,
 }
 
@@ -460,7 +465,7 @@ impl<V: GpuVm> HandlerThread<V> {
         let irq: Arc<HandlerIrq<V>> = Arc::new(
             HandlerIrq {
                 workers,
-                queue: OwnedQueue::new_percpu_highpri(c"nsvm_fault")?,
+                queue: OwnedQueue::new_percpu(c"nsvm_fault")?,
             },
             GFP_KERNEL,
         )?;

@@ -10,6 +10,17 @@
 //! whose thread usually waits next): submission, the job, its faults'
 //! service (see `handler.rs`) and the completion's wake-up then stay on
 //! one CPU, with no wake-up of an idle one.
+//!
+//! The worker holds its CPU only while the job runs: a stalled job is
+//! parked with the fault unit and its worker returns, keeping where the
+//! job is in a [`Cursor`]; the replay queues the worker again, and it goes
+//! on from there. The queue is per CPU and concurrency-managed, as the
+//! fault handler's is: the handler, queued by the fault's interrupt on
+//! the faulting CPU, runs next in the worker the job returned from, and the
+//! resumed job next after it, so a fault's round trip switches no context.
+//! A worker that ran for [`TIME_SLICE`] gives the CPU up to what is queued
+//! behind it and queues itself again, as a GPU's scheduler time-slices its
+//! channels.
 //! A job runs its commands in order and then writes its fence. It touches
 //! memory only through the GPU page table ([`GpuVm::lookup`]), under the
 //! mirror's VM lock, so an invalidation can never pull a page from under
@@ -18,18 +29,19 @@
 //! Faults work as with a replayable fault buffer. Before executing a
 //! command, the job touches every page it will use and writes the misses
 //! (at most [`FAULT_BATCH`]) to the device's fault buffer ([`FaultUnit`]);
-//! it then stalls until the fault handler replays, and probes again. A miss
-//! during execution (an invalidation raced the batch) stalls it the same
-//! way. The handler runs in no process's context and knows no job: it
+//! it then stalls (parked, as above) until the fault handler replays, and
+//! probes again. A miss during execution (an invalidation raced the batch)
+//! stalls it the same way. The handler runs in no process's context and knows no job: it
 //! serves what the buffer names, replays every stalled channel, and fails a
 //! channel whose fault it cannot serve.
 //!
 //! A failed channel ([`GpuChannel::fail`]) stops its running job before
 //! the worker's next hold of the VM lock (within [`LOCK_RUN`] pages or
-//! [`PROBE_RUN`] lookups) or at once if it is stalled, and cancels the
-//! queued ones. A job that makes no progress for the channel's timeout
-//! fails it with `ETIMEDOUT`, as `drm_sched`'s `timedout_job` stops a hung
-//! job.
+//! [`PROBE_RUN`] lookups) or at once if it is stalled (the failure kicks
+//! the parked channels), and cancels the queued ones. A job that makes no
+//! progress for the channel's timeout fails it with `ETIMEDOUT`, as
+//! `drm_sched`'s `timedout_job` stops a hung job; a parked job sees it when
+//! the fault unit's watchdog restarts it.
 //!
 //! A job may wait for in-fences (dma-fences of other work, from sync
 //! objects) before it starts, as a channel's semaphore acquire or a
@@ -69,6 +81,7 @@ use kernel::{
         Monotonic, //
     },
     workqueue::{
+        Queue,
         Work,
         WorkItem, //
     },
@@ -78,7 +91,9 @@ use crate::{
     addr,
     gpu::fault::{
         wake_all_sync,
-        FaultUnit, //
+        FaultUnit,
+        Restartable,
+        Stall, //
     },
     gpu::queue::OwnedQueue,
     gpu::{
@@ -114,6 +129,25 @@ const PROBE_RUN: usize = 512;
 /// Jobs a channel queues before `EAGAIN`.
 pub(crate) const MAX_PENDING: usize = 256;
 
+/// How long a channel's worker runs before it gives its CPU up to the work
+/// queued behind it there (the fault handler's, other channels').
+const TIME_SLICE: Delta = Delta::from_millis(2);
+
+/// A worker's run, and its time slice.
+#[derive(Clone, Copy)]
+struct Slice(Instant<Monotonic>);
+
+impl Slice {
+    fn start() -> Self {
+        Self(Instant::now())
+    }
+
+    /// Whether the run has had its [`TIME_SLICE`].
+    fn is_over(&self) -> bool {
+        self.0.elapsed() > TIME_SLICE
+    }
+}
+
 /// How often a SEM_WAIT polls its semaphore.
 const SEM_POLL_MS: i64 = 1;
 
@@ -126,19 +160,24 @@ const DEP_POLL_MS: u32 = 10;
 ///
 /// Owned by the device and dropped with it, which waits for every
 /// channel's worker to return. Never dropped by a job: jobs and channels
-/// hold no reference to the engine.
+/// hold no reference to the engine. The fault unit holds the queue too, to
+/// restart parked channels, until the engine's drop takes it back: the
+/// engine drops the queue's last reference.
 pub(crate) struct Engine {
-    queue: OwnedQueue,
+    queue: Arc<OwnedQueue>,
     faults: Arc<FaultUnit>,
     next_chid: Atomic<u64>,
 }
 
 impl Engine {
     pub(crate) fn new() -> Result<Self> {
+        // Per CPU: see the module's documentation.
+        let queue = Arc::new(OwnedQueue::new_percpu(c"nsvm_gpu")?, GFP_KERNEL)?;
+        let faults = FaultUnit::new()?;
+        faults.attach(queue.clone())?;
         Ok(Self {
-            // Per CPU: see the module's documentation.
-            queue: OwnedQueue::new_percpu_intensive(c"nsvm_gpu")?,
-            faults: FaultUnit::new()?,
+            queue,
+            faults,
             next_chid: Atomic::new(1),
         })
     }
@@ -146,6 +185,14 @@ impl Engine {
     /// The fault buffer.
     pub(crate) fn faults(&self) -> &Arc<FaultUnit> {
         &self.faults
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // The device goes after its last file, each of which stopped its
+        // channels: none is parked, and none is restarted after this.
+        self.faults.detach();
     }
 }
 
@@ -251,6 +298,11 @@ pub(crate) struct Channel<V: GpuVm> {
     /// Signalled when the channel's work goes idle.
     #[pin]
     idle: CondVar,
+    /// What the worker keeps from one run to the next. Only the worker
+    /// takes it, for the whole run (a work item does not run twice at
+    /// once): never contended.
+    #[pin]
+    exec: Mutex<Exec>,
     #[pin]
     work: Work<Channel<V>>,
 }
@@ -263,35 +315,58 @@ impl<V: GpuVm> WorkItem for Channel<V> {
     type Pointer = Arc<Channel<V>>;
 
     fn run(this: Arc<Channel<V>>) {
-        let mut room = Room::new();
+        let slice = Slice::start();
+        let mut guard = this.exec.lock();
+        let exec = &mut *guard;
         loop {
-            let mut st = this.state.lock();
-            if st.error.is_some() {
-                for job in st.pending.drain_all() {
-                    job.end(Err(ECANCELED), 0, 0);
+            if exec.cur.is_none() {
+                let mut st = this.state.lock();
+                if st.error.is_some() {
+                    for job in st.pending.drain_all() {
+                        job.end(Err(ECANCELED), 0, 0);
+                    }
                 }
-            }
-            if st.pending.is_empty() {
-                st.running = false;
+                if st.pending.is_empty() {
+                    st.running = false;
+                    drop(st);
+                    // Idle: its room goes.
+                    exec.room = Room::new();
+                    this.idle.notify_all();
+                    return;
+                }
+                let job = st.pending.remove(0).ok();
                 drop(st);
-                this.idle.notify_all();
-                return;
+                let Some(job) = job else { continue };
+                if let Err(err) = this.wait_deps(&job) {
+                    job.end(Err(err), 0, 0);
+                    continue;
+                }
+                // The client's engine time: the job holds the channel from
+                // its start to its end, stalls on faults included, as a
+                // hardware context holds its engine.
+                let started = this.vm.engine_time.start();
+                exec.cur = Some(Cursor::new(job, started));
             }
-            let job = st.pending.remove(0).ok();
-            drop(st);
-            let Some(job) = job else { continue };
-            if let Err(err) = this.wait_deps(&job) {
-                job.end(Err(err), 0, 0);
+            let Some(cur) = exec.cur.as_mut() else {
                 continue;
-            }
-            // The client's engine time: the job holds the channel from its
-            // start to its end, stalls on faults included, as a hardware
-            // context holds its engine.
-            let started = this.vm.engine_time.start();
-            let mut run = Run::new(&this, &job);
-            let result = run.job(&mut room);
-            this.vm.engine_time.end(started);
-            job.end(result, run.completed, run.value);
+            };
+            let mut run = Run { chan: &this, cur };
+            let result = match run.step(&mut exec.room, slice) {
+                Ok(Step::Parked) => return,
+                Ok(Step::Yield) => {
+                    // Behind what is queued on this CPU.
+                    this.faults.requeue(this.clone());
+                    return;
+                }
+                Ok(Step::Ended) => Ok(()),
+                Err(err) => Err(err),
+            };
+            let Some(cur) = exec.cur.take() else {
+                continue;
+            };
+            this.stalled_on.store(0, Relaxed);
+            this.vm.engine_time.end(cur.started);
+            cur.job.end(result, cur.completed, cur.value);
             let mut st = this.state.lock();
             match result {
                 Ok(()) => st.completed += 1,
@@ -303,6 +378,13 @@ impl<V: GpuVm> WorkItem for Channel<V> {
             drop(st);
             this.faults.event();
         }
+    }
+}
+
+impl<V: GpuVm> Restartable for Channel<V> {
+    fn restart(self: Arc<Self>, queue: &Queue) {
+        // `Err`: queued already; that run looks at the stall.
+        let _ = queue.enqueue(self);
     }
 }
 
@@ -333,6 +415,13 @@ impl<V: GpuVm> Channel<V> {
                 stalled_on: Atomic::new(0),
                 next_tag: Atomic::new(1),
                 idle <- new_condvar!("Channel::idle"),
+                exec <- new_mutex!(
+                    Exec {
+                        room: Room::new(),
+                        cur: None,
+                    },
+                    "Channel::exec"
+                ),
                 work <- new_work!("Channel::work"),
             }),
             GFP_KERNEL,
@@ -432,7 +521,7 @@ impl<V: GpuVm> GpuChannel for Channel<V> {
         }
         self.failed.store(true, Relaxed);
         drop(st);
-        // A stalled job wakes and sees it; waiters on fences too.
+        // A parked job is restarted and sees it; waiters on fences too.
         self.faults.kick();
         self.faults.event();
     }
@@ -477,133 +566,229 @@ impl Room {
             scratch: KVVec::new(),
         }
     }
-}
 
-/// A job running on its channel's worker.
-struct Run<'a, V: GpuVm> {
-    chan: &'a Channel<V>,
-    job: &'a Job,
-    /// When the job last made progress: a command (or part of one) done,
-    /// or a fault of it served.
-    progress: Instant<Monotonic>,
-    completed: usize,
-    value: u64,
-}
-
-impl<'a, V: GpuVm> Run<'a, V> {
-    fn new(chan: &'a Channel<V>, job: &'a Job) -> Self {
-        Self {
-            chan,
-            job,
-            progress: Instant::now(),
-            completed: 0,
-            value: 0,
+    /// Makes room for `cmd`: the fault queue, and its scratch memory (for
+    /// FILL, the pattern from phase 0).
+    fn prepare(&mut self, cmd: &uapi::drm_nsvm_cmd) -> Result {
+        if self.queue.capacity() < FAULT_BATCH {
+            self.queue = KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?;
         }
-    }
-
-    /// The job's commands, then its fence, in `room`.
-    fn job(&mut self, room: &mut Room) -> Result {
-        for i in 0..self.job.cmds.len() {
-            let cmd = self.job.cmds[i];
-            self.command(&cmd, room)?;
-            self.completed += 1;
-            self.progress = Instant::now();
-        }
-        if let Some((addr, value)) = self.job.fence {
-            // The fence is a GPU write like any other: FILL's 8 bytes.
-            let fence = uapi::drm_nsvm_cmd {
-                op: uapi::DRM_NSVM_OP_FILL,
-                dst: addr as u64,
-                len: 8,
-                value,
-                ..Default::default()
-            };
-            self.command(&fence, room)?;
-        }
-        Ok(())
-    }
-
-    /// One command, in `room`: probe, stall on faults, execute; until
-    /// done.
-    fn command(&mut self, cmd: &uapi::drm_nsvm_cmd, room: &mut Room) -> Result {
-        let Room { queue, scratch } = room;
-        if queue.capacity() < FAULT_BATCH {
-            *queue = KVec::with_capacity(FAULT_BATCH, GFP_KERNEL)?;
-        }
-        let mut done = 0;
-        let mut probed = [0; 2];
-        scratch.clear();
-        scratch.resize(scratch_len(cmd), 0, GFP_KERNEL)?;
+        self.scratch.clear();
+        self.scratch.resize(scratch_len(cmd), 0, GFP_KERNEL)?;
         if cmd.op == uapi::DRM_NSVM_OP_FILL {
             let pattern = cmd.value.to_le_bytes();
-            for word in scratch.chunks_exact_mut(8) {
+            for word in self.scratch.chunks_exact_mut(8) {
                 word.copy_from_slice(&pattern);
             }
         }
-        loop {
-            let before = probed;
-            self.probe(cmd, done, &mut probed, queue)?;
-            // The probe only moves on: past a first miss that a replay
-            // mapped, a fault of the command served. A command with many
-            // faults probes them all before it writes a page.
-            if probed.iter().zip(before).any(|(&now, then)| now > then) {
-                self.progress = Instant::now();
-            }
-            if queue.is_empty() {
-                let before = done;
-                let miss = self.run_from(cmd, &mut done, scratch)?;
-                if done > before {
-                    self.progress = Instant::now();
-                }
-                match miss {
-                    None => return Ok(()),
-                    Some(miss) => queue.push(miss, GFP_KERNEL)?,
-                }
-            }
-            self.stall(queue)?;
+        Ok(())
+    }
+}
+
+/// What a channel's worker keeps from one run to the next, under
+/// [`Channel::exec`].
+struct Exec {
+    /// Kept while the channel has work.
+    room: Room,
+    /// The job that started and has not ended: stalled, or out of its time
+    /// slice.
+    cur: Option<Cursor>,
+}
+
+/// A job that started, and where it is.
+struct Cursor {
+    job: Arc<Job>,
+    /// Its start, for the client's engine time.
+    started: u64,
+    /// The command it runs; the job's fence once past the last.
+    cmd: usize,
+    /// Whether the room was made for that command ([`Room::prepare`]).
+    prepared: bool,
+    /// Bytes of the command done.
+    done: usize,
+    /// Where each range of the command was probed to (see [`Run::probe`]).
+    probed: [usize; 2],
+    /// When the job last made progress: a command (or part of one) done,
+    /// or a fault of it served.
+    progress: Instant<Monotonic>,
+    /// Commands completed.
+    completed: usize,
+    /// The old value of the last atomic.
+    value: u64,
+    /// The replay generation the job stalled on, while it is stalled.
+    stall: Option<u64>,
+}
+
+impl Cursor {
+    fn new(job: Arc<Job>, started: u64) -> Self {
+        Self {
+            job,
+            started,
+            cmd: 0,
+            prepared: false,
+            done: 0,
+            probed: [0; 2],
+            progress: Instant::now(),
+            completed: 0,
+            value: 0,
+            stall: None,
         }
+    }
+}
+
+/// Where a run of a job stopped.
+enum Step {
+    /// Its commands and fence are done.
+    Ended,
+    /// Stalled and parked with the fault unit: a replay resumes it.
+    Parked,
+    /// Its time slice is over: it goes on behind what is queued.
+    Yield,
+}
+
+/// Where a command's run stopped, short of an error.
+enum Stop {
+    /// Done.
+    Done,
+    /// Missed in the GPU page table.
+    Miss(Fault),
+    /// Out of its time slice.
+    Yield,
+}
+
+/// A job running on its channel's worker, from where its cursor is.
+struct Run<'a, V: GpuVm> {
+    chan: &'a Arc<Channel<V>>,
+    cur: &'a mut Cursor,
+}
+
+impl<'a, V: GpuVm> Run<'a, V> {
+    /// Runs the job on, in `room`, until it ends, parks on a stall or uses
+    /// its time `slice`.
+    fn step(&mut self, room: &mut Room, slice: Slice) -> Result<Step> {
+        let n = self.cur.job.cmds.len();
+        loop {
+            if let Some(seen) = self.cur.stall {
+                if !self.resume(seen)? {
+                    return Ok(Step::Parked);
+                }
+            }
+            let cmd = match self.cur.job.fence {
+                _ if self.cur.cmd < n => self.cur.job.cmds[self.cur.cmd],
+                // The fence is a GPU write like any other: FILL's 8 bytes.
+                Some((addr, value)) if self.cur.cmd == n => uapi::drm_nsvm_cmd {
+                    op: uapi::DRM_NSVM_OP_FILL,
+                    dst: addr as u64,
+                    len: 8,
+                    value,
+                    ..Default::default()
+                },
+                _ => return Ok(Step::Ended),
+            };
+            if !self.cur.prepared {
+                if slice.is_over() {
+                    return Ok(Step::Yield);
+                }
+                room.prepare(&cmd)?;
+                self.cur.prepared = true;
+                self.cur.done = 0;
+                self.cur.probed = [0; 2];
+            }
+            match self.command(&cmd, room, slice)? {
+                Stop::Done => {
+                    if self.cur.cmd < n {
+                        self.cur.completed += 1;
+                        self.cur.progress = Instant::now();
+                    }
+                    self.cur.cmd += 1;
+                    self.cur.prepared = false;
+                }
+                Stop::Miss(_) => {}
+                Stop::Yield => return Ok(Step::Yield),
+            }
+        }
+    }
+
+    /// Whether the stall on replay generation `seen` is over; `false` once
+    /// the job is parked on it. `ECANCELED` if the channel failed,
+    /// `ETIMEDOUT` once the job made no progress for the channel's timeout.
+    fn resume(&mut self, seen: u64) -> Result<bool> {
+        let chan = self.chan;
+        self.check_cancel()?;
+        let left = self.time_left()?;
+        match chan
+            .faults
+            .park(chan.clone(), seen, left, || chan.failed.load(Relaxed))?
+        {
+            Stall::Parked => Ok(false),
+            Stall::Stopped => Err(ECANCELED),
+            Stall::Replayed => {
+                self.cur.stall = None;
+                chan.stalled_on.store(0, Relaxed);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Runs `cmd` (its room made) on from where it is, in `room`: probes,
+    /// executes, and on misses raises them and stalls ([`Stop::Miss`], with
+    /// the cursor's stall set).
+    fn command(&mut self, cmd: &uapi::drm_nsvm_cmd, room: &mut Room, slice: Slice) -> Result<Stop> {
+        let Room { queue, scratch } = room;
+        let before = self.cur.probed;
+        let mut probed = before;
+        let probe = self.probe(cmd, self.cur.done, &mut probed, queue, slice);
+        self.cur.probed = probed;
+        // The probe only moves on: past a first miss that a replay
+        // mapped, a fault of the command served. A command with many
+        // faults probes them all before it writes a page.
+        if probed.iter().zip(before).any(|(&now, then)| now > then) {
+            self.cur.progress = Instant::now();
+        }
+        if !probe? {
+            return Ok(Stop::Yield);
+        }
+        if queue.is_empty() {
+            let mut done = self.cur.done;
+            let stop = self.run_from(cmd, &mut done, scratch, slice);
+            if done > self.cur.done {
+                self.cur.progress = Instant::now();
+            }
+            self.cur.done = done;
+            match stop? {
+                Stop::Miss(miss) => queue.push(miss, GFP_KERNEL)?,
+                stop => return Ok(stop),
+            }
+        }
+        let miss = queue[0];
+        self.cur.stall = Some(self.raise(queue));
+        Ok(Stop::Miss(miss))
     }
 
     /// `ETIMEDOUT` once the job made no progress for the channel's timeout;
     /// else how long it has left.
     fn time_left(&self) -> Result<Delta> {
-        let idle = self.progress.elapsed();
+        let idle = self.cur.progress.elapsed();
         if idle > self.chan.timeout {
             return Err(ETIMEDOUT);
         }
         Ok(self.chan.timeout - idle)
     }
 
-    /// Writes the faults in `queue` to the fault buffer and waits for the
-    /// replay; `ECANCELED` if the channel failed instead, `ETIMEDOUT` if
-    /// no replay came in time.
-    fn stall(&self, queue: &KVec<Fault>) -> Result {
+    /// Writes the faults in `queue` to the fault buffer; returns the replay
+    /// generation to stall on.
+    fn raise(&self, queue: &KVec<Fault>) -> u64 {
         let chan = self.chan;
         let raised = Instant::now();
         let tag = chan.next_tag.fetch_add(1, Relaxed);
         chan.stalled_on.store(tag, Relaxed);
-        let seen = chan.faults.raise(queue.iter().map(|&fault| FaultEntry {
+        chan.faults.raise(queue.iter().map(|&fault| FaultEntry {
             asid: chan.asid,
             chid: chan.id,
             tag,
             fault,
             raised,
-        }));
-        let r = loop {
-            let left = match self.check_cancel().and_then(|()| self.time_left()) {
-                Ok(left) => left,
-                Err(e) => break Err(e),
-            };
-            let jiffies = msecs_to_jiffies(left.as_millis_ceil().clamp(1, 1000) as u32);
-            if chan
-                .faults
-                .stall(seen, jiffies, || chan.failed.load(Relaxed))
-            {
-                break Ok(());
-            }
-        };
-        chan.stalled_on.store(0, Relaxed);
-        r
+        }))
     }
 
     /// Touches every page `cmd` still has to use (from byte `done` on) and
@@ -615,13 +800,17 @@ impl<'a, V: GpuVm> Run<'a, V> {
     /// there. A page invalidated since is a miss of the execution, which
     /// reports it like any other; the probe stays linear in the command's
     /// length.
+    ///
+    /// `false` if the time `slice` ended before the probe
+    /// found a miss: `probed` then says how far it got.
     fn probe(
         &self,
         cmd: &uapi::drm_nsvm_cmd,
         done: usize,
         probed: &mut [usize; 2],
         queue: &mut KVec<Fault>,
-    ) -> Result {
+        slice: Slice,
+    ) -> Result<bool> {
         queue.clear();
         let mut vm = self.chan.vm.vm.lock();
         let mut looked = 0;
@@ -641,6 +830,11 @@ impl<'a, V: GpuVm> Run<'a, V> {
                 if looked % PROBE_RUN == 0 {
                     drop(vm);
                     self.check_cancel()?;
+                    if queue.is_empty() && slice.is_over() {
+                        // Every page before `va` is mapped.
+                        probed[i] = va.saturating_sub(start);
+                        return Ok(false);
+                    }
                     vm = self.chan.vm.vm.lock();
                 }
                 let mut next = va.checked_add(PAGE_SIZE_4K);
@@ -667,7 +861,7 @@ impl<'a, V: GpuVm> Run<'a, V> {
                 .unwrap_or(va.min(start + len))
                 .saturating_sub(start);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Runs `f` on the page the GPU maps at `va`, with the offset of `va` in
@@ -742,17 +936,22 @@ impl<'a, V: GpuVm> Run<'a, V> {
     }
 
     /// Runs `step` from byte `*done` to `len`, [`LOCK_RUN`] steps per hold
-    /// of the VM lock. Each step gets the lock's guard and the offset it
-    /// starts at, and returns the bytes it did or the fault it missed on,
-    /// which ends the run with `*done` at the missed step.
+    /// of the VM lock, until the `slice` is over. Each step gets the lock's guard
+    /// and the offset it starts at, and returns the bytes it did or the
+    /// fault it missed on, which ends the run with `*done` at the missed
+    /// step.
     fn in_lock_runs(
         &self,
         len: usize,
         done: &mut usize,
+        slice: Slice,
         mut step: impl FnMut(&V, usize) -> Result<core::result::Result<usize, Fault>>,
-    ) -> Result<Option<Fault>> {
+    ) -> Result<Stop> {
         while *done < len {
             self.check_cancel()?;
+            if slice.is_over() {
+                return Ok(Stop::Yield);
+            }
             let vm = self.chan.vm.vm.lock();
             for _ in 0..LOCK_RUN {
                 if *done == len {
@@ -760,21 +959,22 @@ impl<'a, V: GpuVm> Run<'a, V> {
                 }
                 match step(&vm, *done)? {
                     Ok(n) => *done += n,
-                    Err(miss) => return Ok(Some(miss)),
+                    Err(miss) => return Ok(Stop::Miss(miss)),
                 }
             }
         }
-        Ok(None)
+        Ok(Stop::Done)
     }
 
-    /// Executes `cmd` from byte `*done` on; returns the first miss, if any,
-    /// with `*done` at the first byte not done.
+    /// Executes `cmd` from byte `*done` on, until the `slice` is over; returns
+    /// where it stopped, with `*done` at the first byte not done.
     fn run_from(
         &mut self,
         cmd: &uapi::drm_nsvm_cmd,
         done: &mut usize,
         buf: &mut KVVec<u8>,
-    ) -> Result<Option<Fault>> {
+        slice: Slice,
+    ) -> Result<Stop> {
         let len = cmd.len as usize;
         let (src, dst) = (cmd.src as usize, cmd.dst as usize);
         let miss = |addr, write| Fault {
@@ -786,7 +986,7 @@ impl<'a, V: GpuVm> Run<'a, V> {
             uapi::DRM_NSVM_OP_FILL => {
                 // `buf` holds the pattern from phase 0: the bytes from
                 // `done % 8` on continue it at `done`.
-                return self.in_lock_runs(len, done, |vm, at| {
+                return self.in_lock_runs(len, done, slice, |vm, at| {
                     let va = dst + at;
                     let n = chunk(va, len - at);
                     let phase = at % 8;
@@ -798,7 +998,7 @@ impl<'a, V: GpuVm> Run<'a, V> {
                 });
             }
             uapi::DRM_NSVM_OP_COPY => {
-                return self.in_lock_runs(len, done, |vm, at| {
+                return self.in_lock_runs(len, done, slice, |vm, at| {
                     let (s, d) = (src + at, dst + at);
                     let n = chunk(s, len - at).min(chunk(d, len - at));
                     if !self.read(vm, s, &mut buf[..n])? {
@@ -814,7 +1014,7 @@ impl<'a, V: GpuVm> Run<'a, V> {
             uapi::DRM_NSVM_OP_AXPY32 => {
                 let a = cmd.value as u32;
                 let (xs, ys) = buf.split_at_mut(PAGE_SIZE_4K);
-                return self.in_lock_runs(len, done, |vm, at| {
+                return self.in_lock_runs(len, done, slice, |vm, at| {
                     let (s, d) = (src + at, dst + at);
                     // Both aligned to 4 and `len` a multiple of 4: so is `n`.
                     let n = chunk(s, len - at).min(chunk(d, len - at));
@@ -835,9 +1035,12 @@ impl<'a, V: GpuVm> Run<'a, V> {
                 });
             }
             uapi::DRM_NSVM_OP_READ => {
-                let out = self.job.dst.as_ref().ok_or(EINVAL)?;
+                let out = self.cur.job.dst.as_ref().ok_or(EINVAL)?;
                 while *done < len {
                     self.check_cancel()?;
+                    if slice.is_over() {
+                        return Ok(Stop::Yield);
+                    }
                     // Up to LOCK_RUN pages into `buf` under the lock, then
                     // out to the (pinned) destination without it.
                     let first = *done;
@@ -859,7 +1062,7 @@ impl<'a, V: GpuVm> Run<'a, V> {
                     drop(vm);
                     out.write(first, &buf[..*done - first])?;
                     if let Some(s) = missed {
-                        return Ok(Some(miss(s, false)));
+                        return Ok(Stop::Miss(miss(s, false)));
                     }
                 }
             }
@@ -874,7 +1077,7 @@ impl<'a, V: GpuVm> Run<'a, V> {
                 let hit = self.read(&vm, dst, &mut sem)?;
                 drop(vm);
                 if !hit {
-                    return Ok(Some(miss(dst, false)));
+                    return Ok(Stop::Miss(miss(dst, false)));
                 }
                 if u64::from_le_bytes(sem) >= cmd.value {
                     break;
@@ -897,17 +1100,17 @@ impl<'a, V: GpuVm> Run<'a, V> {
                 })?;
                 drop(vm);
                 let Some(old) = old else {
-                    return Ok(Some(Fault {
+                    return Ok(Stop::Miss(Fault {
                         addr: dst,
                         write: true,
                         atomic: true,
                     }));
                 };
-                self.value = old;
+                self.cur.value = old;
             }
             _ => return Err(EINVAL),
         }
-        Ok(None)
+        Ok(Stop::Done)
     }
 }
 

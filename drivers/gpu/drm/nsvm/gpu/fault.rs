@@ -4,14 +4,26 @@
 //!
 //! One per device, shared by every channel: a ring of [`FAULT_BUFFER_SIZE`]
 //! entries with GET and PUT positions. A channel that misses in the GPU
-//! page table writes an entry per missing block at PUT and stalls; the
-//! fault handler, woken by the "replayable fault" interrupt, takes the
-//! entries from GET, serves them and replays, which restarts every stalled
-//! channel. The interrupt is level-triggered and taken on the CPU of the
-//! access that raised the entry (as an MSI is, by its affinity): its handler
-//! ([`FaultIrq`]) queues a worker there, so a fault's service starts on the
-//! CPU that faulted, with no cross-CPU wake-up. A take that leaves entries
-//! of other address spaces behind raises it again, for another worker.
+//! page table writes an entry per missing block at PUT and stalls: it is
+//! parked with the unit ([`FaultUnit::park`]) and its worker returns, as a
+//! channel stalled on a fault holds no engine time on hardware. The fault
+//! handler, woken by the "replayable fault" interrupt, takes the entries
+//! from GET, serves them and replays, which restarts every parked channel:
+//! queues its worker on the replaying CPU, where it runs next, in the
+//! worker the handler ran in (see `queue.rs`). The interrupt is
+//! level-triggered and taken on the CPU of the access that raised the entry
+//! (as an MSI is, by its affinity): its handler ([`FaultIrq`]) queues a
+//! worker there, so a fault's service starts on the CPU that faulted, and
+//! the whole round trip (stall, service, replay, resumption) runs in one
+//! worker of that CPU, with no wake-up and no context switch. A take that
+//! leaves entries of other address spaces behind raises it again, for
+//! another worker.
+//!
+//! A kick ([`FaultUnit::kick`]: a channel failed) restarts the parked
+//! channels too, and so does the unit's watchdog, at most
+//! [`WATCH_PERIOD_MS`] after a channel parked, so that a stall no replay
+//! ends still sees its timeout. A restarted channel that is still waiting
+//! parks again.
 //!
 //! As on hardware, a fault raised while the ring is full is dropped
 //! (counted in [`FaultUnit::overflows`]): the stalled access raises it
@@ -21,7 +33,7 @@
 //! fence waiters sleep on it.
 
 use kernel::{
-    new_condvar, new_mutex,
+    impl_has_delayed_work, new_condvar, new_delayed_work, new_mutex,
     prelude::*,
     sync::{
         atomic::{
@@ -35,13 +47,24 @@ use kernel::{
         Mutex, //
     },
     time::{
+        msecs_to_jiffies,
+        Delta,
         Instant,
         Jiffies,
         Monotonic, //
     },
+    workqueue::{
+        DelayedWork,
+        Queue,
+        WorkItem, //
+    },
 };
 
 use super::{
+    queue::{
+        flush_delayed,
+        OwnedQueue, //
+    },
     FaultEntry,
     FaultIrq,
     GpuFaults, //
@@ -57,6 +80,57 @@ pub(crate) fn wake_all_sync(cond: &CondVar) {
 /// Entries of the fault buffer.
 pub(crate) const FAULT_BUFFER_SIZE: usize = 1024;
 
+/// Longest a parked channel waits before the watchdog restarts it, to
+/// look at its timeout.
+pub(crate) const WATCH_PERIOD_MS: u32 = 100;
+
+/// A channel, as the fault unit restarts it: parked on a stall, or at the
+/// end of its time slice.
+pub(crate) trait Restartable: Send + Sync {
+    /// Queues the channel's worker on `queue`, on the calling CPU.
+    fn restart(self: Arc<Self>, queue: &Queue);
+}
+
+/// Where a stall stands, from [`FaultUnit::park`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stall {
+    /// A replay came since the stall: probe again.
+    Replayed,
+    /// The stop condition holds: nothing was parked.
+    Stopped,
+    /// Parked until the next replay, kick or watchdog.
+    Parked,
+}
+
+/// What restarts parked channels: the queue their workers run on, and the
+/// watchdog. From [`FaultUnit::attach`] until [`FaultUnit::detach`].
+struct Runlist {
+    queue: Arc<OwnedQueue>,
+    watchdog: Arc<Watchdog>,
+}
+
+/// Restarts the parked channels: armed by every park for at most
+/// [`WATCH_PERIOD_MS`], so that a stall no replay ends still sees its
+/// timeout.
+#[pin_data]
+struct Watchdog {
+    faults: Arc<FaultUnit>,
+    #[pin]
+    work: DelayedWork<Watchdog>,
+}
+
+impl_has_delayed_work! {
+    impl HasDelayedWork<Self> for Watchdog { self.work }
+}
+
+impl WorkItem for Watchdog {
+    type Pointer = Arc<Watchdog>;
+
+    fn run(this: Arc<Watchdog>) {
+        this.faults.kick();
+    }
+}
+
 /// The ring and the replay generation, under [`FaultUnit::state`].
 struct FaultState {
     /// The entries; `get == put` is empty, one slot stays free.
@@ -65,6 +139,15 @@ struct FaultState {
     put: usize,
     /// Bumped by every replay: a stalled channel resumes when it changed.
     replays: u64,
+    /// The parked channels, restarted (and taken off) by the next replay,
+    /// kick or watchdog.
+    ///
+    /// A parked channel is running (its job stalled), and its owner holds
+    /// it until it is idle (`GpuChannel::wait_idle`): no reference here is
+    /// the last, and none is dropped with the lock held that frees it.
+    parked: KVec<Arc<dyn Restartable>>,
+    /// Set while the engine is: parked channels can be restarted.
+    runlist: Option<Runlist>,
     /// When the last replay was issued.
     replayed_at: Instant<Monotonic>,
     /// The interrupt's handler, from [`GpuFaults::request_irq`] until the
@@ -94,9 +177,6 @@ impl FaultState {
 pub(crate) struct FaultUnit {
     #[pin]
     state: Mutex<FaultState>,
-    /// Stalled channels sleep on it until a replay (or their cancel).
-    #[pin]
-    replayed: CondVar,
     /// The non-stall interrupt's counter and line.
     events: Atomic<u64>,
     #[pin]
@@ -133,6 +213,8 @@ impl FaultUnit {
             get: 0,
             put: 0,
             replays: 0,
+            parked: KVec::new(),
+            runlist: None,
             replayed_at: Instant::now(),
             irq: None,
             shutdown: false,
@@ -140,7 +222,6 @@ impl FaultUnit {
         Arc::pin_init(
             pin_init!(Self {
                 state <- new_mutex!(state, "FaultUnit::state"),
-                replayed <- new_condvar!("FaultUnit::replayed"),
                 events: Atomic::new(0),
                 nonstall <- new_mutex!((), "FaultUnit::nonstall"),
                 nonstall_irq <- new_condvar!("FaultUnit::nonstall_irq"),
@@ -153,9 +234,45 @@ impl FaultUnit {
         )
     }
 
+    /// Makes `queue` the one parked channels are restarted on, until
+    /// [`FaultUnit::detach`], and starts the watchdog.
+    pub(crate) fn attach(self: &Arc<Self>, queue: Arc<OwnedQueue>) -> Result {
+        let watchdog = Arc::pin_init(
+            pin_init!(Watchdog {
+                faults: self.clone(),
+                work <- new_delayed_work!("FaultUnit::watchdog"),
+            }),
+            GFP_KERNEL,
+        )?;
+        let old = self
+            .state
+            .lock()
+            .runlist
+            .replace(Runlist { queue, watchdog });
+        // Unlocked: it may hold the last reference to a queue.
+        drop(old);
+        Ok(())
+    }
+
+    /// Undoes [`FaultUnit::attach`] once no channel runs (the engine's
+    /// teardown): nothing is restarted any more, and the watchdog is
+    /// flushed, so that nothing of the unit is left on the queue or a
+    /// timer. Breaks the reference cycle of the unit and its watchdog.
+    pub(crate) fn detach(&self) {
+        let mut st = self.state.lock();
+        let runlist = st.runlist.take();
+        let parked = core::mem::take(&mut st.parked);
+        drop(st);
+        drop(parked);
+        if let Some(runlist) = runlist {
+            // Its run finds no runlist: it arms nothing again.
+            flush_delayed(&*runlist.watchdog);
+        }
+    }
+
     /// Writes `entries` at PUT (dropping those that find the ring full),
     /// raises the interrupt and returns the replay generation the caller
-    /// then stalls on with [`FaultUnit::stall`].
+    /// then parks on with [`FaultUnit::park`].
     pub(crate) fn raise(&self, entries: impl Iterator<Item = FaultEntry>) -> u64 {
         let mut st = self.state.lock();
         for e in entries {
@@ -168,40 +285,95 @@ impl FaultUnit {
             st.ring[put] = e;
             st.put = next;
         }
-        // On the raiser's CPU, which stalls right after: the handler's
-        // worker runs there, without waiting for another CPU (an IPI to an
-        // idle vCPU is slow under emulation).
+        // On the raiser's CPU, whose worker parks and returns right after:
+        // the handler runs next in it (see the module's documentation).
         st.assert_irq();
         st.replays
     }
 
-    /// Sleeps until a replay after generation `seen`, `stop()` says to stop,
-    /// or `jiffies` passed; `true` once replayed.
-    pub(crate) fn stall(&self, seen: u64, jiffies: Jiffies, stop: impl Fn() -> bool) -> bool {
-        let mut st = self.state.lock();
-        if st.replays == seen {
-            if stop() {
-                return false;
+    /// Parks `who`, stalled since replay generation `seen`, until the next
+    /// replay, kick or watchdog, at most `left` from now and at most
+    /// [`WATCH_PERIOD_MS`]: [`Stall::Parked`]. [`Stall::Replayed`] if a
+    /// replay came since `seen`, and [`Stall::Stopped`] if `stop()` says
+    /// so; neither parks anything. `stop()` is called with the lock held that
+    /// [`FaultUnit::kick`] takes: a stop condition set before a kick is
+    /// seen, or the kick restarts `who`.
+    ///
+    /// `ENODEV` once the unit is detached; `ENOMEM` if no room could be
+    /// made for `who`.
+    pub(crate) fn park(
+        &self,
+        who: Arc<dyn Restartable>,
+        seen: u64,
+        left: Delta,
+        stop: impl Fn() -> bool,
+    ) -> Result<Stall> {
+        // Room for one more, made without the lock when the list is full.
+        let mut room = KVec::new();
+        loop {
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
+            if st.replays != seen {
+                let took = (Instant::now() - st.replayed_at).as_nanos();
+                self.resumes.fetch_add(1, Relaxed);
+                self.resume_ns.fetch_add(took.max(0) as u64, Relaxed);
+                return Ok(Stall::Replayed);
             }
-            // Interruptible, so a long stall is no hung task: a worker gets
-            // no signals.
-            let _ = self.replayed.wait_interruptible_timeout(&mut st, jiffies);
+            if stop() {
+                return Ok(Stall::Stopped);
+            }
+            let Some(runlist) = st.runlist.as_ref() else {
+                return Err(ENODEV);
+            };
+            if st.parked.len() == st.parked.capacity() {
+                let need = st.parked.len() + 1;
+                if room.capacity() < need {
+                    drop(guard);
+                    room = KVec::with_capacity(2 * need, GFP_KERNEL)?;
+                    continue;
+                }
+                for p in st.parked.drain_all() {
+                    // `room` holds more than the list did.
+                    let _ = room.push_within_capacity(p);
+                }
+                core::mem::swap(&mut st.parked, &mut room);
+            }
+            let ms = left.as_millis_ceil().clamp(1, WATCH_PERIOD_MS.into()) as u32;
+            // `Err`: armed already, and fires within the period.
+            let _ = runlist
+                .queue
+                .enqueue_delayed(runlist.watchdog.clone(), msecs_to_jiffies(ms));
+            // There is room: made above.
+            let _ = st.parked.push_within_capacity(who);
+            return Ok(Stall::Parked);
         }
-        if st.replays == seen {
-            return false;
-        }
-        let took = (Instant::now() - st.replayed_at).as_nanos();
-        self.resumes.fetch_add(1, Relaxed);
-        self.resume_ns.fetch_add(took.max(0) as u64, Relaxed);
-        true
     }
 
-    /// Wakes every stalled channel so it sees a cancel.
+    /// Restarts (and takes off) every parked channel.
+    fn restart_parked(st: &mut FaultState) {
+        let Some(runlist) = st.runlist.as_ref() else {
+            return;
+        };
+        for p in st.parked.drain_all() {
+            p.restart(&runlist.queue);
+        }
+    }
+
+    /// Queues `who` again on this CPU, behind what is queued there: the end
+    /// of its time slice. Nothing once the unit is detached (no channel
+    /// runs then).
+    pub(crate) fn requeue(&self, who: Arc<dyn Restartable>) {
+        if let Some(runlist) = self.state.lock().runlist.as_ref() {
+            who.restart(&runlist.queue);
+        }
+    }
+
+    /// Restarts every parked channel so that it sees a cancel, or its
+    /// timeout: those still waiting park again.
     pub(crate) fn kick(&self) {
-        // Taking the lock orders this after a staller's check of its stop
-        // condition: it is asleep or sees the cancel.
-        drop(self.state.lock());
-        self.replayed.notify_all();
+        // Under the lock: ordered after a parker's check of its stop
+        // condition, which is parked or sees the cancel.
+        Self::restart_parked(&mut self.state.lock());
     }
 
     /// Raises the non-stall interrupt: a job completed or a channel failed.
@@ -256,9 +428,9 @@ impl GpuFaults for FaultUnit {
         let mut st = self.state.lock();
         st.replays += 1;
         st.replayed_at = Instant::now();
-        drop(st);
-        // The handler goes back to sleep next: see `raise()`.
-        wake_all_sync(&self.replayed);
+        // On the handler's CPU: they run next in its worker, once the
+        // handler returns.
+        Self::restart_parked(&mut st);
     }
 
     fn shutdown(&self) {
@@ -308,6 +480,7 @@ impl GpuFaults for FaultUnit {
 mod tests {
     use super::*;
     use crate::gpu::Fault;
+    use kernel::time::delay::fsleep;
 
     fn entry(addr: usize) -> FaultEntry {
         FaultEntry {
@@ -414,19 +587,80 @@ mod tests {
         Ok(())
     }
 
-    /// A stall ends with a replay after it, or not at all; after the
-    /// shutdown, nothing is taken.
+    /// Counts its restarts.
+    struct Restarts(Atomic<u32>);
+
+    impl Restartable for Restarts {
+        fn restart(self: Arc<Self>, _queue: &Queue) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A park ends with a replay after the stall, a kick or the watchdog;
+    /// it parks nothing once replayed or stopped, and nothing at all once
+    /// detached; after the shutdown, nothing is taken.
     #[test]
-    fn replay_and_shutdown() -> Result {
+    fn park_replay_kick_and_watchdog() -> Result {
         let unit = FaultUnit::new()?;
+        unit.attach(Arc::new(
+            OwnedQueue::new_unbound(c"nsvm_kunit")?,
+            GFP_KERNEL,
+        )?)?;
+        let r = Arc::new(Restarts(Atomic::new(0)), GFP_KERNEL)?;
+        let count = || r.0.load(Relaxed);
+        let long = Delta::from_secs(10);
         let seen = unit.raise(core::iter::once(entry(0)));
-        assert!(!unit.stall(seen, 1, || false));
+        assert_eq!(
+            unit.park(r.clone(), seen, long, || false),
+            Ok(Stall::Parked)
+        );
+        // A stopped parker is not parked, and a kick restarts the other.
+        assert_eq!(
+            unit.park(r.clone(), seen, long, || true),
+            Ok(Stall::Stopped)
+        );
+        unit.kick();
+        assert_eq!(count(), 1);
+        unit.kick();
+        assert_eq!(count(), 1);
+        // More parkers than the list had room for; one replay restarts all.
+        for _ in 0..9 {
+            assert_eq!(
+                unit.park(r.clone(), seen, long, || false),
+                Ok(Stall::Parked)
+            );
+        }
         unit.replay();
-        assert!(unit.stall(seen, 1, || false));
+        assert_eq!(count(), 10);
+        assert_eq!(
+            unit.park(r.clone(), seen, long, || false),
+            Ok(Stall::Replayed)
+        );
         assert_eq!(unit.resumes().0, 1);
-        // A cancelled staller does not wait.
+        unit.replay();
+        assert_eq!(count(), 10);
+        // Parked with 1 ms left: the watchdog restarts it.
         let seen = unit.raise(core::iter::empty());
-        assert!(!unit.stall(seen, 1_000_000, || true));
+        let left = Delta::from_millis(1);
+        assert_eq!(
+            unit.park(r.clone(), seen, left, || false),
+            Ok(Stall::Parked)
+        );
+        for _ in 0..100 {
+            if count() == 11 {
+                break;
+            }
+            fsleep(Delta::from_millis(10));
+        }
+        assert_eq!(count(), 11);
+        assert_eq!(
+            unit.park(r.clone(), seen, long, || false),
+            Ok(Stall::Parked)
+        );
+        unit.detach();
+        assert_eq!(unit.park(r.clone(), seen, long, || false), Err(ENODEV));
+        unit.replay();
+        assert_eq!(count(), 11);
         unit.shutdown();
         let mut out = KVec::with_capacity(4, GFP_KERNEL)?;
         assert!(!unit.take(&mut out));

@@ -22,17 +22,20 @@ use kernel::{
     cpu::CpuId,
     prelude::*,
     workqueue::{
+        HasDelayedWork,
         Queue,
-        RawWorkItem, //
+        RawWorkItem,
+        Work, //
     },
 };
 
 /// A workqueue, destroyed (after its last queued item ran) when dropped:
-/// unbound ([`OwnedQueue::new_unbound`]) or with a pool of workers per CPU
-/// ([`OwnedQueue::new_percpu_highpri`], [`OwnedQueue::new_percpu_intensive`]).
+/// unbound ([`OwnedQueue::new_unbound`]) or per CPU
+/// ([`OwnedQueue::new_percpu`]).
 ///
 /// Must not be dropped by one of its own work items: destroying a queue
-/// waits for its items.
+/// waits for its items. A delayed item whose timer is pending is not yet
+/// queued: its owner flushes it ([`flush_delayed`]) before the queue goes.
 ///
 /// # Invariants
 ///
@@ -55,26 +58,17 @@ impl OwnedQueue {
 
     /// Allocates a queue called `name` whose items run on the CPU they are
     /// queued on ([`OwnedQueue::enqueue_on`]; [`Queue::enqueue`]: the
-    /// caller's), in high-priority workers: the shape of an interrupt's
-    /// bottom half, which runs where the interrupt was taken and before
-    /// the CPU's ordinary tasks.
-    pub(crate) fn new_percpu_highpri(name: &'static CStr) -> Result<Self> {
-        Self::alloc(
-            name,
-            bindings::wq_flags_WQ_PERCPU | bindings::wq_flags_WQ_HIGHPRI,
-        )
-    }
-
-    /// Allocates a queue called `name` whose items run on the CPU they are
-    /// queued on ([`Queue::enqueue`]: the caller's), in ordinary-priority
-    /// workers that concurrency management does not count: an item may run
-    /// long (a job) without holding up the CPU's other work items, and
-    /// items run beside each other as the scheduler shares the CPU.
-    pub(crate) fn new_percpu_intensive(name: &'static CStr) -> Result<Self> {
-        Self::alloc(
-            name,
-            bindings::wq_flags_WQ_PERCPU | bindings::wq_flags_WQ_CPU_INTENSIVE,
-        )
+    /// caller's), in the CPU's ordinary-priority workers, which every
+    /// per-CPU queue of that priority shares.
+    ///
+    /// Concurrency management runs one item at a time per CPU, in one
+    /// worker, while items do not sleep: an item queued by a running item
+    /// runs next in the same worker, with no context switch (the shape of
+    /// an interrupt's bottom half run where the interrupt was taken). An
+    /// item must then not run long without returning: items behind it wait
+    /// (the engine's jobs give their CPU up after a time slice).
+    pub(crate) fn new_percpu(name: &'static CStr) -> Result<Self> {
+        Self::alloc(name, bindings::wq_flags_WQ_PERCPU)
     }
 
     fn alloc(name: &'static CStr, flags: bindings::wq_flags) -> Result<Self> {
@@ -126,6 +120,25 @@ impl OwnedQueue {
     }
 }
 
+/// Fires the timer of `item`'s delayed work `ID` now if it is pending and
+/// waits until the item's last queueing has run (`flush_delayed_work()`):
+/// after it, unless something queues the item again, nothing of it is
+/// left on any queue or timer. The kernel crate has no such call in 7.3.
+pub(crate) fn flush_delayed<T: HasDelayedWork<T, ID>, const ID: u64>(item: &T) {
+    let this = core::ptr::from_ref(item).cast_mut();
+    // SAFETY: `this` points at a valid `T`, borrowed for the call.
+    let work = unsafe { T::raw_get_work(this) };
+    // SAFETY: `work` points at the `Work` field of the `T` above.
+    let work = unsafe { Work::raw_get(work) };
+    // SAFETY: `HasDelayedWork` promises that the `work_struct` is the `work`
+    // field of a `delayed_work` inside `item`: both pointers are in bounds
+    // of `item`'s allocation.
+    let dwork = unsafe { kernel::container_of!(work, bindings::delayed_work, work) };
+    // SAFETY: `dwork` was initialised by `DelayedWork::new()` (`T` is
+    // pinned-initialised with it) and stays valid for the call.
+    unsafe { bindings::flush_delayed_work(dwork) };
+}
+
 impl Deref for OwnedQueue {
     type Target = Queue;
 
@@ -139,8 +152,9 @@ impl Deref for OwnedQueue {
 impl Drop for OwnedQueue {
     fn drop(&mut self) {
         // SAFETY: `raw` is live, and nothing queues to it any more: queueing
-        // needs a borrow of `self`, which is going. This waits for every
-        // queued item.
+        // needs a borrow of `self`, which is going, and the owners of
+        // delayed items flushed their timers (type documentation). This
+        // waits for every queued item.
         unsafe { bindings::destroy_workqueue(self.raw.as_ptr()) };
     }
 }
