@@ -226,7 +226,14 @@ pub fn swapped(start: u64, n: usize) -> Result<usize, Outcome> {
 
 /// A value of `<debugfs>/nsvm/nsvm.<index>/vram`.
 pub fn vram_stat(index: u32, key: &str) -> Result<u64, Outcome> {
-    let path = format!("/sys/kernel/debug/nsvm/nsvm.{index}/vram");
+    debugfs_stat(index, "vram", key)
+}
+
+/// The value of `key` in the device's debugfs file `file`
+/// (`<debugfs>/nsvm/nsvm.<index>/<file>`, lines of `key: value`); a skip
+/// without debugfs.
+pub fn debugfs_stat(index: u32, file: &str, key: &str) -> Result<u64, Outcome> {
+    let path = format!("/sys/kernel/debug/nsvm/nsvm.{index}/{file}");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(_) => skip!("no {path}"),

@@ -257,6 +257,54 @@ fn queues_concurrent() -> TestResult {
     Ok(())
 }
 
+/// A job that runs long without faulting or sleeping gives its CPU up at
+/// the end of each time slice: a queue's job submitted behind it on the
+/// same CPU completes while it still runs, and the device counts the
+/// slices given up.
+fn time_slices() -> TestResult {
+    // One CPU: both queues' workers run in its pool.
+    // SAFETY: A zeroed cpu_set_t is valid; this thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        check_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+            0
+        );
+    }
+    let dev = bound(0)?;
+    let (a, b) = (dev.queue_create(0)?, dev.queue_create(0)?);
+    let buf = Map::new(64 << 20, RW);
+    let f = Map::new(PAGE, RW);
+    let (fa, fb) = (f.addr(), f.addr() + 8);
+    let fill = |q, v: u64| -> Result<(), Outcome> {
+        dev.submit(
+            q,
+            &[Cmd::fill(buf.addr(), buf.len as u64, v)],
+            Some((fa, v)),
+        )?;
+        Ok(())
+    };
+    // Mapped first: the job below neither faults nor sleeps.
+    fill(a, 1)?;
+    dev.wait_fence(fa, 1, a, LONG_NS)?;
+    let before = debugfs_stat(0, "faults", "yields")?;
+    let t = Instant::now();
+    fill(a, 2)?;
+    dev.submit(b, &[], Some((fb, 1)))?;
+    dev.wait_fence(fb, 1, b, LONG_NS)?;
+    let short = t.elapsed();
+    let long_running = peek(fa) == 1;
+    dev.wait_fence(fa, 2, a, LONG_NS)?;
+    let long = t.elapsed();
+    let yields = debugfs_stat(0, "faults", "yields")? - before;
+    println!("short job {short:?}, long one {long:?}, {yields} slices given up");
+    check!(long_running, "the short job waited for the long one");
+    check!(yields > 0);
+    check!(buf.bytes().chunks_exact(8).all(|w| w == 2u64.to_le_bytes()));
+    Ok(())
+}
+
 /// The commands of EXEC through four queues with overlapping jobs: each
 /// queue fills, copies, runs AXPY32 and an atomic on its own buffers
 /// while the others do.
@@ -889,6 +937,7 @@ igt_main! {
     "submit-bad-args" => submit_bad_args,
     "fence-order" => fence_order,
     "queues-concurrent" => queues_concurrent,
+    "time-slices" => time_slices,
     "exec-ops-async" => exec_ops_async,
     "fence-bad-memory" => fence_bad_memory,
     "device-memory-async" => device_memory_async,

@@ -200,6 +200,10 @@ pub(crate) trait GpuFaults: Send + Sync + 'static {
     /// Stalled jobs resumed after a replay, and the nanoseconds from the
     /// replays to their resumption, in total.
     fn resumes(&self) -> (u64, u64);
+
+    /// Times a channel gave its CPU up at the end of a time slice, its job
+    /// going on behind the work queued there.
+    fn yields(&self) -> u64;
 }
 
 /// Why a channel stopped taking work.

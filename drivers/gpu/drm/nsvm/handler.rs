@@ -405,8 +405,8 @@ impl<V: GpuVm> FaultHandler<V> {
 
 /// `<debugfs>/nsvm/nsvm.<index>/faults`: the handler's passes, where a
 /// fault's round trip goes (raise to the pass that takes it, the pass's
-/// service and replay, replay to the job's resumption) and the fault
-/// buffer's overflows.
+/// service and replay, replay to the job's resumption), the fault
+/// buffer's overflows and the channels' time slices given up.
 impl<V: GpuVm> core::fmt::Debug for FaultHandler<V> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let (resumes, resume_ns) = self.faults.resumes();
@@ -416,7 +416,8 @@ impl<V: GpuVm> core::fmt::Debug for FaultHandler<V> {
         writeln!(f, "wake_ns: {}", self.wake_ns.load(Relaxed))?;
         writeln!(f, "serve_ns: {}", self.serve_ns.load(Relaxed))?;
         writeln!(f, "resumes: {resumes}")?;
-        write!(f, "resume_ns: {resume_ns}")
+        writeln!(f, "resume_ns: {resume_ns}")?;
+        write!(f, "yields: {}", self.faults.yields())
     }
 }
 

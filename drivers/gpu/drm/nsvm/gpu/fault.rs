@@ -186,6 +186,7 @@ pub(crate) struct FaultUnit {
     overflows: Atomic<u64>,
     resumes: Atomic<u64>,
     resume_ns: Atomic<u64>,
+    yields: Atomic<u64>,
     /// [`FaultState::shutdown`] for readers that do not take the lock:
     /// every SUBMIT and every pass of a WAIT.
     shut_down: Atomic<bool>,
@@ -228,6 +229,7 @@ impl FaultUnit {
                 overflows: Atomic::new(0),
                 resumes: Atomic::new(0),
                 resume_ns: Atomic::new(0),
+                yields: Atomic::new(0),
                 shut_down: Atomic::new(false),
             }),
             GFP_KERNEL,
@@ -363,6 +365,7 @@ impl FaultUnit {
     /// of its time slice. Nothing once the unit is detached (no channel
     /// runs then).
     pub(crate) fn requeue(&self, who: Arc<dyn Restartable>) {
+        self.yields.fetch_add(1, Relaxed);
         if let Some(runlist) = self.state.lock().runlist.as_ref() {
             who.restart(&runlist.queue);
         }
@@ -473,6 +476,10 @@ impl GpuFaults for FaultUnit {
 
     fn resumes(&self) -> (u64, u64) {
         (self.resumes.load(Relaxed), self.resume_ns.load(Relaxed))
+    }
+
+    fn yields(&self) -> u64 {
+        self.yields.load(Relaxed)
     }
 }
 
