@@ -653,14 +653,14 @@ impl<V: GpuVm> Mirror<V> {
         patience: &Patience<'_>,
     ) -> Result {
         let vm = self.vm();
-        let spans = spans(faults, (win_start, win_end))?;
         let own = f.addr & !(PAGE_SIZE_4K - 1);
         let mut device = !attr.fault_to_system();
         let mut failed = KVec::new();
         loop {
             patience.check()?;
             let mut rf = self.notifier.snapshot(mm, win_start, win_end, device)?;
-            for r in self.missing(&rf, &spans, faults, &failed)?.iter() {
+            let runs = self.missing(&rf, faults, (win_start, win_end), &failed)?;
+            for r in runs.iter() {
                 // Each run faults memory in: not for a process that is gone.
                 (patience.abort)()?;
                 match self.notifier.fault(mm, r.start, r.end, r.write, device) {
@@ -768,7 +768,8 @@ impl<V: GpuVm> Mirror<V> {
         Ok((maps, vram_page))
     }
 
-    /// The runs of pages of `spans` that need a fault: neither the CPU
+    /// The runs of pages of the spans of `faults` (those of the window
+    /// `window`, see [`spans`]) that need a fault: neither the CPU
     /// (snapshot `rf`) nor the GPU maps them as the span asks (the GPU's
     /// own exclusive entries read as absent to the CPU: they are done), and
     /// they are not in a run that `failed` before. The owner's device pages
@@ -781,8 +782,8 @@ impl<V: GpuVm> Mirror<V> {
     fn missing(
         &self,
         rf: &RangeFault<'_>,
-        spans: &[Span],
         faults: &[Fault],
+        window: (usize, usize),
         failed: &[(usize, usize)],
     ) -> Result<KVec<Span>> {
         // Whether the CPU maps the page at `va` as an access writing with
@@ -801,6 +802,7 @@ impl<V: GpuVm> Mirror<V> {
         if faults.iter().all(|f| cpu(page(f), f.write || f.atomic)) {
             return Ok(KVec::new());
         }
+        let spans = spans(faults, window)?;
         // At most a run per page: room is made before taking the lock.
         let pages = spans.iter().map(|s| (s.end - s.start) / PAGE_SIZE_4K).sum();
         let mut runs: KVec<Span> = KVec::with_capacity(pages, GFP_KERNEL)?;
@@ -812,7 +814,7 @@ impl<V: GpuVm> Mirror<V> {
                 || vm.lookup(va).is_some_and(|p| p.writable || !write)
                 || failed.iter().any(|&(a, b)| a <= va && va < b))
         };
-        for s in spans {
+        for s in &spans {
             let asked = faults
                 .iter()
                 .filter(|f| (s.start..s.end).contains(&f.addr))
